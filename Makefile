@@ -1,0 +1,56 @@
+# Roomkeeper — the two commands a newcomer needs:
+#   make dev    set up everything, build, and run the service on http://127.0.0.1:8787
+#   make test   set up everything and run every test (lint, unit, end-to-end on real workerd)
+
+SHELL := /bin/bash
+PORT ?= 8787
+WRANGLER := node_modules/.bin/wrangler
+export WRANGLER_SEND_METRICS := false
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+
+.PHONY: setup build dev test lint unit e2e deploy-check valuation-eval clean
+
+## setup: install the wasm target, worker-build, wasm-bindgen, wrangler and test packages (idempotent)
+setup:
+	@bash scripts/setup.sh
+
+## build: compile the Worker to build/ (no downloads)
+build: setup
+	@bash scripts/build.sh
+
+## dev: run the service locally with real workerd, local Durable Object storage under .wrangler/state
+dev: build
+	$(WRANGLER) dev --ip 127.0.0.1 --port $(PORT) --show-interactive-dev-session=false
+
+## test: everything CI runs — formatting, clippy (native and wasm32), unit and end-to-end tests
+test: setup lint
+	cargo test --all-targets
+
+## lint: rustfmt and clippy on both targets, warnings denied
+lint: setup
+	cargo fmt --all -- --check
+	cargo clippy --all-targets -- -D warnings
+	cargo clippy --target wasm32-unknown-unknown --lib -- -D warnings
+
+## unit: native unit and property tests only (fast, no workerd)
+unit:
+	cargo test --lib
+
+## e2e: end-to-end tests only (builds the Worker, starts workerd)
+e2e: setup
+	cargo test --test e2e
+
+## deploy-check: build the deployable bundle for every environment offline
+deploy-check: build
+	for env in "" staging production; do \
+	  out=$$(mktemp -d); \
+	  $(WRANGLER) deploy --dry-run --outdir $$out $${env:+--env $$env} || exit 1; \
+	  rm -rf $$out; \
+	done
+
+## valuation-eval: print the valuation model's cross-validated error and interval coverage
+valuation-eval:
+	cargo run --release --example valuation_eval
+
+clean:
+	rm -rf build target/worker .wrangler

@@ -1,0 +1,482 @@
+//! The WebSocket wire format, protocol v1 (documented in `docs/PROTOCOL.md`).
+//!
+//! One set of frame types serves both encodings: JSON text frames (the default) and
+//! MessagePack binary frames (negotiated with the `roomkeeper.v1.msgpack` subprotocol or
+//! `?encoding=msgpack`). Decoding is two-step — bytes to a generic value, then to a typed
+//! frame — so the client learns *which* thing was wrong: unparseable bytes (`malformed`), an
+//! unknown `type` (`unknown_type`) or a field of the wrong shape (`invalid_frame`).
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Version announced in the welcome frame.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// Subprotocol selecting JSON text frames.
+pub const SUBPROTOCOL_JSON: &str = "roomkeeper.v1.json";
+/// Subprotocol selecting MessagePack binary frames.
+pub const SUBPROTOCOL_MSGPACK: &str = "roomkeeper.v1.msgpack";
+
+/// How frames on one socket are encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Encoding {
+    /// JSON in text frames.
+    Json,
+    /// MessagePack (maps with field names) in binary frames.
+    Msgpack,
+}
+
+impl Encoding {
+    /// Short name used in socket tags and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Json => "json",
+            Self::Msgpack => "msgpack",
+        }
+    }
+
+    /// Picks the encoding from the `Sec-WebSocket-Protocol` offer and the `encoding` query
+    /// parameter. Returns the encoding and the subprotocol to echo in the 101 response (a
+    /// browser fails the connection unless one it offered is echoed).
+    pub fn negotiate(
+        offered: Option<&str>,
+        query: Option<&str>,
+    ) -> Result<(Self, Option<&'static str>), NegotiationError> {
+        if let Some(offered) = offered.filter(|o| !o.trim().is_empty()) {
+            for p in offered.split(',').map(str::trim) {
+                match p {
+                    SUBPROTOCOL_MSGPACK => return Ok((Self::Msgpack, Some(SUBPROTOCOL_MSGPACK))),
+                    SUBPROTOCOL_JSON => return Ok((Self::Json, Some(SUBPROTOCOL_JSON))),
+                    _ => {}
+                }
+            }
+            return Err(NegotiationError::UnsupportedSubprotocol);
+        }
+        match query {
+            None | Some("json") => Ok((Self::Json, None)),
+            Some("msgpack") => Ok((Self::Msgpack, None)),
+            Some(_) => Err(NegotiationError::UnsupportedEncoding),
+        }
+    }
+}
+
+/// Why an upgrade request's encoding could not be agreed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum NegotiationError {
+    /// `Sec-WebSocket-Protocol` offered nothing this server speaks.
+    #[error("no supported subprotocol offered; use roomkeeper.v1.json or roomkeeper.v1.msgpack")]
+    UnsupportedSubprotocol,
+    /// `?encoding=` named something other than `json` or `msgpack`.
+    #[error("encoding must be json or msgpack")]
+    UnsupportedEncoding,
+}
+
+/// A frame as it arrives from the socket.
+#[derive(Debug, Clone, Copy)]
+pub enum RawFrame<'a> {
+    /// A text frame.
+    Text(&'a str),
+    /// A binary frame.
+    Binary(&'a [u8]),
+}
+
+impl RawFrame<'_> {
+    /// Size on the wire, in bytes.
+    pub fn len(&self) -> usize {
+        match self {
+            Self::Text(t) => t.len(),
+            Self::Binary(b) => b.len(),
+        }
+    }
+
+    /// Whether the frame is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A frame a client sends.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ClientFrame {
+    /// Enter the room with a display name; answered by `welcome`.
+    Join {
+        /// Display name shown to other members.
+        name: String,
+    },
+    /// Send a message to everyone in the room.
+    Publish {
+        /// Any JSON value (for the chat demo `{"text":"…"}`), bounded in size.
+        body: Value,
+        /// Optional client message id, echoed in the ack and used to de-duplicate retries.
+        #[serde(default)]
+        id: Option<String>,
+    },
+}
+
+/// Frame `type` values a client may send, for telling `unknown_type` from `invalid_frame`.
+pub const CLIENT_FRAME_TYPES: &[&str] = &["join", "publish"];
+
+/// Why an incoming frame was refused (sent back as an `error` frame with this code).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    /// The frame is larger than the configured frame limit.
+    #[error("frame of {size} bytes exceeds the limit of {limit} bytes")]
+    TooLarge {
+        /// Frame size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The bytes are not valid JSON / MessagePack, or not an object.
+    #[error("frame is not a valid {0} object")]
+    Malformed(&'static str),
+    /// A text frame on a MessagePack socket or a binary frame on a JSON socket.
+    #[error("{0}")]
+    WrongFrameKind(&'static str),
+    /// `type` is missing or not one this protocol knows.
+    #[error("unknown frame type {0:?}")]
+    UnknownType(String),
+    /// The type is known but a field is missing or has the wrong type.
+    #[error("invalid {kind} frame: {detail}")]
+    Invalid {
+        /// The frame type.
+        kind: String,
+        /// What serde said was wrong.
+        detail: String,
+    },
+}
+
+impl FrameError {
+    /// The stable error code sent to the client.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::TooLarge { .. } => "too_large",
+            Self::Malformed(_) => "malformed",
+            Self::WrongFrameKind(_) => "wrong_frame_kind",
+            Self::UnknownType(_) => "unknown_type",
+            Self::Invalid { .. } => "invalid_frame",
+        }
+    }
+}
+
+/// Decodes one client frame, enforcing the frame size limit before parsing anything.
+pub fn decode(
+    encoding: Encoding,
+    raw: RawFrame<'_>,
+    max_frame_bytes: usize,
+) -> Result<ClientFrame, FrameError> {
+    if raw.len() > max_frame_bytes {
+        return Err(FrameError::TooLarge {
+            size: raw.len(),
+            limit: max_frame_bytes,
+        });
+    }
+    let value: Value =
+        match (encoding, raw) {
+            (Encoding::Json, RawFrame::Text(t)) => {
+                serde_json::from_str(t).map_err(|_| FrameError::Malformed("JSON"))?
+            }
+            (Encoding::Msgpack, RawFrame::Binary(b)) => {
+                rmp_serde::from_slice(b).map_err(|_| FrameError::Malformed("MessagePack"))?
+            }
+            (Encoding::Json, RawFrame::Binary(_)) => return Err(FrameError::WrongFrameKind(
+                "binary frame on a JSON connection; negotiate roomkeeper.v1.msgpack to send binary",
+            )),
+            (Encoding::Msgpack, RawFrame::Text(_)) => {
+                return Err(FrameError::WrongFrameKind(
+                    "text frame on a MessagePack connection; send binary frames",
+                ))
+            }
+        };
+    let kind = match value.get("type") {
+        _ if !value.is_object() => {
+            return Err(FrameError::Malformed(match encoding {
+                Encoding::Json => "JSON",
+                Encoding::Msgpack => "MessagePack",
+            }))
+        }
+        Some(Value::String(t)) if CLIENT_FRAME_TYPES.contains(&t.as_str()) => t.clone(),
+        Some(Value::String(t)) => return Err(FrameError::UnknownType(t.clone())),
+        _ => return Err(FrameError::UnknownType(String::new())),
+    };
+    serde_json::from_value(value).map_err(|e| FrameError::Invalid {
+        kind,
+        detail: e.to_string(),
+    })
+}
+
+/// A member as other members see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberInfo {
+    /// Stable user id (anonymous users get a random one per connection).
+    pub id: String,
+    /// Display name.
+    pub name: String,
+}
+
+/// A message as delivered and stored: the room's ordered stream entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    /// Position in the room's stream; strictly increasing, starting at 1.
+    pub offset: u64,
+    /// Who sent it.
+    pub from: MemberInfo,
+    /// The payload, as published.
+    pub body: Value,
+    /// Server time of acceptance, milliseconds since the Unix epoch.
+    pub ts: u64,
+}
+
+/// A frame the server sends.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerFrame {
+    /// Answer to `join`: who you are and who is here.
+    Welcome {
+        /// Protocol version, [`PROTOCOL_VERSION`].
+        protocol: u32,
+        /// Room key as addressed.
+        room: String,
+        /// This connection's id.
+        conn: String,
+        /// You, as others see you.
+        me: MemberInfo,
+        /// Members present, you included.
+        members: Vec<MemberInfo>,
+        /// The room's epoch: changes when the room's stream is reset.
+        epoch: String,
+        /// The last offset in the room's stream (0 when empty).
+        offset: u64,
+    },
+    /// A message in the room's stream.
+    Message(Message),
+    /// Answer to a `publish` that carried an id.
+    Ack {
+        /// The client's message id.
+        id: String,
+        /// The offset the message was given.
+        offset: u64,
+    },
+    /// Someone joined.
+    Joined {
+        /// The member.
+        member: MemberInfo,
+    },
+    /// Someone left.
+    Left {
+        /// The member.
+        member: MemberInfo,
+    },
+    /// A refused frame or a problem with the connection.
+    Error {
+        /// Stable code (see `docs/PROTOCOL.md`).
+        code: String,
+        /// Human-readable explanation.
+        message: String,
+        /// The client message id the error answers, when it had one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+    },
+}
+
+/// An encoded frame, ready to send on every socket of one encoding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Encoded {
+    /// A text frame.
+    Text(String),
+    /// A binary frame.
+    Binary(Vec<u8>),
+}
+
+impl ServerFrame {
+    /// Encodes the frame once for one encoding.
+    pub fn encode(&self, encoding: Encoding) -> Encoded {
+        match encoding {
+            Encoding::Json => Encoded::Text(
+                serde_json::to_string(self).expect("server frames always serialize to JSON"),
+            ),
+            Encoding::Msgpack => Encoded::Binary(
+                rmp_serde::to_vec_named(self)
+                    .expect("server frames always serialize to MessagePack"),
+            ),
+        }
+    }
+
+    /// An error frame.
+    pub fn error(code: &str, message: impl Into<String>, id: Option<String>) -> Self {
+        Self::Error {
+            code: code.to_string(),
+            message: message.into(),
+            id,
+        }
+    }
+}
+
+/// WebSocket close codes (see `docs/PROTOCOL.md`). 4000–4499 mean "reconnect with backoff";
+/// 4500–4999 mean "do not reconnect without changing something".
+pub mod close {
+    /// Normal closure.
+    pub const NORMAL: u16 = 1000;
+    /// The server is going away (deploy, restart); reconnect.
+    pub const GOING_AWAY: u16 = 1001;
+    /// The room was closed by an operator; reconnect later.
+    pub const ROOM_CLOSED: u16 = 4000;
+    /// The token expired mid-session; refresh it and reconnect.
+    pub const TOKEN_EXPIRED: u16 = 4001;
+    /// Too many protocol errors on this connection; do not reconnect as is.
+    pub const POLICY_VIOLATION: u16 = 4500;
+    /// Not authorised for this room; do not reconnect with the same credentials.
+    pub const FORBIDDEN: u16 = 4503;
+    /// The room is full; do not retry immediately.
+    pub const ROOM_FULL: u16 = 4509;
+
+    /// Whether a client should reconnect after this close code.
+    pub fn should_reconnect(code: u16) -> bool {
+        !(4500..5000).contains(&code)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn j(s: &str) -> Result<ClientFrame, FrameError> {
+        decode(Encoding::Json, RawFrame::Text(s), 1024)
+    }
+
+    #[test]
+    fn decodes_join_and_publish() {
+        assert_eq!(
+            j(r#"{"type":"join","name":"ann"}"#),
+            Ok(ClientFrame::Join { name: "ann".into() })
+        );
+        assert_eq!(
+            j(r#"{"type":"publish","body":{"text":"hi"},"id":"c1"}"#),
+            Ok(ClientFrame::Publish {
+                body: json!({"text":"hi"}),
+                id: Some("c1".into())
+            })
+        );
+    }
+
+    #[test]
+    fn error_kinds_are_distinguished() {
+        assert_eq!(j("{nope").unwrap_err().code(), "malformed");
+        assert_eq!(j("[1,2]").unwrap_err().code(), "malformed");
+        assert_eq!(j(r#"{"type":"dance"}"#).unwrap_err().code(), "unknown_type");
+        assert_eq!(j(r#"{"name":"x"}"#).unwrap_err().code(), "unknown_type");
+        assert_eq!(
+            j(r#"{"type":"join","name":5}"#).unwrap_err().code(),
+            "invalid_frame"
+        );
+        assert_eq!(j(r#"{"type":"join"}"#).unwrap_err().code(), "invalid_frame");
+        assert_eq!(
+            j(r#"{"type":"join","name":"a","extra":1}"#)
+                .unwrap_err()
+                .code(),
+            "invalid_frame"
+        );
+        let big = format!(r#"{{"type":"join","name":"{}"}}"#, "a".repeat(2000));
+        assert_eq!(j(&big).unwrap_err().code(), "too_large");
+    }
+
+    #[test]
+    fn frame_kind_must_match_encoding() {
+        let e = decode(Encoding::Json, RawFrame::Binary(b"\x80"), 1024).unwrap_err();
+        assert_eq!(e.code(), "wrong_frame_kind");
+        let e = decode(Encoding::Msgpack, RawFrame::Text("{}"), 1024).unwrap_err();
+        assert_eq!(e.code(), "wrong_frame_kind");
+    }
+
+    #[test]
+    fn msgpack_round_trip() {
+        #[derive(Serialize)]
+        struct Publish<'a> {
+            r#type: &'a str,
+            body: Value,
+            id: &'a str,
+        }
+        let bytes = rmp_serde::to_vec_named(&Publish {
+            r#type: "publish",
+            body: json!({"text":"hé","n":[1,2,3]}),
+            id: "m1",
+        })
+        .unwrap();
+        let f = decode(Encoding::Msgpack, RawFrame::Binary(&bytes), 1024).unwrap();
+        assert_eq!(
+            f,
+            ClientFrame::Publish {
+                body: json!({"text":"hé","n":[1,2,3]}),
+                id: Some("m1".into())
+            }
+        );
+        let out = ServerFrame::Ack {
+            id: "m1".into(),
+            offset: 7,
+        }
+        .encode(Encoding::Msgpack);
+        let Encoded::Binary(b) = out else {
+            panic!("msgpack encodes binary")
+        };
+        let v: Value = rmp_serde::from_slice(&b).unwrap();
+        assert_eq!(v, json!({"type":"ack","id":"m1","offset":7}));
+        assert_eq!(
+            decode(Encoding::Msgpack, RawFrame::Binary(b"\xc1"), 1024)
+                .unwrap_err()
+                .code(),
+            "malformed"
+        );
+    }
+
+    #[test]
+    fn message_frame_is_flat() {
+        let f = ServerFrame::Message(Message {
+            offset: 3,
+            from: MemberInfo {
+                id: "u1".into(),
+                name: "ann".into(),
+            },
+            body: json!({"text":"hi"}),
+            ts: 1700,
+        });
+        let Encoded::Text(t) = f.encode(Encoding::Json) else {
+            panic!()
+        };
+        let v: Value = serde_json::from_str(&t).unwrap();
+        assert_eq!(
+            v,
+            json!({"type":"message","offset":3,"from":{"id":"u1","name":"ann"},"body":{"text":"hi"},"ts":1700})
+        );
+    }
+
+    #[test]
+    fn negotiation() {
+        assert_eq!(Encoding::negotiate(None, None), Ok((Encoding::Json, None)));
+        assert_eq!(
+            Encoding::negotiate(None, Some("msgpack")),
+            Ok((Encoding::Msgpack, None))
+        );
+        assert_eq!(
+            Encoding::negotiate(Some("foo, roomkeeper.v1.msgpack"), None),
+            Ok((Encoding::Msgpack, Some(SUBPROTOCOL_MSGPACK)))
+        );
+        assert_eq!(
+            Encoding::negotiate(Some("foo"), None),
+            Err(NegotiationError::UnsupportedSubprotocol)
+        );
+        assert_eq!(
+            Encoding::negotiate(None, Some("xml")),
+            Err(NegotiationError::UnsupportedEncoding)
+        );
+    }
+
+    #[test]
+    fn close_code_classes() {
+        assert!(close::should_reconnect(close::GOING_AWAY));
+        assert!(close::should_reconnect(close::TOKEN_EXPIRED));
+        assert!(!close::should_reconnect(close::POLICY_VIOLATION));
+        assert!(!close::should_reconnect(close::FORBIDDEN));
+    }
+}

@@ -1,0 +1,226 @@
+//! Request routing: a path and method become a [`Route`], or an [`ApiError`].
+//!
+//! Routing is a pure function so every path rule is unit-tested natively, and so that names
+//! are validated before any Durable Object is touched: a bad room name never costs an object.
+
+use crate::error::ApiError;
+
+/// Longest accepted public room name, in bytes (the charset is ASCII).
+pub const MAX_ROOM_NAME_LEN: usize = 48;
+
+/// Length of a private room id: the hex form of a Durable Object unique id.
+pub const PRIVATE_ROOM_ID_LEN: usize = 64;
+
+/// Which room a request addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoomKey {
+    /// A public room addressed by name; the object id is derived from the name.
+    Named(String),
+    /// A private room created by `POST /api/rooms`; the id is the object's unguessable unique id.
+    Private(String),
+}
+
+impl RoomKey {
+    /// Parses a path segment into a room key.
+    ///
+    /// Public names are 1–[`MAX_ROOM_NAME_LEN`] bytes of `[A-Za-z0-9._-]` starting with a letter
+    /// or digit. A segment of exactly [`PRIVATE_ROOM_ID_LEN`] lowercase hex digits is a private
+    /// room id; the two shapes cannot collide because names are shorter.
+    pub fn parse(segment: &str) -> Result<Self, ApiError> {
+        if segment.len() == PRIVATE_ROOM_ID_LEN
+            && segment
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            return Ok(Self::Private(segment.to_string()));
+        }
+        validate_room_name(segment)?;
+        Ok(Self::Named(segment.to_string()))
+    }
+
+    /// The string the router uses to find the object (the name, or the hex id).
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Named(s) | Self::Private(s) => s,
+        }
+    }
+}
+
+/// Checks a public room name against the charset and length rules of [`RoomKey::parse`].
+pub fn validate_room_name(name: &str) -> Result<(), ApiError> {
+    let bad = |why: &str| {
+        Err(ApiError::bad_request(
+            "invalid_room_name",
+            format!(
+                "room name {why}; names are 1-{MAX_ROOM_NAME_LEN} characters of [A-Za-z0-9._-] \
+                 and start with a letter or digit"
+            ),
+        ))
+    };
+    if name.is_empty() {
+        return bad("is empty");
+    }
+    if name.len() > MAX_ROOM_NAME_LEN {
+        return bad("is too long");
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    {
+        return bad("has a character outside the allowed set");
+    }
+    if !name.as_bytes()[0].is_ascii_alphanumeric() {
+        return bad("must start with a letter or digit");
+    }
+    Ok(())
+}
+
+/// Every route the Worker serves itself (static files are served by Workers assets first).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// `GET /health`: liveness, answered without touching any object.
+    Health,
+    /// `POST /api/rooms`: create a private room with an unguessable id.
+    CreateRoom,
+    /// `GET /api/rooms/:room/ws`: WebSocket upgrade into a room.
+    RoomSocket(RoomKey),
+}
+
+/// HTTP methods the router distinguishes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// GET (and HEAD, which is answered like GET without a body by the runtime).
+    Get,
+    /// POST.
+    Post,
+    /// PUT.
+    Put,
+    /// PATCH.
+    Patch,
+    /// DELETE.
+    Delete,
+    /// OPTIONS (CORS preflight, handled before routing).
+    Options,
+    /// Anything else.
+    Other,
+}
+
+impl Method {
+    /// Maps a method name to the enum (case-sensitive, as HTTP methods are).
+    pub fn parse(m: &str) -> Self {
+        match m {
+            "GET" | "HEAD" => Self::Get,
+            "POST" => Self::Post,
+            "PUT" => Self::Put,
+            "PATCH" => Self::Patch,
+            "DELETE" => Self::Delete,
+            "OPTIONS" => Self::Options,
+            _ => Self::Other,
+        }
+    }
+}
+
+/// Routes a request: the path decides the resource (404 when none), then the method (405 with
+/// `Allow` when the resource exists but not for this method).
+pub fn parse(method: Method, path: &str) -> Result<Route, ApiError> {
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let (route, allowed): (Route, &'static [&'static str]) = match segments.as_slice() {
+        ["health"] => (Route::Health, &["GET"]),
+        ["api", "rooms"] => (Route::CreateRoom, &["POST"]),
+        ["api", "rooms", room, "ws"] => (Route::RoomSocket(RoomKey::parse(room)?), &["GET"]),
+        _ => {
+            return Err(ApiError::not_found(
+                "not_found",
+                format!("no route for {path}"),
+            ))
+        }
+    };
+    let ok = allowed.iter().any(|a| Method::parse(a) == method);
+    if ok {
+        Ok(route)
+    } else {
+        Err(ApiError::MethodNotAllowed { allowed })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn health_and_rooms() {
+        assert_eq!(parse(Method::Get, "/health"), Ok(Route::Health));
+        assert_eq!(parse(Method::Post, "/api/rooms"), Ok(Route::CreateRoom));
+        assert_eq!(
+            parse(Method::Get, "/api/rooms/lobby/ws"),
+            Ok(Route::RoomSocket(RoomKey::Named("lobby".into())))
+        );
+    }
+
+    #[test]
+    fn private_ids_are_64_lowercase_hex() {
+        let id = "a".repeat(64);
+        assert_eq!(
+            parse(Method::Get, &format!("/api/rooms/{id}/ws")),
+            Ok(Route::RoomSocket(RoomKey::Private(id)))
+        );
+        // Upper-case hex of that length is neither a private id nor a valid name.
+        let upper = "A".repeat(64);
+        assert_eq!(
+            parse(Method::Get, &format!("/api/rooms/{upper}/ws"))
+                .unwrap_err()
+                .code(),
+            "invalid_room_name"
+        );
+    }
+
+    #[test]
+    fn wrong_method_is_405_with_allow() {
+        let e = parse(Method::Get, "/api/rooms").unwrap_err();
+        assert_eq!(e.status(), 405);
+        assert_eq!(e.headers()[0].1, "POST");
+        assert_eq!(parse(Method::Post, "/health").unwrap_err().status(), 405);
+    }
+
+    #[test]
+    fn unknown_paths_are_404() {
+        for p in [
+            "/",
+            "/api",
+            "/api/rooms/x",
+            "/api/rooms/x/ws/y",
+            "/nope",
+            "/health/",
+        ] {
+            assert_eq!(parse(Method::Get, p).unwrap_err().status(), 404, "{p}");
+        }
+    }
+
+    #[test]
+    fn room_names_are_validated() {
+        let long = "a".repeat(MAX_ROOM_NAME_LEN);
+        assert!(validate_room_name(&long).is_ok());
+        assert!(validate_room_name(&format!("{long}a")).is_err());
+        for bad in ["", "-x", ".x", "a b", "a%20b", "é", "a/b", "a\u{0}"] {
+            assert_eq!(
+                validate_room_name(bad).unwrap_err().code(),
+                "invalid_room_name",
+                "{bad:?}"
+            );
+        }
+        for good in ["a", "Lobby-1", "team.alpha_2", "0"] {
+            assert!(validate_room_name(good).is_ok(), "{good}");
+        }
+    }
+
+    #[test]
+    fn bad_room_name_fails_before_method_check() {
+        // Name validation happens while routing, so no object is ever reached with a bad name.
+        assert_eq!(
+            parse(Method::Get, "/api/rooms/bad%20name/ws")
+                .unwrap_err()
+                .code(),
+            "invalid_room_name"
+        );
+    }
+}

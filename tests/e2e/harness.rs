@@ -1,0 +1,428 @@
+//! The end-to-end harness: builds the Worker once, starts real workerd through `wrangler dev`
+//! on free loopback ports with a fresh persist directory, and gives tests real WebSocket and
+//! HTTP clients. A [`Server`] stops its whole process group when dropped, so a failing test
+//! never leaves workerd behind.
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// How long a test waits for an expected frame.
+pub const FRAME_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The project root.
+pub fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Builds the Worker once (skipped when `ROOMKEEPER_SKIP_BUILD=1`, for quick reruns).
+pub fn build_worker() {
+    if std::env::var("ROOMKEEPER_SKIP_BUILD").as_deref() == Ok("1") {
+        return;
+    }
+    let status = Command::new("bash")
+        .arg("scripts/build.sh")
+        .current_dir(root())
+        .status()
+        .expect("run scripts/build.sh");
+    assert!(status.success(), "building the Worker failed");
+}
+
+/// A free loopback port (bound and released; good enough for a test run).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind a free port")
+}
+
+/// A fresh temporary directory, removed when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    /// Creates `$TMPDIR/roomkeeper-<tag>-<pid>-<n>`.
+    pub fn new(tag: &str) -> Self {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "roomkeeper-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("create temp dir");
+        Self(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A running `wrangler dev` (and its workerd), stopped on drop.
+pub struct Server {
+    child: Option<Child>,
+    /// The HTTP port on 127.0.0.1.
+    pub port: u16,
+    /// Where wrangler's output goes.
+    pub log: PathBuf,
+}
+
+impl Server {
+    /// Starts `wrangler dev` on a free port with state under `persist`, and waits until
+    /// `/health` answers.
+    pub fn start(persist: &Path) -> Self {
+        let port = free_port();
+        let inspector = free_port();
+        let log_dir = root().join("target/e2e-logs");
+        std::fs::create_dir_all(&log_dir).expect("create log dir");
+        let log = log_dir.join(format!("wrangler-{port}.log"));
+        let out = std::fs::File::create(&log).expect("create log file");
+        let err = out.try_clone().expect("clone log file");
+        let child = Command::new(root().join("node_modules/.bin/wrangler"))
+            .args(["dev", "--ip", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--inspector-port", &inspector.to_string()])
+            .arg("--persist-to")
+            .arg(persist)
+            .args(["--show-interactive-dev-session=false", "--log-level", "log"])
+            .current_dir(root())
+            .env("WRANGLER_SEND_METRICS", "false")
+            .env("CI", "true")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .process_group(0)
+            .spawn()
+            .expect("spawn wrangler dev (run scripts/setup.sh first)");
+        let mut server = Self {
+            child: Some(child),
+            port,
+            log,
+        };
+        server.wait_ready();
+        server
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        let url = format!("{}/health", self.http());
+        while Instant::now() < deadline {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!("wrangler dev exited early ({status}):\n{}", self.log_tail());
+            }
+            if let Ok(body) = blocking_get(&url) {
+                if body.contains("\"ok\"") {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        panic!(
+            "wrangler dev did not answer /health in time:\n{}",
+            self.log_tail()
+        );
+    }
+
+    /// Base HTTP URL.
+    pub fn http(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Base WebSocket URL.
+    pub fn ws(&self) -> String {
+        format!("ws://127.0.0.1:{}", self.port)
+    }
+
+    /// The last lines of wrangler's output (for failure messages).
+    pub fn log_tail(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = std::fs::File::open(&self.log) {
+            let _ = f.read_to_string(&mut s);
+        }
+        let lines: Vec<&str> = s.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    /// Stops wrangler and workerd (the whole process group): TERM, then KILL.
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let group = format!("-{}", child.id());
+        let _ = Command::new("kill").args(["-TERM", "--", &group]).status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+        let _ = child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A minimal blocking GET used only to poll readiness (no runtime needed).
+fn blocking_get(url: &str) -> std::io::Result<String> {
+    use std::io::Write;
+    let rest = url.trim_start_matches("http://");
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let mut s = std::net::TcpStream::connect(host)?;
+    s.set_read_timeout(Some(Duration::from_secs(2)))?;
+    write!(
+        s,
+        "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )?;
+    // Read until the body shows up; workerd may keep the connection open despite `close`.
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                out.extend_from_slice(&buf[..n]);
+                if out.ends_with(b"}") {
+                    break;
+                }
+            }
+            Err(e) if out.is_empty() => return Err(e),
+            Err(_) => break,
+        }
+    }
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// Runs an async test body on its own runtime.
+pub fn run<F: std::future::Future<Output = ()>>(f: F) {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+        .block_on(f)
+}
+
+/// A unique room name for a test.
+pub fn room(tag: &str) -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    format!(
+        "{tag}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Frame encoding a test client speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Enc {
+    /// JSON text frames.
+    Json,
+    /// MessagePack binary frames (negotiated by subprotocol).
+    Msgpack,
+}
+
+/// A real WebSocket client.
+pub struct Client {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    enc: Enc,
+}
+
+/// Why a connection attempt failed: the HTTP status and body the server answered with.
+#[derive(Debug)]
+pub struct Refused {
+    /// HTTP status.
+    pub status: u16,
+    /// Response body (the JSON error).
+    pub body: Value,
+}
+
+impl Client {
+    /// Connects to `url` with the given encoding and extra headers; panics on refusal.
+    pub async fn connect(url: &str, enc: Enc) -> Self {
+        Self::try_connect(url, enc, &[])
+            .await
+            .unwrap_or_else(|r| panic!("connect {url} refused: {r:?}"))
+    }
+
+    /// Connects, returning the refusal (status and JSON body) instead of panicking.
+    pub async fn try_connect(
+        url: &str,
+        enc: Enc,
+        headers: &[(&str, &str)],
+    ) -> Result<Self, Refused> {
+        let mut req = url.into_client_request().expect("valid ws url");
+        if enc == Enc::Msgpack {
+            req.headers_mut().insert(
+                "Sec-WebSocket-Protocol",
+                HeaderValue::from_static("roomkeeper.v1.msgpack"),
+            );
+        }
+        for (k, v) in headers {
+            req.headers_mut().insert(
+                tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        match tokio_tungstenite::connect_async(req).await {
+            Ok((ws, resp)) => {
+                if enc == Enc::Msgpack {
+                    assert_eq!(
+                        resp.headers()
+                            .get("Sec-WebSocket-Protocol")
+                            .and_then(|v| v.to_str().ok()),
+                        Some("roomkeeper.v1.msgpack"),
+                        "server must echo the negotiated subprotocol"
+                    );
+                }
+                Ok(Self { ws, enc })
+            }
+            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+                let status = resp.status().as_u16();
+                let body = match resp
+                    .body()
+                    .as_ref()
+                    .and_then(|b| serde_json::from_slice(b).ok())
+                {
+                    Some(b) => b,
+                    // tungstenite keeps only the body bytes that came with the headers; ask
+                    // again over plain HTTP for the whole error body.
+                    None => replay_upgrade(url, enc, headers).await,
+                };
+                Err(Refused { status, body })
+            }
+            Err(e) => panic!("connect {url}: {e}"),
+        }
+    }
+
+    /// Connects and joins with a display name; returns the client and its welcome frame.
+    pub async fn join(url: &str, enc: Enc, name: &str) -> (Self, Value) {
+        let mut c = Self::connect(url, enc).await;
+        c.send(serde_json::json!({"type": "join", "name": name}))
+            .await;
+        let welcome = c.recv().await;
+        assert_eq!(
+            welcome["type"], "welcome",
+            "expected welcome, got {welcome}"
+        );
+        (c, welcome)
+    }
+
+    /// Sends a frame in this client's encoding.
+    pub async fn send(&mut self, v: Value) {
+        let msg = match self.enc {
+            Enc::Json => WsMessage::Text(v.to_string().into()),
+            Enc::Msgpack => WsMessage::Binary(rmp_serde::to_vec_named(&v).unwrap().into()),
+        };
+        self.ws.send(msg).await.expect("send frame");
+    }
+
+    /// Sends a raw WebSocket message as is.
+    pub async fn send_raw(&mut self, m: WsMessage) {
+        self.ws.send(m).await.expect("send raw frame");
+    }
+
+    /// The next data frame, decoded; panics after [`FRAME_TIMEOUT`]. Asserts the frame kind
+    /// matches the encoding (text for JSON, binary for MessagePack).
+    pub async fn recv(&mut self) -> Value {
+        match self.try_recv(FRAME_TIMEOUT).await {
+            Some(v) => v,
+            None => panic!("no frame within {FRAME_TIMEOUT:?}"),
+        }
+    }
+
+    /// The next data frame within `wait`, or `None`.
+    pub async fn try_recv(&mut self, wait: Duration) -> Option<Value> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let next = tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .ok()?;
+            match next {
+                Some(Ok(WsMessage::Text(t))) => {
+                    assert_eq!(self.enc, Enc::Json, "text frame on a MessagePack socket");
+                    return Some(serde_json::from_str(&t).expect("server sent valid JSON"));
+                }
+                Some(Ok(WsMessage::Binary(b))) => {
+                    assert_eq!(self.enc, Enc::Msgpack, "binary frame on a JSON socket");
+                    return Some(rmp_serde::from_slice(&b).expect("server sent valid MessagePack"));
+                }
+                Some(Ok(WsMessage::Close(frame))) => {
+                    return Some(serde_json::json!({
+                        "type": "__close",
+                        "code": frame.as_ref().map(|f| u16::from(f.code)),
+                        "reason": frame.as_ref().map(|f| f.reason.to_string()),
+                    }))
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => panic!("websocket error: {e}"),
+                None => return None,
+            }
+        }
+    }
+
+    /// Waits for the next frame of type `t`, skipping presence frames on the way.
+    pub async fn recv_type(&mut self, t: &str) -> Value {
+        loop {
+            let v = self.recv().await;
+            if v["type"] == t {
+                return v;
+            }
+            assert!(
+                v["type"] == "joined" || v["type"] == "left",
+                "expected {t}, got {v}"
+            );
+        }
+    }
+
+    /// Closes the socket politely.
+    pub async fn close(mut self) {
+        let _ = self.ws.close(None).await;
+    }
+}
+
+/// Repeats a refused upgrade request over plain HTTP and returns its JSON body.
+async fn replay_upgrade(url: &str, enc: Enc, headers: &[(&str, &str)]) -> Value {
+    let mut req = http()
+        .get(url.replacen("ws://", "http://", 1))
+        .header("Upgrade", "websocket")
+        .header("Connection", "Upgrade")
+        .header("Sec-WebSocket-Version", "13")
+        .header("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==");
+    if enc == Enc::Msgpack {
+        req = req.header("Sec-WebSocket-Protocol", "roomkeeper.v1.msgpack");
+    }
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    match req.send().await {
+        Ok(r) => r.json().await.unwrap_or(Value::Null),
+        Err(_) => Value::Null,
+    }
+}
+
+/// An HTTP client with no proxy and short timeouts.
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .expect("http client")
+}
