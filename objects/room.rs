@@ -1,27 +1,33 @@
 //! The Room Durable Object: one per room.
 //!
 //! It accepts sockets with the hibernation API, keeps each socket's [`Session`] in the
-//! socket's attachment, and stores the room's ordered stream in its SQLite storage. After an
-//! eviction the next event finds `room` empty and rebuilds it from storage and attachments.
+//! socket's attachment, and stores the room's ordered stream and de-duplication keys in its
+//! SQLite storage ([`SqlStore`]). After an eviction or a restart the next event finds `core`
+//! empty and rebuilds it from storage and attachments.
 //!
 //! Effects from [`crate::room::Room`] are performed in order. SQLite writes are synchronous and
 //! workerd's output gate holds outgoing frames until they are durable, so a message is never
 //! delivered or acknowledged before it is stored.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 
 use serde::Deserialize;
 use worker::{
     durable_object, DurableObject, Env, Error, Request, Response, ResponseBuilder, Result,
-    SqlStorageValue, State, WebSocket, WebSocketIncomingMessage, WebSocketPair,
+    SqlStorage, SqlStorageValue, State, WebSocket, WebSocketIncomingMessage, WebSocketPair,
 };
 
+use crate::api::RoomBroadcast;
 use crate::config::Config;
 use crate::error::ApiError;
-use crate::glue::{error_response, internal};
-use crate::protocol::{close, Encoded, RawFrame, ServerFrame};
-use crate::room::{Admission, Effect, Room as Core, Session, ADMISSION_HEADER};
+use crate::glue::{error_response, internal, json, now_ms, read_json, ROOM_KEY_HEADER};
+use crate::protocol::{Encoded, MemberInfo, Message, RawFrame, ServerFrame};
+use crate::room::{
+    Admission, Audience, Effect, PublishError, Room as Core, Session, Store, StoreError,
+    ADMISSION_HEADER, MAX_HISTORY_PAGE,
+};
+use crate::route::PRIVATE_ROOM_ID_LEN;
 
 /// Request sent by the auto-response heartbeat, answered without waking the object.
 pub const HEARTBEAT_PING: &str = r#"{"type":"ping"}"#;
@@ -37,16 +43,176 @@ pub struct Room {
     core: RefCell<Option<Core>>,
     /// Open sockets by connection id, rebuilt with the core.
     sockets: RefCell<HashMap<String, WebSocket>>,
+    /// The scheduled alarm as last seen: `None` = not yet read from storage.
+    alarm: Cell<Option<Option<u64>>>,
+}
+
+/// The room's stream in the object's SQLite storage.
+pub struct SqlStore(SqlStorage);
+
+#[derive(Deserialize)]
+struct Row {
+    seq: i64,
+    ts: i64,
+    from_id: String,
+    from_name: String,
+    body: String,
 }
 
 #[derive(Deserialize)]
-struct Meta {
-    v: String,
+struct One<T> {
+    v: Option<T>,
 }
 
-#[derive(Deserialize)]
-struct Last {
-    last: Option<i64>,
+fn store_err(e: impl std::fmt::Display) -> StoreError {
+    StoreError(e.to_string())
+}
+
+impl SqlStore {
+    fn exec(
+        &self,
+        q: &str,
+        b: Vec<SqlStorageValue>,
+    ) -> std::result::Result<worker::SqlCursor, StoreError> {
+        self.0.exec(q, Some(b)).map_err(store_err)
+    }
+
+    fn messages(
+        &self,
+        q: &str,
+        b: Vec<SqlStorageValue>,
+    ) -> std::result::Result<Vec<Message>, StoreError> {
+        let rows: Vec<Row> = self.exec(q, b)?.to_array().map_err(store_err)?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(Message {
+                    offset: r.seq as u64,
+                    ts: r.ts as u64,
+                    from: MemberInfo {
+                        id: r.from_id,
+                        name: r.from_name,
+                        meta: None,
+                        conns: 0,
+                    },
+                    body: serde_json::from_str(&r.body).map_err(store_err)?,
+                })
+            })
+            .collect()
+    }
+
+    fn one<T: serde::de::DeserializeOwned>(
+        &self,
+        q: &str,
+        b: Vec<SqlStorageValue>,
+    ) -> std::result::Result<Option<T>, StoreError> {
+        let rows: Vec<One<T>> = self.exec(q, b)?.to_array().map_err(store_err)?;
+        Ok(rows.into_iter().next().and_then(|r| r.v))
+    }
+
+    fn schema(&self) -> std::result::Result<(), StoreError> {
+        for q in [
+            "CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL)",
+            "CREATE TABLE IF NOT EXISTS messages (seq INTEGER PRIMARY KEY, ts INTEGER NOT NULL, \
+             from_id TEXT NOT NULL, from_name TEXT NOT NULL, body TEXT NOT NULL)",
+            "CREATE INDEX IF NOT EXISTS messages_ts ON messages (ts)",
+            "CREATE TABLE IF NOT EXISTS dedupe (k TEXT PRIMARY KEY, seq INTEGER NOT NULL, ts INTEGER NOT NULL)",
+        ] {
+            self.exec(q, vec![])?;
+        }
+        Ok(())
+    }
+
+    fn meta(&self, key: &str) -> std::result::Result<Option<String>, StoreError> {
+        self.one("SELECT v FROM meta WHERE k = ?", vec![key.into()])
+    }
+
+    fn set_meta(&self, key: &str, value: &str) -> std::result::Result<(), StoreError> {
+        self.exec(
+            "INSERT INTO meta (k, v) VALUES (?, ?) ON CONFLICT(k) DO UPDATE SET v = excluded.v",
+            vec![key.into(), value.into()],
+        )
+        .map(|_| ())
+    }
+}
+
+const COLUMNS: &str = "SELECT seq, ts, from_id, from_name, body FROM messages";
+
+impl Store for SqlStore {
+    fn append(&mut self, m: &Message) -> std::result::Result<(), StoreError> {
+        self.exec(
+            "INSERT INTO messages (seq, ts, from_id, from_name, body) VALUES (?, ?, ?, ?, ?)",
+            vec![
+                (m.offset as i64).into(),
+                (m.ts as i64).into(),
+                m.from.id.as_str().into(),
+                m.from.name.as_str().into(),
+                serde_json::to_string(&m.body).map_err(store_err)?.into(),
+            ],
+        )
+        .map(|_| ())
+    }
+
+    fn after(&self, after: u64, limit: usize) -> std::result::Result<Vec<Message>, StoreError> {
+        self.messages(
+            &format!("{COLUMNS} WHERE seq > ? ORDER BY seq LIMIT ?"),
+            vec![(after as i64).into(), (limit as i64).into()],
+        )
+    }
+
+    fn latest(&self, limit: usize) -> std::result::Result<Vec<Message>, StoreError> {
+        let mut v = self.messages(
+            &format!("{COLUMNS} ORDER BY seq DESC LIMIT ?"),
+            vec![(limit as i64).into()],
+        )?;
+        v.reverse();
+        Ok(v)
+    }
+
+    fn first_offset(&self) -> std::result::Result<Option<u64>, StoreError> {
+        Ok(self
+            .one::<i64>("SELECT MIN(seq) AS v FROM messages", vec![])?
+            .map(|v| v as u64))
+    }
+
+    fn trim_through(&mut self, offset: u64) -> std::result::Result<(), StoreError> {
+        self.exec(
+            "DELETE FROM messages WHERE seq <= ?",
+            vec![(offset as i64).into()],
+        )
+        .map(|_| ())
+    }
+
+    fn trim_older(&mut self, ts: u64) -> std::result::Result<(), StoreError> {
+        self.exec(
+            "DELETE FROM messages WHERE ts < ?",
+            vec![(ts as i64).into()],
+        )
+        .map(|_| ())
+    }
+
+    fn dedupe_get(&self, key: &str) -> std::result::Result<Option<u64>, StoreError> {
+        Ok(self
+            .one::<i64>("SELECT seq AS v FROM dedupe WHERE k = ?", vec![key.into()])?
+            .map(|v| v as u64))
+    }
+
+    fn dedupe_put(
+        &mut self,
+        key: &str,
+        offset: u64,
+        ts: u64,
+    ) -> std::result::Result<(), StoreError> {
+        self.exec(
+            "INSERT OR REPLACE INTO dedupe (k, seq, ts) VALUES (?, ?, ?)",
+            vec![key.into(), (offset as i64).into(), (ts as i64).into()],
+        )
+        .map(|_| ())
+    }
+
+    fn dedupe_expire(&mut self, ts: u64) -> std::result::Result<(), StoreError> {
+        self.exec("DELETE FROM dedupe WHERE ts < ?", vec![(ts as i64).into()])
+            .map(|_| ())
+    }
 }
 
 impl DurableObject for Room {
@@ -56,19 +222,15 @@ impl DurableObject for Room {
             env,
             core: RefCell::new(None),
             sockets: RefCell::new(HashMap::new()),
+            alarm: Cell::new(None),
         }
     }
 
     async fn fetch(&self, req: Request) -> Result<Response> {
-        let path = req.path();
-        let result = if path == "/__init" {
-            self.init()
-        } else if path.ends_with("/ws") {
-            self.accept(&req)
-        } else {
-            Err(ApiError::not_found("not_found", "no such room operation"))
-        };
-        result.or_else(|e| error_response(&e))
+        match self.handle(req).await {
+            Ok(r) => Ok(r),
+            Err(e) => error_response(&e),
+        }
     }
 
     async fn websocket_message(
@@ -76,7 +238,8 @@ impl DurableObject for Room {
         ws: WebSocket,
         message: WebSocketIncomingMessage,
     ) -> Result<()> {
-        self.ensure_loaded()?;
+        self.ensure_loaded()
+            .map_err(|e| Error::RustError(e.to_string()))?;
         let Some(session) = ws.deserialize_attachment::<Session>()? else {
             return Ok(());
         };
@@ -84,8 +247,9 @@ impl DurableObject for Room {
             WebSocketIncomingMessage::String(s) => RawFrame::Text(s),
             WebSocketIncomingMessage::Binary(b) => RawFrame::Binary(b),
         };
-        let effects = self.with_core(|c| c.receive(&session.conn, raw, now_ms()));
-        self.perform(effects)
+        let mut store = self.store();
+        let effects = self.with_core(|c| c.receive(&mut store, &session.conn, raw, now_ms()));
+        self.perform(effects).await
     }
 
     async fn websocket_close(
@@ -95,10 +259,10 @@ impl DurableObject for Room {
         _reason: String,
         _clean: bool,
     ) -> Result<()> {
-        self.forget(&ws)?;
+        self.forget(&ws).await?;
         // Complete the closing handshake; the socket may already be gone, which is fine.
         let code = if code == 1005 || code == 1006 {
-            close::NORMAL
+            1000
         } else {
             code as u16
         };
@@ -107,51 +271,68 @@ impl DurableObject for Room {
     }
 
     async fn websocket_error(&self, ws: WebSocket, _error: Error) -> Result<()> {
-        self.forget(&ws)
+        self.forget(&ws).await
+    }
+
+    async fn alarm(&self) -> Result<Response> {
+        self.alarm.set(Some(None));
+        self.ensure_loaded()
+            .map_err(|e| Error::RustError(e.to_string()))?;
+        let mut store = self.store();
+        let effects = self
+            .with_core(|c| c.maintain(&mut store, now_ms()))
+            .map_err(|e| Error::RustError(e.to_string()))?;
+        self.perform(effects).await?;
+        Response::empty()
     }
 }
 
 impl Room {
-    fn sql_exec(&self, query: &str, bindings: Vec<SqlStorageValue>) -> Result<worker::SqlCursor> {
-        self.state.storage().sql().exec(query, Some(bindings))
+    fn store(&self) -> SqlStore {
+        SqlStore(self.state.storage().sql())
     }
 
-    fn schema(&self) -> Result<()> {
-        let sql = self.state.storage().sql();
-        sql.exec(
-            "CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL)",
-            None,
-        )?;
-        sql.exec(
-            "CREATE TABLE IF NOT EXISTS messages (seq INTEGER PRIMARY KEY, ts INTEGER NOT NULL, \
-             from_id TEXT NOT NULL, from_name TEXT NOT NULL, body TEXT NOT NULL)",
-            None,
-        )?;
-        Ok(())
+    async fn handle(&self, req: Request) -> std::result::Result<Response, ApiError> {
+        let path = req.path();
+        if path == "/__init" {
+            let store = self.store();
+            store.schema().map_err(internal)?;
+            store.set_meta("private", "1").map_err(internal)?;
+            return Response::empty()
+                .map(|r| r.with_status(204))
+                .map_err(internal);
+        }
+        // The object cannot learn its own name, so the router tells it on every request.
+        let key = req
+            .headers()
+            .get(ROOM_KEY_HEADER)
+            .ok()
+            .flatten()
+            .ok_or_else(|| ApiError::bad_request("not_routed", "reach rooms through the router"))?;
+        self.ensure_known(&key)?;
+        match path.as_str() {
+            "/__ws" => self.accept(&req),
+            "/__broadcast" => self.broadcast_http(req).await,
+            "/__info" => json(200, &self.with_core(|c| c.info())),
+            "/__history" => self.history(&req),
+            _ => Err(ApiError::not_found("not_found", "no such room operation")),
+        }
     }
 
-    fn meta(&self, key: &str) -> Result<Option<String>> {
-        let rows: Vec<Meta> = self
-            .sql_exec("SELECT v FROM meta WHERE k = ?", vec![key.into()])?
-            .to_array()?;
-        Ok(rows.into_iter().next().map(|m| m.v))
-    }
-
-    fn set_meta(&self, key: &str, value: &str) -> Result<()> {
-        self.sql_exec(
-            "INSERT INTO meta (k, v) VALUES (?, ?) ON CONFLICT(k) DO UPDATE SET v = excluded.v",
-            vec![key.into(), value.into()],
-        )?;
-        Ok(())
-    }
-
-    /// Marks a private room as created, so that sockets may join it.
-    fn init(&self) -> std::result::Result<Response, ApiError> {
-        self.schema().map_err(internal)?;
-        self.set_meta("private", "1").map_err(internal)?;
-        Response::empty()
-            .map(|r| r.with_status(204))
-            .map_err(internal)
+    /// Records the room's key on first contact; refuses private ids that were never created.
+    fn ensure_known(&self, key: &str) -> std::result::Result<(), ApiError> {
+        let store = self.store();
+        store.schema().map_err(internal)?;
+        if key.len() == PRIVATE_ROOM_ID_LEN && store.meta("private").map_err(internal)?.is_none() {
+            return Err(ApiError::not_found(
+                "room_not_found",
+                "no such private room",
+            ));
+        }
+        if store.meta("key").map_err(internal)?.is_none() {
+            store.set_meta("key", key).map_err(internal)?;
+        }
+        self.ensure_loaded().map_err(internal)
     }
 
     fn accept(&self, req: &Request) -> std::result::Result<Response, ApiError> {
@@ -162,29 +343,17 @@ impl Room {
             .flatten()
             .and_then(|h| serde_json::from_str(&h).ok())
             .ok_or_else(|| ApiError::bad_request("not_admitted", "connect through the router"))?;
-        // The object cannot learn its own name, so the first connection records it.
-        self.schema().map_err(internal)?;
-        if self.meta("key").map_err(internal)?.is_none() {
-            self.set_meta("key", &admission.room).map_err(internal)?;
-        }
-        self.ensure_loaded().map_err(internal)?;
-        let private_id = admission.room.len() == crate::route::PRIVATE_ROOM_ID_LEN;
-        if private_id && self.meta("private").map_err(internal)?.is_none() {
-            return Err(ApiError::not_found(
-                "room_not_found",
-                "no such private room",
+        if !self.with_core(|c| c.has_room_for_connection()) {
+            return Err(ApiError::conflict(
+                "room_full",
+                "the room has reached its connection limit",
             ));
         }
         let pair = WebSocketPair::new().map_err(internal)?;
         let conn = uuid::Uuid::new_v4().simple().to_string();
-        let session = Session {
-            conn: conn.clone(),
-            user: admission.user,
-            name: None,
-            enc: admission.enc,
-        };
+        let session = admission.session(&conn);
         self.state
-            .accept_websocket_with_tags(&pair.server, &[conn.as_str(), admission.enc.as_str()]);
+            .accept_websocket_with_tags(&pair.server, &[conn.as_str()]);
         pair.server
             .serialize_attachment(&session)
             .map_err(internal)?;
@@ -193,7 +362,21 @@ impl Room {
                 .map_err(|e| internal(format!("{e:?}")))?,
         );
         self.sockets.borrow_mut().insert(conn, pair.server);
-        self.with_core(|c| c.attach(session));
+        if let Some(Effect::AlarmAt(t)) = self.with_core(|c| c.attach(session)) {
+            let storage = self.state.storage();
+            let known = self.alarm.get();
+            self.state.wait_until(async move {
+                // Token expiry must close the socket even if nothing else happens.
+                let current = match known {
+                    Some(a) => a,
+                    None => storage.get_alarm().await.ok().flatten().map(|v| v as u64),
+                };
+                if current.is_none_or(|c| c > t) {
+                    let _ = storage.set_alarm(at(t)).await;
+                }
+            });
+            self.alarm.set(None);
+        }
         let mut builder = ResponseBuilder::new().with_status(101);
         if let Some(p) = &admission.subprotocol {
             builder = builder
@@ -203,25 +386,109 @@ impl Room {
         Ok(builder.with_websocket(pair.client).empty())
     }
 
+    async fn broadcast_http(&self, mut req: Request) -> std::result::Result<Response, ApiError> {
+        let b: RoomBroadcast = read_json(&mut req).await?;
+        let limits = self.with_core(|c| *c.limits());
+        let name = b.name.unwrap_or_else(|| "api".into());
+        let chars = name.trim().chars().count();
+        if chars == 0 || chars > limits.max_name_chars {
+            return Err(ApiError::bad_request(
+                "invalid_name",
+                format!("name is 1-{} characters", limits.max_name_chars),
+            ));
+        }
+        let from = MemberInfo {
+            id: format!("api:{}", b.key_name.as_deref().unwrap_or("key")),
+            name,
+            meta: None,
+            conns: 0,
+        };
+        let key = b.idempotency_key.as_deref();
+        let dedupe = key.map(|k| format!("api/{k}"));
+        let mut store = self.store();
+        let result = self
+            .with_core(|c| c.publish(&mut store, from, b.body, key, dedupe.as_deref(), now_ms()));
+        match result {
+            Ok((published, effects)) => {
+                self.perform(effects).await.map_err(internal)?;
+                json(
+                    200,
+                    &serde_json::json!({
+                        "offset": published.offset,
+                        "duplicate": published.duplicate,
+                        "epoch": self.with_core(|c| c.epoch().to_string()),
+                    }),
+                )
+            }
+            Err(PublishError::TooLarge { .. }) => Err(ApiError::PayloadTooLarge {
+                limit: limits.max_body_bytes,
+            }),
+            Err(e @ PublishError::InvalidId) => Err(ApiError::bad_request(
+                "invalid_idempotency_key",
+                e.to_string(),
+            )),
+            Err(PublishError::Store(e)) => Err(internal(e)),
+        }
+    }
+
+    fn history(&self, req: &Request) -> std::result::Result<Response, ApiError> {
+        let url = req.url().map_err(internal)?;
+        let mut since = 0u64;
+        let mut limit = 100usize;
+        for (k, v) in url.query_pairs() {
+            let bad = |what: &str| {
+                ApiError::bad_request("invalid_query", format!("{what} must be a whole number"))
+            };
+            match k.as_ref() {
+                "since" => since = v.parse().map_err(|_| bad("since"))?,
+                "limit" => limit = v.parse().map_err(|_| bad("limit"))?,
+                _ => {}
+            }
+        }
+        if limit == 0 || limit > MAX_HISTORY_PAGE {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                format!("limit is 1-{MAX_HISTORY_PAGE}"),
+            ));
+        }
+        let store = self.store();
+        let page = self
+            .with_core(|c| c.history(&store, since, limit))
+            .map_err(internal)?;
+        json(200, &page)
+    }
+
     /// Builds the core from storage and socket attachments if this instance has not yet.
-    fn ensure_loaded(&self) -> Result<()> {
+    fn ensure_loaded(&self) -> std::result::Result<(), StoreError> {
         if self.core.borrow().is_some() {
             return Ok(());
         }
-        self.schema()?;
-        let key = self.meta("key")?.unwrap_or_default();
-        let epoch = match self.meta("epoch")? {
+        let store = self.store();
+        store.schema()?;
+        let key = store.meta("key")?.unwrap_or_default();
+        let epoch = match store.meta("epoch")? {
             Some(e) => e,
             None => {
                 let e = uuid::Uuid::new_v4().simple().to_string()[..16].to_string();
-                self.set_meta("epoch", &e)?;
+                store.set_meta("epoch", &e)?;
                 e
             }
         };
-        let last: Vec<Last> = self
-            .sql_exec("SELECT MAX(seq) AS last FROM messages", vec![])?
-            .to_array()?;
-        let last_offset = last.first().and_then(|l| l.last).unwrap_or(0) as u64;
+        let last_offset = store
+            .one::<i64>("SELECT MAX(seq) AS v FROM messages", vec![])?
+            .unwrap_or(0) as u64;
+        // The offset must never go back even if history was trimmed to nothing.
+        let last_offset = last_offset.max(
+            store
+                .one::<i64>("SELECT MAX(seq) AS v FROM dedupe", vec![])?
+                .unwrap_or(0) as u64,
+        );
+        let last_offset = last_offset.max(
+            store
+                .meta("last_offset")?
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
+        );
         let limits = Config::from_lookup(|k| self.env.var(k).ok().map(|v| v.to_string()))
             .map(|c| c.room)
             .unwrap_or_default();
@@ -242,57 +509,64 @@ impl Room {
         f(guard.as_mut().expect("ensure_loaded ran first"))
     }
 
-    fn forget(&self, ws: &WebSocket) -> Result<()> {
-        self.ensure_loaded()?;
+    async fn forget(&self, ws: &WebSocket) -> Result<()> {
+        self.ensure_loaded()
+            .map_err(|e| Error::RustError(e.to_string()))?;
         let Some(session) = ws.deserialize_attachment::<Session>()? else {
             return Ok(());
         };
         self.sockets.borrow_mut().remove(&session.conn);
         let effects = self.with_core(|c| c.detach(&session.conn));
-        self.perform(effects)
+        self.perform(effects).await
     }
 
-    fn perform(&self, effects: Vec<Effect>) -> Result<()> {
+    async fn perform(&self, effects: Vec<Effect>) -> Result<()> {
+        let mut alarm_at: Option<u64> = None;
         for effect in effects {
             match effect {
-                Effect::Append(m) => {
-                    self.sql_exec(
-                        "INSERT INTO messages (seq, ts, from_id, from_name, body) VALUES (?, ?, ?, ?, ?)",
-                        vec![
-                            (m.offset as i64).into(),
-                            (m.ts as i64).into(),
-                            m.from.id.as_str().into(),
-                            m.from.name.as_str().into(),
-                            serde_json::to_string(&m.body)?.into(),
-                        ],
-                    )?;
-                }
                 Effect::Send { conn, frame } => {
                     let sockets = self.sockets.borrow();
-                    if let (Some(ws), Some(enc)) = (
-                        sockets.get(&conn),
-                        self.with_core(|c| c.session(&conn).map(|s| s.enc)),
-                    ) {
+                    let enc = self.with_core(|c| c.session(&conn).map(|s| s.enc));
+                    if let (Some(ws), Some(enc)) = (sockets.get(&conn), enc) {
                         send(ws, &frame.encode(enc));
                     }
                 }
-                Effect::Broadcast { frame, except } => self.broadcast(&frame, except.as_deref()),
+                Effect::Broadcast { frame, to, except } => {
+                    self.broadcast(&frame, to, except.as_deref())
+                }
                 Effect::Save(session) => {
                     if let Some(ws) = self.sockets.borrow().get(&session.conn) {
                         ws.serialize_attachment(&session)?;
                     }
                 }
+                Effect::Close { conn, code, reason } => {
+                    if let Some(ws) = self.sockets.borrow_mut().remove(&conn) {
+                        let _ = ws.close(Some(code), Some(reason));
+                    }
+                    // A forced close announces the departure at once; the close event
+                    // that follows finds the session already gone.
+                    for e in self.with_core(|c| c.detach(&conn)) {
+                        if let Effect::Broadcast { frame, to, except } = e {
+                            self.broadcast(&frame, to, except.as_deref());
+                        }
+                    }
+                }
+                Effect::AlarmAt(t) => alarm_at = Some(alarm_at.map_or(t, |a| a.min(t))),
             }
+        }
+        if let Some(t) = alarm_at {
+            self.schedule_alarm(t).await?;
         }
         Ok(())
     }
 
-    /// Sends one frame to the room, encoding it once per encoding in use.
-    fn broadcast(&self, frame: &ServerFrame, except: Option<&str>) {
+    /// Sends one frame to an audience, encoding it once per encoding in use, not once per
+    /// receiver.
+    fn broadcast(&self, frame: &ServerFrame, to: Audience, except: Option<&str>) {
         let sockets = self.sockets.borrow();
         let core = self.core.borrow();
         let Some(core) = core.as_ref() else { return };
-        for (enc, conns) in core.audience(except) {
+        for (enc, conns) in core.audience(to, except) {
             if conns.is_empty() {
                 continue;
             }
@@ -304,6 +578,21 @@ impl Room {
             }
         }
     }
+
+    /// Makes sure an alarm fires no later than `t`, reading storage only once per instance.
+    async fn schedule_alarm(&self, t: u64) -> Result<()> {
+        let current = match self.alarm.get() {
+            Some(a) => a,
+            None => self.state.storage().get_alarm().await?.map(|v| v as u64),
+        };
+        if current.is_none_or(|c| c > t) {
+            self.state.storage().set_alarm(at(t)).await?;
+            self.alarm.set(Some(Some(t)));
+        } else {
+            self.alarm.set(Some(current));
+        }
+        Ok(())
+    }
 }
 
 fn send(ws: &WebSocket, frame: &Encoded) {
@@ -314,6 +603,9 @@ fn send(ws: &WebSocket, frame: &Encoded) {
     };
 }
 
-fn now_ms() -> u64 {
-    worker::Date::now().as_millis()
+/// An absolute alarm time (an `i64` would be read as an offset from now).
+fn at(t_ms: u64) -> worker::ScheduledTime {
+    worker::ScheduledTime::new(js_sys::Date::new(&wasm_bindgen::JsValue::from_f64(
+        t_ms as f64,
+    )))
 }

@@ -10,11 +10,14 @@ use crate::room::RoomLimits;
 /// The service's settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
-    /// `ENVIRONMENT`: `local`, `staging` or `production` (informational, shown by `/health`).
+    /// `ENVIRONMENT`: `local`, `staging` or `production` (shown by `/health`; `local` enables
+    /// the dev token endpoint).
     pub environment: String,
     /// `CORS_ORIGINS`: allowed browser origins besides the Worker's own.
     pub cors: AllowList,
-    /// `ROOM_MAX_FRAME_BYTES`, `ROOM_MAX_BODY_BYTES`, `ROOM_MAX_NAME_CHARS`.
+    /// `ALLOW_ANONYMOUS`: whether sockets may connect without a token. Default off.
+    pub allow_anonymous: bool,
+    /// Room limits, from the `ROOM_*` settings.
     pub room: RoomLimits,
 }
 
@@ -28,10 +31,25 @@ pub struct ConfigError {
     pub why: String,
 }
 
+/// Every numeric `ROOM_*` setting, in the order `room_limits` reads them.
+pub const ROOM_SETTINGS: &[&str] = &[
+    "ROOM_MAX_FRAME_BYTES",
+    "ROOM_MAX_BODY_BYTES",
+    "ROOM_MAX_NAME_CHARS",
+    "ROOM_MAX_META_BYTES",
+    "ROOM_MAX_MEMBERS",
+    "ROOM_MAX_CONNECTIONS",
+    "ROOM_HISTORY_MAX_MESSAGES",
+    "ROOM_HISTORY_MAX_AGE_MS",
+    "ROOM_DEDUPE_WINDOW_MS",
+    "ROOM_PUBLISH_RATE",
+    "ROOM_PUBLISH_BURST",
+    "ROOM_MAX_STRIKES",
+];
+
 impl Config {
     /// Reads every setting through `lookup`, applying defaults for absent ones.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let defaults = RoomLimits::default();
         let cors = match lookup("CORS_ORIGINS") {
             Some(s) => AllowList::parse(&s).map_err(|why| ConfigError {
                 name: "CORS_ORIGINS",
@@ -39,47 +57,85 @@ impl Config {
             })?,
             None => AllowList::Origins(Vec::new()),
         };
+        let allow_anonymous = match lookup("ALLOW_ANONYMOUS").as_deref().map(str::trim) {
+            None | Some("false") | Some("0") | Some("") => false,
+            Some("true") | Some("1") => true,
+            Some(_) => {
+                return Err(ConfigError {
+                    name: "ALLOW_ANONYMOUS",
+                    why: "expected true or false".into(),
+                })
+            }
+        };
         Ok(Self {
             environment: lookup("ENVIRONMENT").unwrap_or_else(|| "local".into()),
             cors,
-            room: RoomLimits {
-                max_frame_bytes: number(
-                    &lookup,
-                    "ROOM_MAX_FRAME_BYTES",
-                    defaults.max_frame_bytes,
-                    64,
-                    1 << 20,
-                )?,
-                max_body_bytes: number(
-                    &lookup,
-                    "ROOM_MAX_BODY_BYTES",
-                    defaults.max_body_bytes,
-                    16,
-                    1 << 20,
-                )?,
-                max_name_chars: number(
-                    &lookup,
-                    "ROOM_MAX_NAME_CHARS",
-                    defaults.max_name_chars,
-                    1,
-                    256,
-                )?,
-            },
+            allow_anonymous,
+            room: room_limits(&lookup)?,
         })
     }
+}
+
+fn room_limits(lookup: &impl Fn(&str) -> Option<String>) -> Result<RoomLimits, ConfigError> {
+    let d = RoomLimits::default();
+    let mut n = [
+        d.max_frame_bytes as u64,
+        d.max_body_bytes as u64,
+        d.max_name_chars as u64,
+        d.max_meta_bytes as u64,
+        d.max_members as u64,
+        d.max_connections as u64,
+        d.history_max_messages,
+        d.history_max_age_ms,
+        d.dedupe_window_ms,
+        u64::from(d.publish_rate),
+        u64::from(d.publish_burst),
+        u64::from(d.max_strikes),
+    ];
+    let bounds: [(u64, u64); 12] = [
+        (64, 1 << 20),
+        (16, 1 << 20),
+        (1, 256),
+        (2, 2048),
+        (1, 100_000),
+        (1, 100_000),
+        (1, 1_000_000),
+        (1000, 365 * 24 * 3600 * 1000),
+        (1000, 7 * 24 * 3600 * 1000),
+        (1, 10_000),
+        (1, 100_000),
+        (1, 10_000),
+    ];
+    for (i, name) in ROOM_SETTINGS.iter().enumerate() {
+        n[i] = number(lookup, name, n[i], bounds[i].0, bounds[i].1)?;
+    }
+    Ok(RoomLimits {
+        max_frame_bytes: n[0] as usize,
+        max_body_bytes: n[1] as usize,
+        max_name_chars: n[2] as usize,
+        max_meta_bytes: n[3] as usize,
+        max_members: n[4] as usize,
+        max_connections: n[5] as usize,
+        history_max_messages: n[6],
+        history_max_age_ms: n[7],
+        dedupe_window_ms: n[8],
+        publish_rate: n[9] as u32,
+        publish_burst: n[10] as u32,
+        max_strikes: n[11] as u32,
+    })
 }
 
 fn number(
     lookup: &impl Fn(&str) -> Option<String>,
     name: &'static str,
-    default: usize,
-    min: usize,
-    max: usize,
-) -> Result<usize, ConfigError> {
+    default: u64,
+    min: u64,
+    max: u64,
+) -> Result<u64, ConfigError> {
     let Some(raw) = lookup(name) else {
         return Ok(default);
     };
-    match raw.trim().parse::<usize>() {
+    match raw.trim().parse::<u64>() {
         Ok(n) if (min..=max).contains(&n) => Ok(n),
         _ => Err(ConfigError {
             name,
@@ -106,6 +162,7 @@ mod tests {
         let c = cfg(&[]).unwrap();
         assert_eq!(c.environment, "local");
         assert_eq!(c.room, RoomLimits::default());
+        assert!(!c.allow_anonymous);
     }
 
     #[test]

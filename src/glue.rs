@@ -1,26 +1,41 @@
 //! The routing Worker: the `fetch` entry point.
 //!
-//! It reads configuration, answers CORS preflights, routes with [`crate::route::parse`] and
-//! hands room traffic to the Room Durable Object. Every refusal is an [`ApiError`] rendered in
+//! It reads configuration, answers CORS preflights, routes with [`crate::route::parse`],
+//! authenticates (connection tokens for sockets, API keys for the HTTP API) and hands room
+//! traffic to the Room Durable Object. Every refusal is an [`ApiError`] rendered in
 //! [`error_response`], the one place errors become HTTP.
 
+use futures_util::future::join_all;
+use serde_json::{json as j, Value};
 use worker::{
     event, Context, Env, Headers, Method as WMethod, Request, RequestInit, Response, Result,
 };
 
+use crate::api::{self, DevTokenRequest, MultiBroadcast, RoomBroadcast};
+use crate::auth::{self, ApiKeys, AuthError, Perm};
 use crate::config::Config;
 use crate::cors;
 use crate::error::ApiError;
 use crate::protocol::Encoding;
-use crate::room::{Admission, ADMISSION_HEADER};
+use crate::room::{Admission, Perms, ADMISSION_HEADER};
 use crate::route::{self, Method, RoomKey, Route};
 
 /// Durable Object binding of the Room object.
 pub(crate) const ROOM_BINDING: &str = "ROOM";
+/// Internal header telling a room object its own key.
+pub(crate) const ROOM_KEY_HEADER: &str = "X-Roomkeeper-Room";
 
 #[event(start)]
 fn start() {
     console_error_panic_hook::set_once();
+}
+
+/// A setting from `[vars]` or a secret, whichever defines it.
+fn setting(env: &Env, name: &str) -> Option<String> {
+    env.var(name)
+        .ok()
+        .map(|v| v.to_string())
+        .or_else(|| env.secret(name).ok().map(|v| v.to_string()))
 }
 
 #[event(fetch)]
@@ -30,13 +45,10 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
         .url()
         .map(|u| u.origin().ascii_serialization())
         .unwrap_or_default();
-    let config = match Config::from_lookup(|k| env.var(k).ok().map(|v| v.to_string())) {
+    let config = match Config::from_lookup(|k| setting(&env, k)) {
         Ok(c) => c,
         Err(e) => {
-            worker::console_error!(
-                "{{\"level\":\"error\",\"event\":\"config_error\",\"setting\":\"{}\"}}",
-                e.name
-            );
+            log_error("config_error", &e.to_string());
             return error_response(&ApiError::Config {
                 message: e.to_string(),
             });
@@ -57,7 +69,7 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
 }
 
 async fn handle(
-    req: Request,
+    mut req: Request,
     env: &Env,
     config: &Config,
     origin: Option<&str>,
@@ -71,10 +83,22 @@ async fn handle(
             &headers,
         ));
     }
-    match route::parse(method, &req.path())? {
+    let route = route::parse(method, &req.path())?;
+    let key_name = if route.needs_api_key() {
+        let authorization = req.headers().get("Authorization").map_err(internal)?;
+        Some(
+            api_keys(env)?
+                .check(authorization.as_deref())
+                .map_err(unauthorized)?
+                .to_string(),
+        )
+    } else {
+        None
+    };
+    match route {
         Route::Health => json(
             200,
-            &serde_json::json!({
+            &j!({
                 "status": "ok",
                 "service": "roomkeeper",
                 "version": env!("CARGO_PKG_VERSION"),
@@ -88,9 +112,105 @@ async fn handle(
                     return Err(cors::origin_refused(o));
                 }
             }
-            room_socket(req, env, key).await
+            room_socket(req, env, config, key).await
+        }
+        Route::RoomInfo(key) => room_fetch(env, &key, "/__info", None).await,
+        Route::RoomHistory(key) => {
+            let query = req
+                .url()
+                .map_err(internal)?
+                .query()
+                .unwrap_or("")
+                .to_string();
+            room_fetch(env, &key, &format!("/__history?{query}"), None).await
+        }
+        Route::RoomBroadcast(key) => {
+            let mut b: RoomBroadcast = api::parse_json(&body_bytes(&mut req).await?)?;
+            if b.key_name.is_some() {
+                return Err(ApiError::bad_request(
+                    "invalid_request",
+                    "unknown field `key_name`",
+                ));
+            }
+            if b.idempotency_key.is_none() {
+                b.idempotency_key = req.headers().get("Idempotency-Key").map_err(internal)?;
+            }
+            b.key_name = key_name;
+            let body = serde_json::to_string(&b).map_err(internal)?;
+            room_fetch(env, &key, "/__broadcast", Some(body)).await
+        }
+        Route::Broadcast => {
+            let mut b: MultiBroadcast = api::parse_json(&body_bytes(&mut req).await?)?;
+            b.validate()?;
+            if b.idempotency_key.is_none() {
+                b.idempotency_key = req.headers().get("Idempotency-Key").map_err(internal)?;
+            }
+            broadcast_many(env, b, key_name).await
+        }
+        Route::DevToken => {
+            if config.environment != "local" {
+                return Err(ApiError::not_found(
+                    "not_found",
+                    "the dev token endpoint exists only locally",
+                ));
+            }
+            let r: DevTokenRequest = api::parse_json(&body_bytes(&mut req).await?)?;
+            let now_s = now_ms() / 1000;
+            let claims = r.claims(now_s)?;
+            let secret = auth_secret(env)?;
+            let token = auth::mint(&claims, secret.as_bytes());
+            // Check the claims the way a connection will (just before expiry, so `ttl_s: 0`
+            // still mints a deliberately expired token), so a bad request fails here.
+            auth::verify(&token, secret.as_bytes(), claims.exp.saturating_sub(1))
+                .map_err(|e| ApiError::unprocessable(e.code(), e.to_string()))?;
+            json(200, &j!({ "token": token, "exp": claims.exp }))
         }
     }
+}
+
+fn unauthorized(e: AuthError) -> ApiError {
+    ApiError::unauthorized(e.code(), e.to_string())
+}
+
+fn api_keys(env: &Env) -> std::result::Result<ApiKeys, ApiError> {
+    let raw = setting(env, "API_KEYS").ok_or_else(|| ApiError::Config {
+        message: "API_KEYS is not set".into(),
+    })?;
+    ApiKeys::parse(&raw).map_err(|e| ApiError::Config {
+        message: format!("API_KEYS: {e}"),
+    })
+}
+
+fn auth_secret(env: &Env) -> std::result::Result<String, ApiError> {
+    let secret = setting(env, "AUTH_SECRET").ok_or_else(|| ApiError::Config {
+        message: "AUTH_SECRET is not set".into(),
+    })?;
+    auth::check_secret(&secret).map_err(|e| ApiError::Config {
+        message: format!("AUTH_SECRET: {e}"),
+    })?;
+    Ok(secret)
+}
+
+async fn body_bytes(req: &mut Request) -> std::result::Result<Vec<u8>, ApiError> {
+    let declared = req
+        .headers()
+        .get("Content-Length")
+        .ok()
+        .flatten()
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > api::MAX_API_BODY_BYTES) {
+        return Err(ApiError::PayloadTooLarge {
+            limit: api::MAX_API_BODY_BYTES,
+        });
+    }
+    req.bytes().await.map_err(internal)
+}
+
+/// Reads and parses a JSON body with a size limit (used by objects too).
+pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(
+    req: &mut Request,
+) -> std::result::Result<T, ApiError> {
+    api::parse_json(&body_bytes(req).await?)
 }
 
 /// `POST /api/rooms`: a new private room whose id is the object's unique id.
@@ -101,23 +221,84 @@ async fn create_room(env: &Env) -> std::result::Result<Response, ApiError> {
     let stub = id.get_stub().map_err(internal)?;
     let mut init = RequestInit::new();
     init.with_method(WMethod::Post);
-    let req = Request::new_with_init(&format!("https://room.internal/__init?room={hex}"), &init)
-        .map_err(internal)?;
+    let req = Request::new_with_init("https://room.internal/__init", &init).map_err(internal)?;
     let res = stub.fetch_with_request(req).await.map_err(internal)?;
     if res.status_code() != 204 {
         return Err(ApiError::Internal);
     }
     json(
         201,
-        &serde_json::json!({ "room": hex, "ws": format!("/api/rooms/{hex}/ws") }),
+        &j!({ "room": hex, "ws": format!("/api/rooms/{hex}/ws") }),
     )
 }
 
-/// `GET /api/rooms/:room/ws`: checks the upgrade, negotiates the encoding, and forwards the
-/// request with its [`Admission`] to the room's object, whose 101 response goes back as is.
+/// Who is connecting: a verified token (from `Authorization: Bearer` or `?token=`), or an
+/// anonymous user where anonymous access is on.
+fn admit(
+    req: &Request,
+    env: &Env,
+    config: &Config,
+    key: &RoomKey,
+    enc: Encoding,
+    subprotocol: Option<&str>,
+) -> std::result::Result<Admission, ApiError> {
+    let header = req.headers().get("Authorization").map_err(internal)?;
+    let url = req.url().map_err(internal)?;
+    let token = auth::bearer(header.as_deref())
+        .map(str::to_string)
+        .or_else(|| {
+            url.query_pairs()
+                .find(|(k, _)| k == "token")
+                .map(|(_, v)| v.into_owned())
+        });
+    let base = Admission {
+        room: key.as_str().to_string(),
+        enc,
+        subprotocol: subprotocol.map(str::to_string),
+        user: format!("anon-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
+        anonymous: true,
+        name: None,
+        perms: Perms::ALL,
+        expires_ms: None,
+    };
+    let Some(token) = token else {
+        if config.allow_anonymous {
+            return Ok(base);
+        }
+        return Err(ApiError::unauthorized(
+            "token_required",
+            "this service needs a connection token (Authorization: Bearer or ?token=)",
+        ));
+    };
+    let secret = auth_secret(env)?;
+    let claims = auth::verify(&token, secret.as_bytes(), now_ms() / 1000).map_err(unauthorized)?;
+    if !claims.allows_room(key.as_str()) {
+        return Err(ApiError::forbidden(
+            "room_forbidden",
+            "your token does not open this room",
+        ));
+    }
+    Ok(Admission {
+        user: claims.sub.clone(),
+        anonymous: false,
+        name: claims.name.clone(),
+        perms: Perms {
+            publish: claims.can(Perm::Publish),
+            subscribe: claims.can(Perm::Subscribe),
+            presence: claims.can(Perm::Presence),
+        },
+        expires_ms: Some(claims.expires_at_ms()),
+        ..base
+    })
+}
+
+/// `GET /api/rooms/:room/ws`: checks the upgrade, negotiates the encoding, authenticates, and
+/// forwards the request with its [`Admission`] to the room's object, whose 101 response goes
+/// back as is.
 async fn room_socket(
     req: Request,
     env: &Env,
+    config: &Config,
     key: RoomKey,
 ) -> std::result::Result<Response, ApiError> {
     let upgrade = req.headers().get("Upgrade").map_err(internal)?;
@@ -135,18 +316,125 @@ async fn room_socket(
         .map(|(_, v)| v.into_owned());
     let (enc, subprotocol) = Encoding::negotiate(offered.as_deref(), query_enc.as_deref())
         .map_err(|e| ApiError::bad_request("unsupported_encoding", e.to_string()))?;
-    let admission = Admission {
-        room: key.as_str().to_string(),
-        enc,
-        subprotocol: subprotocol.map(str::to_string),
-        user: format!("anon-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
-    };
-    let stub = room_stub(env, &key)?;
-    let mut fwd = req.clone_mut().map_err(internal)?;
-    fwd.headers_mut()
-        .and_then(|h| h.set(ADMISSION_HEADER, &serde_json::to_string(&admission)?))
+    let admission = admit(&req, env, config, &key, enc, subprotocol)?;
+    let headers = Headers::new();
+    for (k, v) in req.headers().entries() {
+        // Internal headers are the router's to set, never the caller's.
+        if !k.eq_ignore_ascii_case(ADMISSION_HEADER) && !k.eq_ignore_ascii_case(ROOM_KEY_HEADER) {
+            headers.set(&k, &v).map_err(internal)?;
+        }
+    }
+    headers
+        .set(
+            ADMISSION_HEADER,
+            &serde_json::to_string(&admission).map_err(internal)?,
+        )
         .map_err(internal)?;
-    stub.fetch_with_request(fwd).await.map_err(internal)
+    headers
+        .set(ROOM_KEY_HEADER, key.as_str())
+        .map_err(internal)?;
+    let mut init = RequestInit::new();
+    init.with_method(WMethod::Get).with_headers(headers);
+    let fwd = Request::new_with_init("https://room.internal/__ws", &init).map_err(internal)?;
+    let response = room_stub(env, &key)?
+        .fetch_with_request(fwd)
+        .await
+        .map_err(internal)?;
+    owned(response).await
+}
+
+/// A response from an object has immutable headers; copy it (unless it is a WebSocket
+/// upgrade, which is passed through as is) so CORS headers can be added.
+async fn owned(mut r: Response) -> std::result::Result<Response, ApiError> {
+    if r.status_code() == 101 {
+        return Ok(r);
+    }
+    let status = r.status_code();
+    let headers = Headers::new();
+    for (k, v) in r.headers().entries() {
+        headers.set(&k, &v).map_err(internal)?;
+    }
+    let body = r.bytes().await.map_err(internal)?;
+    Ok(Response::from_bytes(body)
+        .map_err(internal)?
+        .with_status(status)
+        .with_headers(headers))
+}
+
+/// Calls a room object's internal HTTP operation and returns its response as is.
+async fn room_fetch(
+    env: &Env,
+    key: &RoomKey,
+    path: &str,
+    body: Option<String>,
+) -> std::result::Result<Response, ApiError> {
+    let headers = Headers::new();
+    headers
+        .set(ROOM_KEY_HEADER, key.as_str())
+        .map_err(internal)?;
+    let mut init = RequestInit::new();
+    init.with_headers(headers);
+    if let Some(b) = body {
+        init.with_method(WMethod::Post)
+            .with_body(Some(wasm_bindgen::JsValue::from_str(&b)));
+    }
+    let req =
+        Request::new_with_init(&format!("https://room.internal{path}"), &init).map_err(internal)?;
+    let response = room_stub(env, key)?
+        .fetch_with_request(req)
+        .await
+        .map_err(internal)?;
+    owned(response).await
+}
+
+/// `POST /api/broadcast`: the same message into each room, concurrently; one result per room
+/// in request order, each an offset or that room's error.
+async fn broadcast_many(
+    env: &Env,
+    b: MultiBroadcast,
+    key_name: Option<String>,
+) -> std::result::Result<Response, ApiError> {
+    let one = RoomBroadcast {
+        body: b.body,
+        name: b.name,
+        idempotency_key: b.idempotency_key,
+        key_name,
+    };
+    let body = serde_json::to_string(&one).map_err(internal)?;
+    let calls = b.rooms.iter().map(|room| {
+        let body = body.clone();
+        async move {
+            let failed = |e: ApiError| {
+                j!({
+                    "room": room,
+                    "error": {"code": e.code(), "message": e.to_string()},
+                    "status": e.status(),
+                })
+            };
+            let key = match RoomKey::parse(room) {
+                Ok(k) => k,
+                Err(e) => return failed(e),
+            };
+            match room_fetch(env, &key, "/__broadcast", Some(body)).await {
+                Err(e) => failed(e),
+                Ok(mut r) => {
+                    let status = r.status_code();
+                    let v: Value = r.json().await.unwrap_or(Value::Null);
+                    if status == 200 {
+                        j!({ "room": room, "offset": v["offset"], "duplicate": v["duplicate"] })
+                    } else {
+                        j!({ "room": room, "error": v["error"], "status": status })
+                    }
+                }
+            }
+        }
+    });
+    let results = join_all(calls).await;
+    let ok = results.iter().filter(|r| r.get("offset").is_some()).count();
+    json(
+        200,
+        &j!({ "results": results, "delivered": ok, "failed": results.len() - ok }),
+    )
 }
 
 /// The stub of a room's object: by name for public rooms, by id for private ones. A private id
@@ -162,12 +450,16 @@ fn room_stub(env: &Env, key: &RoomKey) -> std::result::Result<worker::Stub, ApiE
     id.get_stub().map_err(internal)
 }
 
-/// Logs an unexpected failure and hides it behind a plain 500.
-pub(crate) fn internal(e: impl std::fmt::Display) -> ApiError {
+fn log_error(event: &str, detail: &str) {
     worker::console_error!(
         "{}",
-        serde_json::json!({"level": "error", "event": "internal_error", "detail": e.to_string()})
+        j!({"level": "error", "event": event, "detail": detail})
     );
+}
+
+/// Logs an unexpected failure and hides it behind a plain 500.
+pub(crate) fn internal(e: impl std::fmt::Display) -> ApiError {
+    log_error("internal_error", &e.to_string());
     ApiError::Internal
 }
 
@@ -183,6 +475,9 @@ pub(crate) fn json(
 
 /// The one place an [`ApiError`] becomes an HTTP response.
 pub(crate) fn error_response(e: &ApiError) -> Result<Response> {
+    if let ApiError::Config { message } = e {
+        log_error("config_error", message);
+    }
     let headers = Headers::new();
     headers.set("Content-Type", "application/json")?;
     for (k, v) in e.headers() {
@@ -199,4 +494,9 @@ fn with_headers(mut r: Response, headers: &[(&'static str, String)]) -> Response
         let _ = h.set(k, v);
     }
     r
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> u64 {
+    worker::Date::now().as_millis()
 }

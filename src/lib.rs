@@ -10,6 +10,8 @@
 //! - [`cors`]: the CORS allow-list and preflight decision.
 //! - [`protocol`]: the WebSocket wire format (JSON text or MessagePack binary frames).
 //! - [`room`]: the room state machine (members, offsets, history) driven by `apply`.
+//! - [`api`]: HTTP API request bodies and their validation.
+//! - [`auth`]: connection tokens (JWT HS256) and API keys.
 //! - [`limiter`]: GCRA rate-limit arithmetic and named policies.
 //! - [`lock`]: lease locks with fencing tokens and FIFO waiters.
 //! - [`valuation`]: property valuation from comparable sales.
@@ -18,6 +20,8 @@
 //!
 //! Time is always passed in as `now_ms`; nothing in the core reads a clock.
 
+pub mod api;
+pub mod auth;
 pub mod config;
 pub mod cors;
 pub mod error;

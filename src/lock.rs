@@ -104,6 +104,16 @@ pub fn validate_owner(owner: &str) -> Result<(), LockError> {
     Ok(())
 }
 
+/// Checks an acquire request's inputs, before anything is changed.
+fn validate_acquire(owner: &str, ttl_ms: u64, wait_ms: u64) -> Result<(), LockError> {
+    validate_owner(owner)?;
+    validate_ttl(ttl_ms)?;
+    if wait_ms > MAX_WAIT_MS {
+        return Err(LockError::InvalidWait { wait_ms });
+    }
+    Ok(())
+}
+
 fn validate_ttl(ttl_ms: u64) -> Result<(), LockError> {
     if (MIN_TTL_MS..=MAX_TTL_MS).contains(&ttl_ms) {
         Ok(())
@@ -251,7 +261,6 @@ impl LockState {
     /// [`AcquireOutcome::Busy`]; with a wait the caller is queued under `waiter_id` (an id the
     /// glue chose, unique among pending requests) and learns its fate from a later event. Owners
     /// are labels, not identities: a holder asking again is queued like anyone else.
-    #[must_use]
     pub fn acquire(
         &mut self,
         owner: &str,
@@ -260,16 +269,7 @@ impl LockState {
         waiter_id: u64,
         now_ms: u64,
     ) -> (Result<AcquireOutcome, LockError>, Vec<Event>) {
-        if let Err(e) = validate_owner(owner)
-            .and_then(|()| validate_ttl(ttl_ms))
-            .and_then(|()| {
-                if wait_ms > MAX_WAIT_MS {
-                    Err(LockError::InvalidWait { wait_ms })
-                } else {
-                    Ok(())
-                }
-            })
-        {
+        if let Err(e) = validate_acquire(owner, ttl_ms, wait_ms) {
             return (Err(e), Vec::new());
         }
         let events = self.tick(now_ms);
@@ -304,7 +304,6 @@ impl LockState {
     }
 
     /// Extends the live lease holding `token` to `now_ms + ttl_ms`; the token stays the same.
-    #[must_use]
     pub fn renew(
         &mut self,
         token: u64,
@@ -326,7 +325,6 @@ impl LockState {
     }
 
     /// Ends the live lease holding `token` and grants the lock to the next waiter, if any.
-    #[must_use]
     pub fn release(&mut self, token: u64, now_ms: u64) -> (Result<(), LockError>, Vec<Event>) {
         let mut events = self.tick(now_ms);
         if let Err(e) = self.current_mut(token) {
@@ -344,7 +342,7 @@ impl LockState {
     /// A waiter whose deadline has come is timed out even if the lock became free a moment
     /// earlier but nothing ran in between, so no lease is ever granted after its waiter's
     /// deadline.
-    #[must_use]
+    #[must_use = "the events answer waiting callers"]
     pub fn tick(&mut self, now_ms: u64) -> Vec<Event> {
         let mut events = Vec::new();
         if let Some(lease) = self.holder.take_if(|l| !l.is_live(now_ms)) {

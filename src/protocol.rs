@@ -99,10 +99,20 @@ impl RawFrame<'_> {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ClientFrame {
-    /// Enter the room with a display name; answered by `welcome`.
+    /// Enter the room; answered by `welcome` (and replayed messages, if asked for).
     Join {
-        /// Display name shown to other members.
-        name: String,
+        /// Display name shown to other members (a token's name wins over it).
+        #[serde(default)]
+        name: Option<String>,
+        /// Small member metadata object shown in presence.
+        #[serde(default)]
+        meta: Option<Value>,
+        /// Resume from this stream position: replay exactly what was missed.
+        #[serde(default)]
+        since: Option<StreamPos>,
+        /// Replay up to this many latest messages (fresh joins, or a failed recovery).
+        #[serde(default)]
+        history: Option<usize>,
     },
     /// Send a message to everyone in the room.
     Publish {
@@ -213,6 +223,29 @@ pub struct MemberInfo {
     pub id: String,
     /// Display name.
     pub name: String,
+    /// Member metadata from `join`, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub meta: Option<Value>,
+    /// Open connections of this user in the room (presence only; omitted when 0).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub conns: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// A position in a room's stream, for recovery.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamPos {
+    /// The room's epoch when the client last saw it.
+    pub epoch: String,
+    /// The last offset the client received.
+    pub offset: u64,
 }
 
 /// A message as delivered and stored: the room's ordered stream entry.
@@ -248,6 +281,12 @@ pub enum ServerFrame {
         epoch: String,
         /// The last offset in the room's stream (0 when empty).
         offset: u64,
+        /// With `since`: true when exactly the missed messages follow, false when the gap
+        /// could not be filled (other epoch, or trimmed) and the latest history follows.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        recovered: Option<bool>,
+        /// How many `message` frames follow this welcome as replay.
+        replayed: usize,
     },
     /// A message in the room's stream.
     Message(Message),
@@ -257,13 +296,21 @@ pub enum ServerFrame {
         id: String,
         /// The offset the message was given.
         offset: u64,
+        /// True when this id was already published: nothing new was appended.
+        #[serde(default, skip_serializing_if = "is_false")]
+        duplicate: bool,
     },
     /// Someone joined.
     Joined {
         /// The member.
         member: MemberInfo,
     },
-    /// Someone left.
+    /// A member's connection count changed (another tab joined or left).
+    Presence {
+        /// The member, with its new connection count.
+        member: MemberInfo,
+    },
+    /// Someone left (their last connection closed).
     Left {
         /// The member.
         member: MemberInfo,
@@ -350,7 +397,12 @@ mod tests {
     fn decodes_join_and_publish() {
         assert_eq!(
             j(r#"{"type":"join","name":"ann"}"#),
-            Ok(ClientFrame::Join { name: "ann".into() })
+            Ok(ClientFrame::Join {
+                name: Some("ann".into()),
+                meta: None,
+                since: None,
+                history: None
+            })
         );
         assert_eq!(
             j(r#"{"type":"publish","body":{"text":"hi"},"id":"c1"}"#),
@@ -371,7 +423,16 @@ mod tests {
             j(r#"{"type":"join","name":5}"#).unwrap_err().code(),
             "invalid_frame"
         );
-        assert_eq!(j(r#"{"type":"join"}"#).unwrap_err().code(), "invalid_frame");
+        assert_eq!(
+            j(r#"{"type":"publish"}"#).unwrap_err().code(),
+            "invalid_frame"
+        );
+        assert_eq!(
+            j(r#"{"type":"join","since":{"epoch":"e"}}"#)
+                .unwrap_err()
+                .code(),
+            "invalid_frame"
+        );
         assert_eq!(
             j(r#"{"type":"join","name":"a","extra":1}"#)
                 .unwrap_err()
@@ -415,6 +476,7 @@ mod tests {
         let out = ServerFrame::Ack {
             id: "m1".into(),
             offset: 7,
+            duplicate: false,
         }
         .encode(Encoding::Msgpack);
         let Encoded::Binary(b) = out else {
@@ -437,6 +499,8 @@ mod tests {
             from: MemberInfo {
                 id: "u1".into(),
                 name: "ann".into(),
+                meta: None,
+                conns: 0,
             },
             body: json!({"text":"hi"}),
             ts: 1700,

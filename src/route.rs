@@ -84,6 +84,26 @@ pub enum Route {
     CreateRoom,
     /// `GET /api/rooms/:room/ws`: WebSocket upgrade into a room.
     RoomSocket(RoomKey),
+    /// `GET /api/rooms/:room`: members, connections, epoch, last offset (API key).
+    RoomInfo(RoomKey),
+    /// `GET /api/rooms/:room/history?since=&limit=`: stored messages (API key).
+    RoomHistory(RoomKey),
+    /// `POST /api/rooms/:room/broadcast`: publish into one room over HTTP (API key).
+    RoomBroadcast(RoomKey),
+    /// `POST /api/broadcast`: publish into many rooms at once (API key).
+    Broadcast,
+    /// `POST /api/dev/token`: mint a connection token (local environment only).
+    DevToken,
+}
+
+impl Route {
+    /// Whether the route requires an API key.
+    pub fn needs_api_key(&self) -> bool {
+        matches!(
+            self,
+            Self::RoomInfo(_) | Self::RoomHistory(_) | Self::RoomBroadcast(_) | Self::Broadcast
+        )
+    }
 }
 
 /// HTTP methods the router distinguishes.
@@ -128,6 +148,13 @@ pub fn parse(method: Method, path: &str) -> Result<Route, ApiError> {
         ["health"] => (Route::Health, &["GET"]),
         ["api", "rooms"] => (Route::CreateRoom, &["POST"]),
         ["api", "rooms", room, "ws"] => (Route::RoomSocket(RoomKey::parse(room)?), &["GET"]),
+        ["api", "rooms", room] => (Route::RoomInfo(RoomKey::parse(room)?), &["GET"]),
+        ["api", "rooms", room, "history"] => (Route::RoomHistory(RoomKey::parse(room)?), &["GET"]),
+        ["api", "rooms", room, "broadcast"] => {
+            (Route::RoomBroadcast(RoomKey::parse(room)?), &["POST"])
+        }
+        ["api", "broadcast"] => (Route::Broadcast, &["POST"]),
+        ["api", "dev", "token"] => (Route::DevToken, &["POST"]),
         _ => {
             return Err(ApiError::not_found(
                 "not_found",
@@ -175,6 +202,33 @@ mod tests {
     }
 
     #[test]
+    fn api_routes() {
+        let k = || RoomKey::Named("r1".into());
+        assert_eq!(
+            parse(Method::Get, "/api/rooms/r1"),
+            Ok(Route::RoomInfo(k()))
+        );
+        assert_eq!(
+            parse(Method::Get, "/api/rooms/r1/history"),
+            Ok(Route::RoomHistory(k()))
+        );
+        assert_eq!(
+            parse(Method::Post, "/api/rooms/r1/broadcast"),
+            Ok(Route::RoomBroadcast(k()))
+        );
+        assert_eq!(parse(Method::Post, "/api/broadcast"), Ok(Route::Broadcast));
+        assert_eq!(parse(Method::Post, "/api/dev/token"), Ok(Route::DevToken));
+        assert!(Route::Broadcast.needs_api_key());
+        assert!(!Route::RoomSocket(k()).needs_api_key());
+        assert_eq!(
+            parse(Method::Get, "/api/rooms/r1/broadcast")
+                .unwrap_err()
+                .status(),
+            405
+        );
+    }
+
+    #[test]
     fn wrong_method_is_405_with_allow() {
         let e = parse(Method::Get, "/api/rooms").unwrap_err();
         assert_eq!(e.status(), 405);
@@ -187,7 +241,7 @@ mod tests {
         for p in [
             "/",
             "/api",
-            "/api/rooms/x",
+            "/api/rooms/x/nope",
             "/api/rooms/x/ws/y",
             "/nope",
             "/health/",

@@ -86,18 +86,54 @@ pub(crate) struct Spec {
 /// Every field of a sale row: `price` first, then the facts in [`PropertyFacts::to_values`]
 /// order.
 pub(crate) static SALE_SPECS: [Spec; N_FACTS + 1] = [
-    Spec { name: "price", kind: Kind::Count(PRICE_RANGE) },
-    Spec { name: "lotsize", kind: Kind::Count(LOTSIZE_RANGE) },
-    Spec { name: "bedrooms", kind: Kind::Count(BEDROOMS_RANGE) },
-    Spec { name: "bathrms", kind: Kind::Count(BATHRMS_RANGE) },
-    Spec { name: "stories", kind: Kind::Count(STORIES_RANGE) },
-    Spec { name: "driveway", kind: Kind::Flag },
-    Spec { name: "recroom", kind: Kind::Flag },
-    Spec { name: "fullbase", kind: Kind::Flag },
-    Spec { name: "gashw", kind: Kind::Flag },
-    Spec { name: "airco", kind: Kind::Flag },
-    Spec { name: "garagepl", kind: Kind::Count(GARAGEPL_RANGE) },
-    Spec { name: "prefarea", kind: Kind::Flag },
+    Spec {
+        name: "price",
+        kind: Kind::Count(PRICE_RANGE),
+    },
+    Spec {
+        name: "lotsize",
+        kind: Kind::Count(LOTSIZE_RANGE),
+    },
+    Spec {
+        name: "bedrooms",
+        kind: Kind::Count(BEDROOMS_RANGE),
+    },
+    Spec {
+        name: "bathrms",
+        kind: Kind::Count(BATHRMS_RANGE),
+    },
+    Spec {
+        name: "stories",
+        kind: Kind::Count(STORIES_RANGE),
+    },
+    Spec {
+        name: "driveway",
+        kind: Kind::Flag,
+    },
+    Spec {
+        name: "recroom",
+        kind: Kind::Flag,
+    },
+    Spec {
+        name: "fullbase",
+        kind: Kind::Flag,
+    },
+    Spec {
+        name: "gashw",
+        kind: Kind::Flag,
+    },
+    Spec {
+        name: "airco",
+        kind: Kind::Flag,
+    },
+    Spec {
+        name: "garagepl",
+        kind: Kind::Count(GARAGEPL_RANGE),
+    },
+    Spec {
+        name: "prefarea",
+        kind: Kind::Flag,
+    },
 ];
 
 /// The fact fields only (no price), in [`PropertyFacts::to_values`] order.
@@ -108,7 +144,7 @@ pub(crate) fn fact_specs() -> &'static [Spec] {
 impl PropertyFacts {
     /// The facts as whole numbers (flags as 0/1) in spec order; the single place, with
     /// [`PropertyFacts::from_values`], that knows the field order.
-    pub(crate) fn to_values(&self) -> [u64; N_FACTS] {
+    pub(crate) fn to_values(self) -> [u64; N_FACTS] {
         [
             u64::from(self.lotsize),
             u64::from(self.bedrooms),
@@ -157,7 +193,11 @@ pub struct FieldError {
 
 impl FieldError {
     pub(crate) fn new(field: &str, code: &'static str, message: String) -> Self {
-        Self { field: field.to_string(), code, message }
+        Self {
+            field: field.to_string(),
+            code,
+            message,
+        }
     }
 }
 
@@ -186,7 +226,13 @@ impl ValidationError {
 pub(crate) fn join_messages(errors: &[FieldError]) -> String {
     let parts: Vec<String> = errors
         .iter()
-        .map(|e| if e.field.is_empty() { e.message.clone() } else { format!("{}: {}", e.field, e.message) })
+        .map(|e| {
+            if e.field.is_empty() {
+                e.message.clone()
+            } else {
+                format!("{}: {}", e.field, e.message)
+            }
+        })
         .collect();
     parts.join("; ")
 }
@@ -235,7 +281,11 @@ pub(crate) fn check_value(spec: &Spec, value: u64) -> Result<u64, FieldError> {
         Kind::Count(range) if !range.contains(&value) => Err(FieldError::new(
             spec.name,
             codes::OUT_OF_RANGE,
-            format!("{value} is outside the accepted range {}..={}", range.start(), range.end()),
+            format!(
+                "{value} is outside the accepted range {}..={}",
+                range.start(),
+                range.end()
+            ),
         )),
         Kind::Flag if value > 1 => Err(bad_flag(spec.name, &value.to_string())),
         _ => Ok(value),
@@ -292,7 +342,9 @@ fn values_from_json(
 ) -> Result<Vec<u64>, ValidationError> {
     let Some(object) = value.as_object() else {
         let message = format!("expected a JSON object, got {}", json_kind(value));
-        return Err(ValidationError { errors: vec![FieldError::new("", codes::NOT_AN_OBJECT, message)] });
+        return Err(ValidationError {
+            errors: vec![FieldError::new("", codes::NOT_AN_OBJECT, message)],
+        });
     };
     let mut errors = Vec::new();
     let mut values = Vec::with_capacity(specs.len());
@@ -305,7 +357,11 @@ fn values_from_json(
     }
     for key in object.keys() {
         if !specs.iter().any(|s| s.name == key) && !ignored.contains(&key.as_str()) {
-            errors.push(FieldError::new(key, codes::UNKNOWN_FIELD, "is not a known field".to_string()));
+            errors.push(FieldError::new(
+                key,
+                codes::UNKNOWN_FIELD,
+                "is not a known field".to_string(),
+            ));
         }
     }
     if errors.is_empty() {
@@ -319,7 +375,10 @@ fn values_from_json(
 pub(crate) fn sale_from_values(values: &[u64]) -> Option<Sale> {
     let (&price, rest) = values.split_first()?;
     let facts: [u64; N_FACTS] = rest.try_into().ok()?;
-    Some(Sale { price, facts: PropertyFacts::from_values(&facts) })
+    Some(Sale {
+        price,
+        facts: PropertyFacts::from_values(&facts),
+    })
 }
 
 /// Validates one flat JSON sale row (the D1 row shape): `{"price":…, "lotsize":…, …}`.
@@ -337,8 +396,9 @@ pub fn validate_sale_json(value: &serde_json::Value) -> Result<Sale, ValidationE
 /// This only checks the import bounds; [`super::Model::check`] then checks the fitted range.
 pub fn parse_facts_json(value: &serde_json::Value) -> Result<PropertyFacts, ValidationError> {
     let values = values_from_json(value, fact_specs(), &[])?;
-    let values: [u64; N_FACTS] =
-        values.try_into().map_err(|_| ValidationError { errors: Vec::new() })?;
+    let values: [u64; N_FACTS] = values
+        .try_into()
+        .map_err(|_| ValidationError { errors: Vec::new() })?;
     Ok(PropertyFacts::from_values(&values))
 }
 
@@ -347,8 +407,11 @@ pub fn parse_facts_json(value: &serde_json::Value) -> Result<PropertyFacts, Vali
 pub fn validate_sale(sale: &Sale) -> Result<(), ValidationError> {
     let mut values = vec![sale.price];
     values.extend(sale.facts.to_values());
-    let errors: Vec<FieldError> =
-        SALE_SPECS.iter().zip(values).filter_map(|(spec, v)| check_value(spec, v).err()).collect();
+    let errors: Vec<FieldError> = SALE_SPECS
+        .iter()
+        .zip(values)
+        .filter_map(|(spec, v)| check_value(spec, v).err())
+        .collect();
     if errors.is_empty() {
         Ok(())
     } else {
@@ -385,7 +448,10 @@ pub(crate) mod tests {
     }
 
     fn codes_of(e: &ValidationError) -> Vec<(&str, &str)> {
-        e.errors.iter().map(|f| (f.field.as_str(), f.code)).collect()
+        e.errors
+            .iter()
+            .map(|f| (f.field.as_str(), f.code))
+            .collect()
     }
 
     #[test]
@@ -437,9 +503,15 @@ pub(crate) mod tests {
         assert_eq!(err.code(), codes::NOT_AN_OBJECT);
         let mut bad = row();
         bad["price"] = json!(-42000);
-        assert_eq!(codes_of(&validate_sale_json(&bad).unwrap_err()), vec![("price", codes::INVALID_NUMBER)]);
+        assert_eq!(
+            codes_of(&validate_sale_json(&bad).unwrap_err()),
+            vec![("price", codes::INVALID_NUMBER)]
+        );
         bad["price"] = json!(1e300);
-        assert_eq!(codes_of(&validate_sale_json(&bad).unwrap_err()), vec![("price", codes::INVALID_NUMBER)]);
+        assert_eq!(
+            codes_of(&validate_sale_json(&bad).unwrap_err()),
+            vec![("price", codes::INVALID_NUMBER)]
+        );
     }
 
     #[test]
@@ -451,7 +523,10 @@ pub(crate) mod tests {
         let facts = parse_facts_json(&body).unwrap();
         assert_eq!(facts, validate_sale_json(&row()).unwrap().facts);
         body["id"] = json!(7);
-        assert_eq!(codes_of(&parse_facts_json(&body).unwrap_err()), vec![("id", codes::UNKNOWN_FIELD)]);
+        assert_eq!(
+            codes_of(&parse_facts_json(&body).unwrap_err()),
+            vec![("id", codes::UNKNOWN_FIELD)]
+        );
     }
 
     #[test]
@@ -461,7 +536,13 @@ pub(crate) mod tests {
         sale.price = 10;
         sale.facts.stories = 0;
         let err = validate_sale(&sale).unwrap_err();
-        assert_eq!(codes_of(&err), vec![("price", codes::OUT_OF_RANGE), ("stories", codes::OUT_OF_RANGE)]);
+        assert_eq!(
+            codes_of(&err),
+            vec![
+                ("price", codes::OUT_OF_RANGE),
+                ("stories", codes::OUT_OF_RANGE)
+            ]
+        );
         assert_eq!(err.code(), codes::OUT_OF_RANGE);
     }
 
@@ -475,7 +556,10 @@ pub(crate) mod tests {
             "lotsize=5850;bedrooms=3;bathrms=1;stories=2;driveway=1;recroom=0;fullbase=1;\
              gashw=0;airco=0;garagepl=1;prefarea=0"
         );
-        let other = PropertyFacts { airco: true, ..facts };
+        let other = PropertyFacts {
+            airco: true,
+            ..facts
+        };
         assert_ne!(normalised_key(&other), key);
     }
 

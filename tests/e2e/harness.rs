@@ -85,6 +85,11 @@ impl Server {
     /// Starts `wrangler dev` on a free port with state under `persist`, and waits until
     /// `/health` answers.
     pub fn start(persist: &Path) -> Self {
+        Self::start_with(persist, &[])
+    }
+
+    /// Starts a server with extra `--var NAME:VALUE` settings (e.g. tighter limits).
+    pub fn start_with(persist: &Path, vars: &[(&str, &str)]) -> Self {
         let port = free_port();
         let inspector = free_port();
         let log_dir = root().join("target/e2e-logs");
@@ -98,6 +103,10 @@ impl Server {
             .arg("--persist-to")
             .arg(persist)
             .args(["--show-interactive-dev-session=false", "--log-level", "log"])
+            .args(
+                vars.iter()
+                    .flat_map(|(k, v)| ["--var".to_string(), format!("{k}:{v}")]),
+            )
             .current_dir(root())
             .env("WRANGLER_SEND_METRICS", "false")
             .env("CI", "true")
@@ -314,9 +323,13 @@ impl Client {
 
     /// Connects and joins with a display name; returns the client and its welcome frame.
     pub async fn join(url: &str, enc: Enc, name: &str) -> (Self, Value) {
+        Self::join_with(url, enc, serde_json::json!({"type": "join", "name": name})).await
+    }
+
+    /// Connects and sends the given join frame; returns the client and its welcome frame.
+    pub async fn join_with(url: &str, enc: Enc, join: Value) -> (Self, Value) {
         let mut c = Self::connect(url, enc).await;
-        c.send(serde_json::json!({"type": "join", "name": name}))
-            .await;
+        c.send(join).await;
         let welcome = c.recv().await;
         assert_eq!(
             welcome["type"], "welcome",
@@ -378,15 +391,17 @@ impl Client {
         }
     }
 
-    /// Waits for the next frame of type `t`, skipping presence frames on the way.
+    /// Waits for the next frame of type `t`, skipping presence and message frames on the
+    /// way; any other frame (an error, a close) fails the test.
     pub async fn recv_type(&mut self, t: &str) -> Value {
         loop {
             let v = self.recv().await;
             if v["type"] == t {
                 return v;
             }
+            let skippable = ["joined", "left", "presence", "message"];
             assert!(
-                v["type"] == "joined" || v["type"] == "left",
+                skippable.iter().any(|s| v["type"] == *s),
                 "expected {t}, got {v}"
             );
         }
@@ -425,4 +440,20 @@ pub fn http() -> reqwest::Client {
         .timeout(Duration::from_secs(20))
         .build()
         .expect("http client")
+}
+
+/// The local development API key (from wrangler.toml's `[vars]`).
+pub const DEV_API_KEY: &str = "roomkeeper-local-dev-api-key";
+
+/// Mints a connection token through the local dev endpoint.
+pub async fn token(base: &str, body: Value) -> String {
+    let r = http()
+        .post(format!("{base}/api/dev/token"))
+        .json(&body)
+        .send()
+        .await
+        .expect("POST /api/dev/token");
+    assert_eq!(r.status().as_u16(), 200, "dev token endpoint");
+    let v: Value = r.json().await.unwrap();
+    v["token"].as_str().unwrap().to_string()
 }

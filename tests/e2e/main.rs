@@ -6,6 +6,7 @@
 
 mod foundation;
 mod harness;
+mod rooms;
 
 use std::sync::Arc;
 
@@ -17,7 +18,22 @@ pub struct Ctx {
     pub http: String,
     /// `ws://127.0.0.1:PORT`.
     pub ws: String,
+    /// A second server with anonymous access off and tight limits ([`STRICT_VARS`]).
+    pub strict_http: String,
+    /// Its WebSocket base URL.
+    pub strict_ws: String,
 }
+
+/// Settings of the strict server: what tests of refusals need.
+pub const STRICT_VARS: &[(&str, &str)] = &[
+    ("ALLOW_ANONYMOUS", "false"),
+    ("ROOM_MAX_MEMBERS", "2"),
+    ("ROOM_MAX_CONNECTIONS", "3"),
+    ("ROOM_PUBLISH_RATE", "10"),
+    ("ROOM_PUBLISH_BURST", "3"),
+    ("ROOM_MAX_STRIKES", "5"),
+    ("ROOM_HISTORY_MAX_MESSAGES", "5"),
+];
 
 macro_rules! trials {
     ($ctx:expr; $($test:path),* $(,)?) => {
@@ -38,21 +54,29 @@ fn main() -> std::process::ExitCode {
         let ctx = Arc::new(Ctx {
             http: String::new(),
             ws: String::new(),
+            strict_http: String::new(),
+            strict_ws: String::new(),
         });
         return libtest_mimic::run(&args, all(ctx)).exit_code();
     }
     harness::build_worker();
     let persist = harness::TempDir::new("e2e");
     let server = harness::Server::start(&persist.0);
+    let strict_persist = harness::TempDir::new("e2e-strict");
+    let strict = harness::Server::start_with(&strict_persist.0, STRICT_VARS);
     let ctx = Arc::new(Ctx {
         http: server.http(),
         ws: server.ws(),
+        strict_http: strict.http(),
+        strict_ws: strict.ws(),
     });
     let conclusion = libtest_mimic::run(&args, all(ctx));
     if conclusion.has_failed() {
         eprintln!("--- wrangler dev output (tail) ---\n{}", server.log_tail());
+        eprintln!("--- strict server output (tail) ---\n{}", strict.log_tail());
     }
     drop(server);
+    drop(strict);
     conclusion.exit_code()
 }
 
@@ -71,5 +95,20 @@ fn all(ctx: Arc<Ctx>) -> Vec<Trial> {
         foundation::cors_preflight_and_origin_checks,
         foundation::demo_page_is_served,
         foundation::deploy_dry_run_succeeds_for_every_environment,
+        rooms::presence_counts_each_user_once,
+        rooms::recovery_replays_exactly_the_missed_messages,
+        rooms::recovery_across_a_gap_or_epoch_reloads_and_says_so,
+        rooms::retried_publishes_are_idempotent,
+        rooms::acks_and_refusals_carry_ids_and_codes,
+        rooms::heartbeat_is_answered,
+        rooms::auth_refusals_are_documented,
+        rooms::expired_tokens_are_refused_and_end_sessions,
+        rooms::publish_flood_is_limited_then_disconnected,
+        rooms::member_and_connection_caps,
+        rooms::http_broadcast_reaches_every_member,
+        rooms::multi_room_broadcast_reports_per_room,
+        rooms::room_info_and_history_endpoints,
+        rooms::state_survives_hibernation,
+        rooms::no_loss_across_a_restart,
     ]
 }
