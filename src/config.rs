@@ -5,6 +5,7 @@
 //! name (never by value, which may be a secret) instead of panicking.
 
 use crate::cors::AllowList;
+use crate::limiter::Policies;
 use crate::room::RoomLimits;
 
 /// The service's settings.
@@ -19,6 +20,8 @@ pub struct Config {
     pub allow_anonymous: bool,
     /// Room limits, from the `ROOM_*` settings.
     pub room: RoomLimits,
+    /// `LIMIT_POLICIES`: named rate-limit policies (JSON laid over the defaults).
+    pub policies: Policies,
 }
 
 /// A setting that is present but malformed.
@@ -72,6 +75,13 @@ impl Config {
             cors,
             allow_anonymous,
             room: room_limits(&lookup)?,
+            policies: match lookup("LIMIT_POLICIES") {
+                Some(json) => Policies::from_json(&json).map_err(|e| ConfigError {
+                    name: "LIMIT_POLICIES",
+                    why: e.to_string(),
+                })?,
+                None => Policies::default(),
+            },
         })
     }
 }

@@ -78,6 +78,8 @@ pub enum ApiError {
     RateLimited {
         /// Milliseconds until a retry may succeed.
         retry_after_ms: u64,
+        /// `RateLimit` / `RateLimit-Policy` headers describing the policy that refused.
+        policy_headers: Vec<(&'static str, String)>,
     },
     /// 500: the service is misconfigured (a missing secret, a malformed setting).
     #[error("service misconfigured: {message}")]
@@ -193,15 +195,20 @@ impl ApiError {
         }
     }
 
-    /// Extra response headers this error needs (`Allow`, `Retry-After`, `Upgrade`).
+    /// Extra response headers this error needs (`Allow`, `Retry-After`, `RateLimit`, `Upgrade`).
     pub fn headers(&self) -> Vec<(&'static str, String)> {
         match self {
             Self::MethodNotAllowed { allowed } => vec![("Allow", allowed.join(", "))],
-            Self::RateLimited { retry_after_ms } => {
-                vec![(
+            Self::RateLimited {
+                retry_after_ms,
+                policy_headers,
+            } => {
+                let mut h = vec![(
                     "Retry-After",
                     retry_after_ms.div_ceil(1000).max(1).to_string(),
-                )]
+                )];
+                h.extend(policy_headers.iter().cloned());
+                h
             }
             Self::UpgradeRequired => vec![("Upgrade", "websocket".to_string())],
             _ => Vec::new(),
@@ -246,10 +253,15 @@ mod tests {
     fn retry_after_rounds_up_to_whole_seconds() {
         let e = ApiError::RateLimited {
             retry_after_ms: 1001,
+            policy_headers: vec![],
         };
         assert_eq!(e.headers(), vec![("Retry-After", "2".to_string())]);
-        let e = ApiError::RateLimited { retry_after_ms: 0 };
-        assert_eq!(e.headers(), vec![("Retry-After", "1".to_string())]);
+        let e = ApiError::RateLimited {
+            retry_after_ms: 0,
+            policy_headers: vec![("RateLimit", "\"api\";r=0;t=1".into())],
+        };
+        assert_eq!(e.headers()[0], ("Retry-After", "1".to_string()));
+        assert_eq!(e.headers()[1].0, "RateLimit");
     }
 
     #[test]

@@ -165,6 +165,10 @@ async fn handle(
                 .map_err(|e| ApiError::unprocessable(e.code(), e.to_string()))?;
             json(200, &j!({ "token": token, "exp": claims.exp }))
         }
+        Route::LimitCheck { policy, key } => {
+            crate::coord::limit_check(req, env, config, &policy, &key).await
+        }
+        Route::Lock { name, op } => crate::coord::lock(req, env, &name, op).await,
     }
 }
 

@@ -6,16 +6,20 @@
 //! and the Workers glue only moves bytes between workerd and that core.
 //!
 //! - [`error`]: the one error type of the HTTP edge and its mapping to status and JSON body.
-//! - [`route`]: request paths parsed into a [`route::Route`] enum; room name validation.
+//! - [`config`]: settings from `[vars]` and secrets, parsed without panics.
+//! - [`route`]: request paths parsed into a [`route::Route`] enum; name validation.
 //! - [`cors`]: the CORS allow-list and preflight decision.
-//! - [`protocol`]: the WebSocket wire format (JSON text or MessagePack binary frames).
-//! - [`room`]: the room state machine (members, offsets, history) driven by `apply`.
 //! - [`api`]: HTTP API request bodies and their validation.
 //! - [`auth`]: connection tokens (JWT HS256) and API keys.
+//! - [`protocol`]: the WebSocket wire format (JSON text or MessagePack binary frames).
+//! - [`room`]: the room state machine (sessions, presence, offsets, recovery) over a `Store`.
 //! - [`limiter`]: GCRA rate-limit arithmetic and named policies.
 //! - [`lock`]: lease locks with fencing tokens and FIFO waiters.
+//! - [`leads`]: lead validation, phone/email normalisation, scoring, CSV export.
 //! - [`valuation`]: property valuation from comparable sales.
+//! - [`notify`]: notification templates, delivery policy, webhook signatures.
 //! - `glue` (wasm32 only, `src/glue.rs`): the routing Worker's `fetch` entry point.
+//! - `coord` (wasm32 only, `src/coord.rs`): the router's side of the Limiter and Lock objects.
 //! - `objects` (wasm32 only, `objects/`): Durable Object glue, one file per object kind.
 //!
 //! Time is always passed in as `now_ms`; nothing in the core reads a clock.
@@ -25,13 +29,17 @@ pub mod auth;
 pub mod config;
 pub mod cors;
 pub mod error;
+pub mod leads;
 pub mod limiter;
 pub mod lock;
+pub mod notify;
 pub mod protocol;
 pub mod room;
 pub mod route;
 pub mod valuation;
 
+#[cfg(target_arch = "wasm32")]
+mod coord;
 #[cfg(target_arch = "wasm32")]
 mod glue;
 #[cfg(target_arch = "wasm32")]

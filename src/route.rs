@@ -94,6 +94,45 @@ pub enum Route {
     Broadcast,
     /// `POST /api/dev/token`: mint a connection token (local environment only).
     DevToken,
+    /// `POST /api/limits/:policy/:key`: one rate-limit check (API key).
+    LimitCheck {
+        /// Policy name (validated by [`crate::limiter::validate_policy_name`]).
+        policy: String,
+        /// Limited key (validated by [`crate::limiter::validate_key`]).
+        key: String,
+    },
+    /// `GET /api/locks/:name` or `POST /api/locks/:name/{acquire,renew,release}` (API key).
+    Lock {
+        /// Lock name (room-name rules).
+        name: String,
+        /// Which operation.
+        op: LockOp,
+    },
+}
+
+/// An operation on a lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockOp {
+    /// `GET /api/locks/:name`.
+    Status,
+    /// `POST /api/locks/:name/acquire`.
+    Acquire,
+    /// `POST /api/locks/:name/renew`.
+    Renew,
+    /// `POST /api/locks/:name/release`.
+    Release,
+}
+
+impl LockOp {
+    /// The path segment (and internal object path) of the operation.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Status => "status",
+            Self::Acquire => "acquire",
+            Self::Renew => "renew",
+            Self::Release => "release",
+        }
+    }
 }
 
 impl Route {
@@ -101,7 +140,12 @@ impl Route {
     pub fn needs_api_key(&self) -> bool {
         matches!(
             self,
-            Self::RoomInfo(_) | Self::RoomHistory(_) | Self::RoomBroadcast(_) | Self::Broadcast
+            Self::RoomInfo(_)
+                | Self::RoomHistory(_)
+                | Self::RoomBroadcast(_)
+                | Self::Broadcast
+                | Self::LimitCheck { .. }
+                | Self::Lock { .. }
         )
     }
 }
@@ -155,6 +199,21 @@ pub fn parse(method: Method, path: &str) -> Result<Route, ApiError> {
         }
         ["api", "broadcast"] => (Route::Broadcast, &["POST"]),
         ["api", "dev", "token"] => (Route::DevToken, &["POST"]),
+        ["api", "limits", policy, key] => {
+            crate::limiter::validate_policy_name(policy)
+                .map_err(|e| ApiError::bad_request(e.code(), e.to_string()))?;
+            crate::limiter::validate_key(key)
+                .map_err(|e| ApiError::bad_request(e.code(), e.to_string()))?;
+            let route = Route::LimitCheck {
+                policy: policy.to_string(),
+                key: key.to_string(),
+            };
+            (route, &["POST"])
+        }
+        ["api", "locks", name] => (lock(name, LockOp::Status)?, &["GET"]),
+        ["api", "locks", name, "acquire"] => (lock(name, LockOp::Acquire)?, &["POST"]),
+        ["api", "locks", name, "renew"] => (lock(name, LockOp::Renew)?, &["POST"]),
+        ["api", "locks", name, "release"] => (lock(name, LockOp::Release)?, &["POST"]),
         _ => {
             return Err(ApiError::not_found(
                 "not_found",
@@ -168,6 +227,22 @@ pub fn parse(method: Method, path: &str) -> Result<Route, ApiError> {
     } else {
         Err(ApiError::MethodNotAllowed { allowed })
     }
+}
+
+fn lock(name: &str, op: LockOp) -> Result<Route, ApiError> {
+    validate_room_name(name).map_err(|_| {
+        ApiError::bad_request(
+            "invalid_lock_name",
+            format!(
+                "lock names are 1-{MAX_ROOM_NAME_LEN} characters of [A-Za-z0-9._-] and start \
+                 with a letter or digit"
+            ),
+        )
+    })?;
+    Ok(Route::Lock {
+        name: name.to_string(),
+        op,
+    })
 }
 
 #[cfg(test)]
@@ -226,6 +301,45 @@ mod tests {
                 .status(),
             405
         );
+    }
+
+    #[test]
+    fn coordination_routes() {
+        assert_eq!(
+            parse(Method::Post, "/api/limits/connect/ip:127.0.0.1"),
+            Ok(Route::LimitCheck {
+                policy: "connect".into(),
+                key: "ip:127.0.0.1".into()
+            })
+        );
+        assert_eq!(
+            parse(Method::Post, "/api/limits/connect/a%20b")
+                .unwrap_err()
+                .code(),
+            "invalid_key"
+        );
+        assert_eq!(
+            parse(Method::Post, "/api/locks/jobs/acquire"),
+            Ok(Route::Lock {
+                name: "jobs".into(),
+                op: LockOp::Acquire
+            })
+        );
+        assert_eq!(
+            parse(Method::Get, "/api/locks/-x").unwrap_err().code(),
+            "invalid_lock_name"
+        );
+        assert_eq!(
+            parse(Method::Get, "/api/locks/jobs/renew")
+                .unwrap_err()
+                .status(),
+            405
+        );
+        assert!(Route::Lock {
+            name: "x".into(),
+            op: LockOp::Status
+        }
+        .needs_api_key());
     }
 
     #[test]

@@ -1,0 +1,1 @@
+//! (in progress) HTTP handlers for the coordination objects (limits, locks) — wasm32 only.
