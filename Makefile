@@ -18,8 +18,9 @@ setup:
 build: setup
 	@bash scripts/build.sh
 
-## dev: run the service locally with real workerd, local Durable Object storage under .wrangler/state
+## dev: run the service locally with real workerd; local DO storage, D1, KV and Queues under .wrangler/state
 dev: build
+	bash scripts/db.sh
 	$(WRANGLER) dev --ip 127.0.0.1 --port $(PORT) --show-interactive-dev-session=false
 
 ## test: everything CI runs — formatting, clippy (native and wasm32), unit and end-to-end tests

@@ -70,6 +70,16 @@ pub enum ApiError {
         /// Human-readable explanation.
         message: String,
     },
+    /// 422: invalid input with one entry per offending field (or row), all reported at once.
+    #[error("{message}")]
+    Invalid {
+        /// Stable snake_case code.
+        code: &'static str,
+        /// Human-readable summary.
+        message: String,
+        /// `[{"field"|"line", "code", "message"}, …]`, rendered as `error.fields`.
+        fields: serde_json::Value,
+    },
     /// 426: a WebSocket route called without `Upgrade: websocket`.
     #[error("this route only accepts WebSocket upgrades (send Upgrade: websocket)")]
     UpgradeRequired,
@@ -107,6 +117,8 @@ struct Body<'a> {
 struct Inner<'a> {
     code: &'a str,
     message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fields: Option<&'a serde_json::Value>,
 }
 
 impl ApiError {
@@ -168,7 +180,7 @@ impl ApiError {
             Self::MethodNotAllowed { .. } => 405,
             Self::Conflict { .. } => 409,
             Self::PayloadTooLarge { .. } => 413,
-            Self::Unprocessable { .. } => 422,
+            Self::Unprocessable { .. } | Self::Invalid { .. } => 422,
             Self::UpgradeRequired => 426,
             Self::RateLimited { .. } => 429,
             Self::Config { .. } | Self::Internal => 500,
@@ -184,7 +196,8 @@ impl ApiError {
             | Self::Forbidden { code, .. }
             | Self::NotFound { code, .. }
             | Self::Conflict { code, .. }
-            | Self::Unprocessable { code, .. } => code,
+            | Self::Unprocessable { code, .. }
+            | Self::Invalid { code, .. } => code,
             Self::MethodNotAllowed { .. } => "method_not_allowed",
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::UpgradeRequired => "upgrade_required",
@@ -221,6 +234,10 @@ impl ApiError {
             error: Inner {
                 code: self.code(),
                 message: self.to_string(),
+                fields: match self {
+                    Self::Invalid { fields, .. } => Some(fields),
+                    _ => None,
+                },
             },
         })
         .unwrap_or_else(|_| r#"{"error":{"code":"internal","message":"internal error"}}"#.into())
@@ -262,6 +279,18 @@ mod tests {
         };
         assert_eq!(e.headers()[0], ("Retry-After", "1".to_string()));
         assert_eq!(e.headers()[1].0, "RateLimit");
+    }
+
+    #[test]
+    fn invalid_lists_every_field() {
+        let e = ApiError::Invalid {
+            code: "invalid_lead",
+            message: "2 fields are invalid".into(),
+            fields: serde_json::json!([{"field": "email", "code": "invalid_email"}]),
+        };
+        let v: serde_json::Value = serde_json::from_str(&e.body()).unwrap();
+        assert_eq!(e.status(), 422);
+        assert_eq!(v["error"]["fields"][0]["code"], "invalid_email");
     }
 
     #[test]

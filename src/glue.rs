@@ -31,7 +31,7 @@ fn start() {
 }
 
 /// A setting from `[vars]` or a secret, whichever defines it.
-fn setting(env: &Env, name: &str) -> Option<String> {
+pub(crate) fn setting(env: &Env, name: &str) -> Option<String> {
     env.var(name)
         .ok()
         .map(|v| v.to_string())
@@ -84,7 +84,7 @@ async fn handle(
         ));
     }
     let route = route::parse(method, &req.path())?;
-    let key_name = if route.needs_api_key() {
+    let key_name = if route.needs_api_key_for(method) {
         let authorization = req.headers().get("Authorization").map_err(internal)?;
         Some(
             api_keys(env)?
@@ -95,6 +95,9 @@ async fn handle(
     } else {
         None
     };
+    if let Some(k) = &key_name {
+        crate::coord::enforce(env, config, "api", &format!("apikey:{k}")).await?;
+    }
     match route {
         Route::Health => json(
             200,
@@ -112,6 +115,8 @@ async fn handle(
                     return Err(cors::origin_refused(o));
                 }
             }
+            let ip = crate::coord::client_ip(&req);
+            crate::coord::enforce(env, config, "connect", &format!("ip:{ip}")).await?;
             room_socket(req, env, config, key).await
         }
         Route::RoomInfo(key) => room_fetch(env, &key, "/__info", None).await,
@@ -169,6 +174,20 @@ async fn handle(
             crate::coord::limit_check(req, env, config, &policy, &key).await
         }
         Route::Lock { name, op } => crate::coord::lock(req, env, &name, op).await,
+        Route::Valuation => crate::services::valuation(req, env).await,
+        Route::ValuationSales => crate::services::import_sales(req, env).await,
+        Route::Leads if method == Method::Post => {
+            crate::services::create_lead(req, env, config).await
+        }
+        Route::Leads => crate::services::list_leads(req, env).await,
+        Route::LeadsExport => crate::services::export_leads(req, env).await,
+        Route::Lead(id) if method == Method::Patch => {
+            crate::services::update_lead(req, env, &id, key_name.as_deref()).await
+        }
+        Route::Lead(id) => crate::services::get_lead(env, &id).await,
+        Route::Notify => crate::services::notify(req, env, key_name.as_deref()).await,
+        Route::Notification(id) => crate::services::get_notification(env, &id).await,
+        Route::Webhook(source) => crate::services::webhook(req, env, &source).await,
     }
 }
 
@@ -366,7 +385,7 @@ async fn owned(mut r: Response) -> std::result::Result<Response, ApiError> {
 }
 
 /// Calls a room object's internal HTTP operation and returns its response as is.
-async fn room_fetch(
+pub(crate) async fn room_fetch(
     env: &Env,
     key: &RoomKey,
     path: &str,

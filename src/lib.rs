@@ -18,14 +18,19 @@
 //! - [`leads`]: lead validation, phone/email normalisation, scoring, CSV export.
 //! - [`valuation`]: property valuation from comparable sales.
 //! - [`notify`]: notification templates, delivery policy, webhook signatures.
+//! - [`voice`]: audio frame validation, voice activity detection, the voice turn machine.
+//! - [`chatbot`]: knowledge-base retrieval (BM25) and the lead-qualification conversation.
 //! - `glue` (wasm32 only, `src/glue.rs`): the routing Worker's `fetch` entry point.
 //! - `coord` (wasm32 only, `src/coord.rs`): the router's side of the Limiter and Lock objects.
 //! - `objects` (wasm32 only, `objects/`): Durable Object glue, one file per object kind.
+//! - `services` (wasm32 only, `src/services.rs`): leads, valuation and notification handlers
+//!   over D1, KV and the job queue, and the queue consumer.
 //!
 //! Time is always passed in as `now_ms`; nothing in the core reads a clock.
 
 pub mod api;
 pub mod auth;
+pub mod chatbot;
 pub mod config;
 pub mod cors;
 pub mod error;
@@ -37,6 +42,7 @@ pub mod protocol;
 pub mod room;
 pub mod route;
 pub mod valuation;
+pub mod voice;
 
 #[cfg(target_arch = "wasm32")]
 mod coord;
@@ -45,3 +51,5 @@ mod glue;
 #[cfg(target_arch = "wasm32")]
 #[path = "../objects/mod.rs"]
 mod objects;
+#[cfg(target_arch = "wasm32")]
+mod services;

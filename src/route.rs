@@ -101,6 +101,22 @@ pub enum Route {
         /// Limited key (validated by [`crate::limiter::validate_key`]).
         key: String,
     },
+    /// `POST /api/valuation`: estimate a property's value (public).
+    Valuation,
+    /// `POST /api/valuation/sales`: import comparable sales, CSV or JSON (API key).
+    ValuationSales,
+    /// `POST /api/leads` (public intake) or `GET /api/leads` (API key: list).
+    Leads,
+    /// `GET /api/leads/export.csv`: every lead matching the filters as CSV (API key).
+    LeadsExport,
+    /// `GET` or `PATCH /api/leads/:id` (API key).
+    Lead(String),
+    /// `POST /api/notify`: queue a notification (API key).
+    Notify,
+    /// `GET /api/notify/:id`: a notification's status and attempts (API key).
+    Notification(String),
+    /// `POST /api/webhooks/:source`: signed inbound events from third parties.
+    Webhook(String),
     /// `GET /api/locks/:name` or `POST /api/locks/:name/{acquire,renew,release}` (API key).
     Lock {
         /// Lock name (room-name rules).
@@ -146,7 +162,18 @@ impl Route {
                 | Self::Broadcast
                 | Self::LimitCheck { .. }
                 | Self::Lock { .. }
+                | Self::ValuationSales
+                | Self::LeadsExport
+                | Self::Lead(_)
+                | Self::Notify
+                | Self::Notification(_)
         )
+    }
+
+    /// Whether the route needs an API key for this method (`GET /api/leads` lists leads, while
+    /// `POST /api/leads` is the public intake form).
+    pub fn needs_api_key_for(&self, method: Method) -> bool {
+        self.needs_api_key() || (matches!(self, Self::Leads) && method == Method::Get)
     }
 }
 
@@ -210,6 +237,20 @@ pub fn parse(method: Method, path: &str) -> Result<Route, ApiError> {
             };
             (route, &["POST"])
         }
+        ["api", "valuation"] => (Route::Valuation, &["POST"]),
+        ["api", "valuation", "sales"] => (Route::ValuationSales, &["POST"]),
+        ["api", "leads"] => (Route::Leads, &["GET", "POST"]),
+        ["api", "leads", "export.csv"] => (Route::LeadsExport, &["GET"]),
+        ["api", "leads", id] => (Route::Lead(id_segment(id, "lead")?), &["GET", "PATCH"]),
+        ["api", "notify"] => (Route::Notify, &["POST"]),
+        ["api", "notify", id] => (
+            Route::Notification(id_segment(id, "notification")?),
+            &["GET"],
+        ),
+        ["api", "webhooks", source] => (
+            Route::Webhook(id_segment(source, "webhook source")?),
+            &["POST"],
+        ),
         ["api", "locks", name] => (lock(name, LockOp::Status)?, &["GET"]),
         ["api", "locks", name, "acquire"] => (lock(name, LockOp::Acquire)?, &["POST"]),
         ["api", "locks", name, "renew"] => (lock(name, LockOp::Renew)?, &["POST"]),
@@ -227,6 +268,25 @@ pub fn parse(method: Method, path: &str) -> Result<Route, ApiError> {
     } else {
         Err(ApiError::MethodNotAllowed { allowed })
     }
+}
+
+/// Longest id accepted in a path segment (lead and notification ids, webhook sources).
+pub const MAX_ID_LEN: usize = 64;
+
+/// Checks an id path segment: 1–[`MAX_ID_LEN`] bytes of `[A-Za-z0-9_.-]`.
+fn id_segment(s: &str, what: &str) -> Result<String, ApiError> {
+    if s.is_empty()
+        || s.len() > MAX_ID_LEN
+        || !s
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+    {
+        return Err(ApiError::bad_request(
+            "invalid_id",
+            format!("{what} ids are 1-{MAX_ID_LEN} characters of [A-Za-z0-9_.-]"),
+        ));
+    }
+    Ok(s.to_string())
 }
 
 fn lock(name: &str, op: LockOp) -> Result<Route, ApiError> {
@@ -299,6 +359,38 @@ mod tests {
             parse(Method::Get, "/api/rooms/r1/broadcast")
                 .unwrap_err()
                 .status(),
+            405
+        );
+    }
+
+    #[test]
+    fn service_routes() {
+        assert_eq!(parse(Method::Post, "/api/valuation"), Ok(Route::Valuation));
+        assert_eq!(parse(Method::Post, "/api/leads"), Ok(Route::Leads));
+        assert!(!Route::Leads.needs_api_key_for(Method::Post));
+        assert!(Route::Leads.needs_api_key_for(Method::Get));
+        assert_eq!(
+            parse(Method::Get, "/api/leads/export.csv"),
+            Ok(Route::LeadsExport)
+        );
+        assert_eq!(
+            parse(Method::Patch, "/api/leads/ld_1"),
+            Ok(Route::Lead("ld_1".into()))
+        );
+        assert_eq!(
+            parse(Method::Get, "/api/leads/a%20b").unwrap_err().code(),
+            "invalid_id"
+        );
+        assert_eq!(
+            parse(Method::Get, "/api/notify/n1"),
+            Ok(Route::Notification("n1".into()))
+        );
+        assert_eq!(
+            parse(Method::Post, "/api/webhooks/stripe"),
+            Ok(Route::Webhook("stripe".into()))
+        );
+        assert_eq!(
+            parse(Method::Delete, "/api/leads/x").unwrap_err().status(),
             405
         );
     }

@@ -90,6 +90,14 @@ impl Server {
 
     /// Starts a server with extra `--var NAME:VALUE` settings (e.g. tighter limits).
     pub fn start_with(persist: &Path, vars: &[(&str, &str)]) -> Self {
+        // D1 schema and demo sales, as `make dev` has them (idempotent on a restart).
+        let status = Command::new("bash")
+            .arg("scripts/db.sh")
+            .arg(persist)
+            .current_dir(root())
+            .status()
+            .expect("run scripts/db.sh");
+        assert!(status.success(), "applying D1 migrations failed");
         let port = free_port();
         let inspector = free_port();
         let log_dir = root().join("target/e2e-logs");
@@ -456,4 +464,108 @@ pub async fn token(base: &str, body: Value) -> String {
     assert_eq!(r.status().as_u16(), 200, "dev token endpoint");
     let v: Value = r.json().await.unwrap();
     v["token"].as_str().unwrap().to_string()
+}
+
+/// One request a [`Receiver`] got.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// Request path.
+    pub path: String,
+    /// Header names (lower-case) and values.
+    pub headers: Vec<(String, String)>,
+    /// Body, parsed as JSON (Null if it was not JSON).
+    pub body: Value,
+    /// The status the receiver answered with.
+    pub status: u16,
+}
+
+/// A real local HTTP server standing in for a third-party webhook receiver (Slack, say). It
+/// answers 500 to the first `fail_first` requests (all of them if `None`), then 200, and
+/// records every request. It runs on its own thread until the process ends.
+pub struct Receiver {
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    log: std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
+}
+
+impl Receiver {
+    /// Starts a receiver that fails the first `fail_first` requests (`None`: always fails).
+    pub fn start(fail_first: Option<usize>) -> Self {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind receiver");
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let shared = std::sync::Arc::clone(&log);
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut reader = BufReader::new(stream);
+                let mut line = String::new();
+                if reader.read_line(&mut line).is_err() {
+                    continue;
+                }
+                let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
+                let mut headers = Vec::new();
+                let mut len = 0usize;
+                loop {
+                    let mut h = String::new();
+                    if reader.read_line(&mut h).is_err() || h.trim().is_empty() {
+                        break;
+                    }
+                    if let Some((k, v)) = h.trim().split_once(':') {
+                        let (k, v) = (k.trim().to_ascii_lowercase(), v.trim().to_string());
+                        if k == "content-length" {
+                            len = v.parse().unwrap_or(0);
+                        }
+                        headers.push((k, v));
+                    }
+                }
+                let mut body = vec![0u8; len];
+                let _ = std::io::Read::read_exact(&mut reader, &mut body);
+                let mut log = shared.lock().unwrap();
+                let ok = fail_first.is_some_and(|n| log.len() >= n);
+                let status = if ok { 200 } else { 500 };
+                log.push(Received {
+                    path,
+                    headers,
+                    body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+                    status,
+                });
+                drop(log);
+                let mut stream = reader.into_inner();
+                let reply = if ok { "ok" } else { "fail" };
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status} {reply}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{reply}",
+                    reply.len()
+                );
+            }
+        });
+        Self { url, log }
+    }
+
+    /// Every request so far.
+    pub fn received(&self) -> Vec<Received> {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits until `pred` holds for the requests received, or panics after `wait`.
+    pub async fn wait_for(
+        &self,
+        wait: Duration,
+        pred: impl Fn(&[Received]) -> bool,
+    ) -> Vec<Received> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let got = self.received();
+            if pred(&got) {
+                return got;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "receiver never saw what was expected: {got:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
 }

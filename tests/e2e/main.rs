@@ -4,9 +4,11 @@
 //! room names so they can run in parallel. Tests that need their own server (restarts) start
 //! one with [`harness::Server::start`]. The server is stopped when the run ends, pass or fail.
 
+mod coord;
 mod foundation;
 mod harness;
 mod rooms;
+mod services;
 
 use std::sync::Arc;
 
@@ -110,5 +112,18 @@ fn all(ctx: Arc<Ctx>) -> Vec<Trial> {
         rooms::room_info_and_history_endpoints,
         rooms::state_survives_hibernation,
         rooms::no_loss_across_a_restart,
+        services::valuation_estimates_with_interval_and_comparables,
+        services::valuation_refuses_bad_and_out_of_range_input,
+        services::valuation_sales_import_reports_bad_rows_and_refits,
+        services::lead_flow_end_to_end,
+        services::lead_validation_errors_store_nothing,
+        services::leads_list_patch_and_export,
+        services::signed_webhooks_become_payment_notifications,
+        coord::twenty_concurrent_acquirers_take_turns_in_fifo_order,
+        coord::an_unrenewed_lease_expires_and_passes_to_the_next_waiter,
+        coord::lock_bad_input_answers_documented_errors,
+        coord::limiter_refuses_as_the_core_predicts_and_survives_a_restart,
+        coord::limit_check_bad_input_answers_documented_errors,
+        coord::floods_are_limited_per_ip_and_per_api_key,
     ]
 }

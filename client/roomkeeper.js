@@ -1,0 +1,385 @@
+// Roomkeeper client library — the reference client for docs/PROTOCOL.md.
+//
+// An ES module with no dependencies and no build step:
+//
+//   import { RoomClient } from "/roomkeeper.js";
+//   const room = new RoomClient({ room: "lobby", name: "ann" });
+//   room.on("message", (m) => console.log(m.from.name, m.body));
+//   room.on("presence", (members) => render(members));
+//   room.on("status", (s) => console.log(s.state));          // connecting | open | reconnecting | closed
+//   room.on("recovery", (r) => console.log(r.recovered));     // true: nothing missed; false: reloaded
+//   room.connect();
+//   const { offset } = await room.publish({ text: "hi" });    // resolves on the server's ack
+//
+// What it does for you:
+// - reconnects with exponential backoff and full jitter (never for "do not reconnect" codes
+//   4500–4999), and resumes from the last offset it saw (`since`), reporting whether the gap
+//   was filled exactly (`recovered: true`) or the view was reloaded (`recovered: false`);
+// - queues publishes while offline (bounded) and sends them on reconnect with the same ids, so
+//   a publish whose ack was lost is de-duplicated by the server, not delivered twice;
+// - turns acks into promises with timeouts; errors reject with the server's code;
+// - keeps presence (members with connection counts) from welcome/joined/presence/left;
+// - speaks JSON or MessagePack (`encoding: "msgpack"`), with a small built-in codec;
+// - heartbeats with `{"type":"ping"}` (answered by the runtime without waking the room).
+
+/** Close codes from which a client must not reconnect on its own (docs/PROTOCOL.md). */
+export function shouldReconnect(code) {
+  return !(code >= 4500 && code < 5000);
+}
+
+/** Exponential backoff with full jitter: a random delay in [0, min(cap, base * 2^attempt)). */
+export function backoffDelay(attempt, { baseMs = 500, capMs = 15000, random = Math.random } = {}) {
+  const ceiling = Math.min(capMs, baseMs * 2 ** Math.min(attempt, 20));
+  return Math.floor(random() * ceiling);
+}
+
+function uid() {
+  if (globalThis.crypto?.randomUUID) return crypto.randomUUID();
+  return Math.random().toString(36).slice(2) + Date.now().toString(36);
+}
+
+// ---------------------------------------------------------------------------------------------
+// MessagePack: the subset the protocol uses (nil, bool, numbers, strings, binary, arrays, maps).
+
+const te = new TextEncoder();
+const td = new TextDecoder();
+
+export const msgpack = {
+  encode(value) {
+    const out = [];
+    const u8 = (b) => out.push(b & 0xff);
+    const be = (n, bytes) => { for (let i = bytes - 1; i >= 0; i--) u8(Number((BigInt(n) >> BigInt(8 * i)) & 0xffn)); };
+    const enc = (v) => {
+      if (v === null || v === undefined) return u8(0xc0);
+      if (v === false) return u8(0xc2);
+      if (v === true) return u8(0xc3);
+      if (typeof v === "number") {
+        if (Number.isInteger(v) && v >= 0 && v < 2 ** 53) {
+          if (v < 128) return u8(v);
+          if (v < 256) { u8(0xcc); return u8(v); }
+          if (v < 65536) { u8(0xcd); return be(v, 2); }
+          if (v < 2 ** 32) { u8(0xce); return be(v, 4); }
+          u8(0xcf); return be(v, 8);
+        }
+        if (Number.isInteger(v) && v < 0 && v >= -(2 ** 53)) {
+          if (v >= -32) return u8(v);
+          if (v >= -128) { u8(0xd0); return u8(v); }
+          if (v >= -32768) { u8(0xd1); return be(v & 0xffff, 2); }
+          if (v >= -(2 ** 31)) { u8(0xd2); return be(v >>> 0, 4); }
+          u8(0xd3); return be(BigInt.asUintN(64, BigInt(v)), 8);
+        }
+        u8(0xcb);
+        const b = new Uint8Array(new Float64Array([v]).buffer).reverse();
+        return b.forEach(u8);
+      }
+      if (typeof v === "string") {
+        const b = te.encode(v);
+        if (b.length < 32) u8(0xa0 | b.length);
+        else if (b.length < 256) { u8(0xd9); u8(b.length); }
+        else if (b.length < 65536) { u8(0xda); be(b.length, 2); }
+        else { u8(0xdb); be(b.length, 4); }
+        return b.forEach(u8);
+      }
+      if (v instanceof Uint8Array) {
+        if (v.length < 256) { u8(0xc4); u8(v.length); }
+        else if (v.length < 65536) { u8(0xc5); be(v.length, 2); }
+        else { u8(0xc6); be(v.length, 4); }
+        return v.forEach(u8);
+      }
+      if (Array.isArray(v)) {
+        if (v.length < 16) u8(0x90 | v.length);
+        else if (v.length < 65536) { u8(0xdc); be(v.length, 2); }
+        else { u8(0xdd); be(v.length, 4); }
+        return v.forEach(enc);
+      }
+      if (typeof v === "object") {
+        const keys = Object.keys(v).filter((k) => v[k] !== undefined);
+        if (keys.length < 16) u8(0x80 | keys.length);
+        else if (keys.length < 65536) { u8(0xde); be(keys.length, 2); }
+        else { u8(0xdf); be(keys.length, 4); }
+        return keys.forEach((k) => { enc(k); enc(v[k]); });
+      }
+      throw new TypeError(`cannot encode ${typeof v} as MessagePack`);
+    };
+    enc(value);
+    return new Uint8Array(out);
+  },
+
+  decode(bytes) {
+    const b = bytes instanceof Uint8Array ? bytes : new Uint8Array(bytes);
+    const dv = new DataView(b.buffer, b.byteOffset, b.byteLength);
+    let p = 0;
+    const need = (n) => { if (p + n > b.length) throw new RangeError("truncated MessagePack"); };
+    const str = (n) => { need(n); const s = td.decode(b.subarray(p, p + n)); p += n; return s; };
+    const bin = (n) => { need(n); const s = b.slice(p, p + n); p += n; return s; };
+    const arr = (n) => { const a = []; for (let i = 0; i < n; i++) a.push(dec()); return a; };
+    const map = (n) => { const o = {}; for (let i = 0; i < n; i++) { const k = dec(); o[k] = dec(); } return o; };
+    const rd = (f, n) => { need(n); const v = dv[f](p); p += n; return v; };
+    const u64 = () => { need(8); const v = dv.getBigUint64(p); p += 8; return Number(v); };
+    const i64 = () => { need(8); const v = dv.getBigInt64(p); p += 8; return Number(v); };
+    const dec = () => {
+      need(1);
+      const t = b[p++];
+      if (t < 0x80) return t;
+      if (t < 0x90) return map(t & 0x0f);
+      if (t < 0xa0) return arr(t & 0x0f);
+      if (t < 0xc0) return str(t & 0x1f);
+      if (t >= 0xe0) return t - 256;
+      switch (t) {
+        case 0xc0: return null;
+        case 0xc2: return false;
+        case 0xc3: return true;
+        case 0xc4: return bin(rd("getUint8", 1));
+        case 0xc5: return bin(rd("getUint16", 2));
+        case 0xc6: return bin(rd("getUint32", 4));
+        case 0xca: return rd("getFloat32", 4);
+        case 0xcb: return rd("getFloat64", 8);
+        case 0xcc: return rd("getUint8", 1);
+        case 0xcd: return rd("getUint16", 2);
+        case 0xce: return rd("getUint32", 4);
+        case 0xcf: return u64();
+        case 0xd0: return rd("getInt8", 1);
+        case 0xd1: return rd("getInt16", 2);
+        case 0xd2: return rd("getInt32", 4);
+        case 0xd3: return i64();
+        case 0xd9: return str(rd("getUint8", 1));
+        case 0xda: return str(rd("getUint16", 2));
+        case 0xdb: return str(rd("getUint32", 4));
+        case 0xdc: return arr(rd("getUint16", 2));
+        case 0xdd: return arr(rd("getUint32", 4));
+        case 0xde: return map(rd("getUint16", 2));
+        case 0xdf: return map(rd("getUint32", 4));
+        default: throw new RangeError(`unsupported MessagePack type 0x${t.toString(16)}`);
+      }
+    };
+    const v = dec();
+    if (p !== b.length) throw new RangeError("trailing bytes after MessagePack value");
+    return v;
+  },
+};
+
+// ---------------------------------------------------------------------------------------------
+
+/** An error answered by the server (`error` frame or HTTP JSON error). */
+export class RoomError extends Error {
+  constructor(code, message, id) {
+    super(`${code}: ${message}`);
+    this.code = code;
+    this.id = id;
+  }
+}
+
+/**
+ * A connection to one room that survives disconnects.
+ *
+ * Options: `room` (name or private id), `name` (display name), `token` (JWT, optional),
+ * `meta` (member metadata), `encoding` ("json" | "msgpack"), `history` (messages to replay on
+ * a fresh join), `baseUrl` (default: this page's origin), `ackTimeoutMs` (10 000),
+ * `maxQueue` (publishes kept while offline, 100), `heartbeatMs` (25 000),
+ * `backoff` ({ baseMs, capMs }), `WebSocket` (constructor, for non-browser use).
+ */
+export class RoomClient {
+  constructor(opts) {
+    if (!opts?.room) throw new TypeError("room is required");
+    this.opts = { encoding: "json", history: 50, ackTimeoutMs: 10000, maxQueue: 100, heartbeatMs: 25000, ...opts };
+    this.handlers = new Map();
+    this.members = new Map();
+    this.epoch = null;
+    this.offset = 0;
+    this.state = "idle";
+    this.attempt = 0;
+    this.pending = new Map(); // id -> { frame, resolve, reject, timer, sent }
+    this.queue = []; // ids not yet sent (offline)
+    this.ws = null;
+    this.me = null;
+    this.stopped = false;
+  }
+
+  /** Registers a handler: message, presence, status, recovery, welcome, error, closed. */
+  on(event, fn) {
+    if (!this.handlers.has(event)) this.handlers.set(event, new Set());
+    this.handlers.get(event).add(fn);
+    return () => this.handlers.get(event).delete(fn);
+  }
+
+  emit(event, payload) {
+    for (const fn of this.handlers.get(event) ?? []) {
+      try { fn(payload); } catch (e) { console.error(e); }
+    }
+  }
+
+  setState(state, detail = {}) {
+    this.state = state;
+    this.emit("status", { state, ...detail });
+  }
+
+  url() {
+    const base = this.opts.baseUrl ?? globalThis.location?.origin ?? "http://127.0.0.1:8787";
+    const u = new URL(`/api/rooms/${encodeURIComponent(this.opts.room)}/ws`, base);
+    u.protocol = u.protocol === "https:" ? "wss:" : "ws:";
+    if (this.opts.token) u.searchParams.set("token", this.opts.token);
+    return u.toString();
+  }
+
+  /** Opens the connection (and keeps reopening it until `close()`). */
+  connect() {
+    this.stopped = false;
+    this.open();
+    return this;
+  }
+
+  open() {
+    const WS = this.opts.WebSocket ?? globalThis.WebSocket;
+    const protocols = this.opts.encoding === "msgpack" ? ["roomkeeper.v1.msgpack"] : ["roomkeeper.v1.json"];
+    this.setState(this.attempt === 0 ? "connecting" : "reconnecting", { attempt: this.attempt });
+    const ws = new WS(this.url(), protocols);
+    ws.binaryType = "arraybuffer";
+    this.ws = ws;
+    ws.onopen = () => {
+      const join = { type: "join", name: this.opts.name, meta: this.opts.meta };
+      if (this.epoch) join.since = { epoch: this.epoch, offset: this.offset };
+      join.history = this.opts.history;
+      this.sendFrame(join);
+      this.startHeartbeat();
+    };
+    ws.onmessage = (ev) => this.receive(ev.data);
+    ws.onclose = (ev) => this.closed(ev);
+    ws.onerror = () => {}; // onclose follows
+  }
+
+  sendFrame(frame) {
+    if (!this.ws || this.ws.readyState !== 1) return false;
+    this.ws.send(this.opts.encoding === "msgpack" ? msgpack.encode(frame) : JSON.stringify(frame));
+    return true;
+  }
+
+  startHeartbeat() {
+    clearInterval(this.heartbeat);
+    this.heartbeat = setInterval(() => {
+      if (this.ws?.readyState === 1) this.ws.send('{"type":"ping"}');
+    }, this.opts.heartbeatMs);
+  }
+
+  receive(data) {
+    let f;
+    try {
+      f = typeof data === "string" ? JSON.parse(data) : msgpack.decode(new Uint8Array(data));
+    } catch (e) {
+      this.emit("error", new RoomError("client_decode", String(e)));
+      return;
+    }
+    switch (f.type) {
+      case "pong": return;
+      case "welcome": return this.welcome(f);
+      case "message":
+        if (f.offset <= this.offset) return; // already seen (never expected; a safety net)
+        this.offset = f.offset;
+        return this.emit("message", f);
+      case "ack": return this.settle(f.id, null, f);
+      case "joined":
+      case "presence":
+        this.members.set(f.member.id, f.member);
+        return this.emit("presence", [...this.members.values()]);
+      case "left":
+        this.members.delete(f.member.id);
+        return this.emit("presence", [...this.members.values()]);
+      case "error": {
+        const err = new RoomError(f.code, f.message, f.id);
+        if (f.id && this.pending.has(f.id)) return this.settle(f.id, err);
+        return this.emit("error", err);
+      }
+    }
+  }
+
+  welcome(f) {
+    const resumed = this.epoch !== null;
+    this.attempt = 0;
+    this.me = f.me;
+    this.members = new Map(f.members.map((m) => [m.id, m]));
+    if (resumed) {
+      const recovered = f.recovered === true;
+      if (!recovered) this.offset = 0; // reloaded: accept the history that follows as new
+      this.emit("recovery", { recovered, replayed: f.replayed, epochChanged: f.epoch !== this.epoch });
+    } else {
+      this.offset = 0;
+    }
+    this.epoch = f.epoch;
+    this.emit("welcome", f);
+    this.emit("presence", [...this.members.values()]);
+    this.setState("open", { room: f.room });
+    // Resend everything not yet acknowledged, in order, with the same ids.
+    const ids = [...this.pending.keys()];
+    this.queue = [];
+    for (const id of ids) this.sendFrame(this.pending.get(id).frame);
+  }
+
+  closed(ev) {
+    clearInterval(this.heartbeat);
+    this.ws = null;
+    const reconnect = !this.stopped && shouldReconnect(ev.code);
+    this.emit("closed", { code: ev.code, reason: ev.reason, willReconnect: reconnect });
+    if (!reconnect) {
+      this.setState("closed", { code: ev.code, reason: ev.reason });
+      for (const id of [...this.pending.keys()]) this.settle(id, new RoomError("closed", `connection closed (${ev.code})`));
+      return;
+    }
+    const delay = backoffDelay(this.attempt++, this.opts.backoff);
+    this.setState("reconnecting", { attempt: this.attempt, delayMs: delay, code: ev.code });
+    this.retryTimer = setTimeout(() => this.open(), delay);
+  }
+
+  settle(id, err, ack) {
+    const p = this.pending.get(id);
+    if (!p) return;
+    clearTimeout(p.timer);
+    this.pending.delete(id);
+    err ? p.reject(err) : p.resolve({ offset: ack.offset, duplicate: ack.duplicate === true });
+  }
+
+  /**
+   * Publishes a message; resolves with `{offset, duplicate}` when the server has stored it,
+   * rejects with a RoomError (server code, or `timeout` / `queue_full` / `closed`).
+   */
+  publish(body, { id = uid(), timeoutMs = this.opts.ackTimeoutMs } = {}) {
+    return new Promise((resolve, reject) => {
+      if (this.pending.size >= this.opts.maxQueue) {
+        reject(new RoomError("queue_full", `more than ${this.opts.maxQueue} publishes waiting`));
+        return;
+      }
+      const frame = { type: "publish", body, id };
+      const timer = setTimeout(() => this.settle(id, new RoomError("timeout", `no ack within ${timeoutMs} ms`)), timeoutMs);
+      this.pending.set(id, { frame, resolve, reject, timer });
+      if (this.state !== "open" || !this.sendFrame(frame)) this.queue.push(id);
+    });
+  }
+
+  /** Publishes waiting for an ack or queued while offline. */
+  get waiting() {
+    return this.pending.size;
+  }
+
+  /** Closes for good (no reconnect). */
+  close() {
+    this.stopped = true;
+    clearTimeout(this.retryTimer);
+    clearInterval(this.heartbeat);
+    this.ws?.close(1000, "bye");
+  }
+
+  /** Drops the socket without closing the client (it reconnects and recovers). For demos and tests. */
+  drop() {
+    this.ws?.close(4000, "dropped by client");
+  }
+}
+
+/** Mints a local development token (only where ENVIRONMENT=local). */
+export async function devToken(claims, baseUrl = globalThis.location?.origin) {
+  const r = await fetch(new URL("/api/dev/token", baseUrl), {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify(claims),
+  });
+  const body = await r.json();
+  if (!r.ok) throw new RoomError(body.error.code, body.error.message);
+  return body.token;
+}

@@ -1,0 +1,1 @@
+//! (in progress: voice and chatbot cores land in a following commit)
