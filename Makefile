@@ -8,7 +8,7 @@ WRANGLER := node_modules/.bin/wrangler
 export WRANGLER_SEND_METRICS := false
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: setup build dev test lint unit e2e deploy-check valuation-eval clean
+.PHONY: setup build dev test lint unit e2e browser deploy-check valuation-eval clean
 
 ## setup: install the wasm target, worker-build, wasm-bindgen, wrangler and test packages (idempotent)
 setup:
@@ -23,9 +23,14 @@ dev: build
 	bash scripts/db.sh
 	$(WRANGLER) dev --ip 127.0.0.1 --port $(PORT) --show-interactive-dev-session=false
 
-## test: everything CI runs — formatting, clippy (native and wasm32), unit and end-to-end tests
+## test: everything CI runs — formatting, clippy (native and wasm32), unit, end-to-end and browser tests
 test: setup lint
 	cargo test --all-targets
+	node --test tests/browser/
+
+## browser: browser tests only (headless Debian Chromium via playwright-core)
+browser: setup
+	node --test tests/browser/
 
 ## lint: rustfmt and clippy on both targets, warnings denied
 lint: setup
