@@ -22,6 +22,7 @@ use crate::api::RoomBroadcast;
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::glue::{error_response, internal, json, now_ms, read_json, ROOM_KEY_HEADER};
+use crate::obs;
 use crate::protocol::{Encoded, MemberInfo, Message, RawFrame, ServerFrame};
 use crate::room::{
     Admission, Audience, Effect, PublishError, Room as Core, Session, Store, StoreError,
@@ -45,6 +46,8 @@ pub struct Room {
     sockets: RefCell<HashMap<String, WebSocket>>,
     /// The scheduled alarm as last seen: `None` = not yet read from storage.
     alarm: Cell<Option<Option<u64>>>,
+    /// `LOG_LEVEL`, read with the core.
+    log_level: Cell<obs::Level>,
 }
 
 /// The room's stream in the object's SQLite storage.
@@ -223,6 +226,7 @@ impl DurableObject for Room {
             core: RefCell::new(None),
             sockets: RefCell::new(HashMap::new()),
             alarm: Cell::new(None),
+            log_level: Cell::new(obs::Level::Info),
         }
     }
 
@@ -259,6 +263,10 @@ impl DurableObject for Room {
         _reason: String,
         _clean: bool,
     ) -> Result<()> {
+        if let Ok(Some(s)) = ws.deserialize_attachment::<Session>() {
+            let fields = serde_json::json!({"conn": s.conn, "user": s.user, "code": code});
+            self.log(obs::Level::Info, "close", None, fields);
+        }
         self.forget(&ws).await?;
         // Complete the closing handshake; the socket may already be gone, which is fine.
         let code = if code == 1005 || code == 1006 {
@@ -351,6 +359,7 @@ impl Room {
         }
         let pair = WebSocketPair::new().map_err(internal)?;
         let conn = uuid::Uuid::new_v4().simple().to_string();
+        let conn_id = conn.clone();
         let session = admission.session(&conn);
         self.state
             .accept_websocket_with_tags(&pair.server, &[conn.as_str()]);
@@ -377,6 +386,14 @@ impl Room {
             });
             self.alarm.set(None);
         }
+        let request_id = req.headers().get(obs::REQUEST_ID_HEADER).ok().flatten();
+        self.log(
+            obs::Level::Info,
+            "connect",
+            request_id.as_deref(),
+            serde_json::json!({"room": admission.room, "conn": conn_id, "user": admission.user,
+                "anonymous": admission.anonymous, "encoding": admission.enc.as_str()}),
+        );
         let mut builder = ResponseBuilder::new().with_status(101);
         if let Some(p) = &admission.subprotocol {
             builder = builder
@@ -489,9 +506,10 @@ impl Room {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0),
         );
-        let limits = Config::from_lookup(|k| self.env.var(k).ok().map(|v| v.to_string()))
-            .map(|c| c.room)
-            .unwrap_or_default();
+        let config = Config::from_lookup(|k| self.env.var(k).ok().map(|v| v.to_string())).ok();
+        let limits = config.as_ref().map(|c| c.room).unwrap_or_default();
+        self.log_level
+            .set(config.as_ref().map_or(obs::Level::Info, |c| c.log_level));
         let mut core = Core::new(key, epoch, last_offset, limits);
         let mut sockets = self.sockets.borrow_mut();
         for ws in self.state.get_websockets() {
@@ -558,6 +576,16 @@ impl Room {
             self.schedule_alarm(t).await?;
         }
         Ok(())
+    }
+
+    fn log(
+        &self,
+        level: obs::Level,
+        event: &str,
+        request_id: Option<&str>,
+        fields: serde_json::Value,
+    ) {
+        crate::glue::log(self.log_level.get(), level, event, request_id, fields);
     }
 
     /// Sends one frame to an audience, encoding it once per encoding in use, not once per

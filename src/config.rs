@@ -6,6 +6,7 @@
 
 use crate::cors::AllowList;
 use crate::limiter::Policies;
+use crate::obs::Level;
 use crate::room::RoomLimits;
 
 /// The service's settings.
@@ -22,6 +23,8 @@ pub struct Config {
     pub room: RoomLimits,
     /// `LIMIT_POLICIES`: named rate-limit policies (JSON laid over the defaults).
     pub policies: Policies,
+    /// `LOG_LEVEL`: `debug`, `info` (default), `warn` or `error`.
+    pub log_level: Level,
 }
 
 /// A setting that is present but malformed.
@@ -75,6 +78,13 @@ impl Config {
             cors,
             allow_anonymous,
             room: room_limits(&lookup)?,
+            log_level: match lookup("LOG_LEVEL") {
+                Some(l) => Level::parse(&l).ok_or(ConfigError {
+                    name: "LOG_LEVEL",
+                    why: "expected debug, info, warn or error".into(),
+                })?,
+                None => Level::Info,
+            },
             policies: match lookup("LIMIT_POLICIES") {
                 Some(json) => Policies::from_json(&json).map_err(|e| ConfigError {
                     name: "LIMIT_POLICIES",

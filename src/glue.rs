@@ -16,6 +16,7 @@ use crate::auth::{self, ApiKeys, AuthError, Perm};
 use crate::config::Config;
 use crate::cors;
 use crate::error::ApiError;
+use crate::obs;
 use crate::protocol::Encoding;
 use crate::room::{Admission, Perms, ADMISSION_HEADER};
 use crate::route::{self, Method, RoomKey, Route};
@@ -40,32 +41,83 @@ pub(crate) fn setting(env: &Env, name: &str) -> Option<String> {
 
 #[event(fetch)]
 async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
+    let started = now_ms();
     let origin = req.headers().get("Origin")?;
     let self_origin = req
         .url()
         .map(|u| u.origin().ascii_serialization())
         .unwrap_or_default();
-    let config = match Config::from_lookup(|k| setting(&env, k)) {
-        Ok(c) => c,
-        Err(e) => {
-            log_error("config_error", &e.to_string());
-            return error_response(&ApiError::Config {
-                message: e.to_string(),
-            });
+    let incoming = req.headers().get(obs::REQUEST_ID_HEADER)?;
+    let request_id = obs::request_id(incoming.as_deref(), || {
+        uuid::Uuid::new_v4().simple().to_string()
+    });
+    let (method, path) = (req.method().to_string(), req.path());
+    let (config, result) = match Config::from_lookup(|k| setting(&env, k)) {
+        Ok(config) => {
+            let r = handle(
+                req,
+                &env,
+                &config,
+                origin.as_deref(),
+                &self_origin,
+                &request_id,
+            )
+            .await;
+            (Some(config), r)
         }
+        Err(e) => (
+            None,
+            Err(ApiError::Config {
+                message: e.to_string(),
+            }),
+        ),
     };
-    let result = handle(req, &env, &config, origin.as_deref(), &self_origin).await;
+    let mut fields = serde_json::json!({"method": method, "path": path});
     let mut response = match result {
         Ok(r) => r,
-        Err(e) => error_response(&e)?,
+        Err(e) => {
+            fields["code"] = j!(e.code());
+            error_response(&e)?
+        }
     };
-    if response.status_code() != 101 {
+    let status = response.status_code();
+    fields["status"] = j!(status);
+    fields["ms"] = j!(now_ms().saturating_sub(started));
+    let min = config.as_ref().map_or(obs::Level::Info, |c| c.log_level);
+    log(
+        min,
+        obs::level_for_status(status),
+        "request",
+        Some(&request_id),
+        fields,
+    );
+    if status != 101 {
         let headers = response.headers_mut();
-        for (k, v) in cors::response_headers(origin.as_deref(), &config.cors, &self_origin) {
-            headers.set(k, &v)?;
+        headers.set(obs::REQUEST_ID_HEADER, &request_id)?;
+        if let Some(config) = &config {
+            for (k, v) in cors::response_headers(origin.as_deref(), &config.cors, &self_origin) {
+                headers.set(k, &v)?;
+            }
         }
     }
     Ok(response)
+}
+
+/// Writes one structured log line if `level` passes `min`.
+pub(crate) fn log(
+    min: obs::Level,
+    level: obs::Level,
+    event: &str,
+    request_id: Option<&str>,
+    fields: Value,
+) {
+    if let Some(line) = obs::line(min, level, event, request_id, fields) {
+        match level {
+            obs::Level::Error => worker::console_error!("{line}"),
+            obs::Level::Warn => worker::console_warn!("{line}"),
+            _ => worker::console_log!("{line}"),
+        }
+    }
 }
 
 async fn handle(
@@ -74,6 +126,7 @@ async fn handle(
     config: &Config,
     origin: Option<&str>,
     self_origin: &str,
+    request_id: &str,
 ) -> std::result::Result<Response, ApiError> {
     let method = Method::parse(req.method().as_ref());
     if method == Method::Options {
@@ -117,7 +170,7 @@ async fn handle(
             }
             let ip = crate::coord::client_ip(&req);
             crate::coord::enforce(env, config, "connect", &format!("ip:{ip}")).await?;
-            room_socket(req, env, config, key).await
+            room_socket(req, env, config, key, request_id).await
         }
         Route::RoomInfo(key) => room_fetch(env, &key, "/__info", None).await,
         Route::RoomHistory(key) => {
@@ -323,6 +376,7 @@ async fn room_socket(
     env: &Env,
     config: &Config,
     key: RoomKey,
+    request_id: &str,
 ) -> std::result::Result<Response, ApiError> {
     let upgrade = req.headers().get("Upgrade").map_err(internal)?;
     if !upgrade.is_some_and(|u| u.eq_ignore_ascii_case("websocket")) {
@@ -355,6 +409,9 @@ async fn room_socket(
         .map_err(internal)?;
     headers
         .set(ROOM_KEY_HEADER, key.as_str())
+        .map_err(internal)?;
+    headers
+        .set(obs::REQUEST_ID_HEADER, request_id)
         .map_err(internal)?;
     let mut init = RequestInit::new();
     init.with_method(WMethod::Get).with_headers(headers);

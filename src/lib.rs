@@ -18,6 +18,7 @@
 //! - [`leads`]: lead validation, phone/email normalisation, scoring, CSV export.
 //! - [`valuation`]: property valuation from comparable sales.
 //! - [`notify`]: notification templates, delivery policy, webhook signatures.
+//! - [`obs`]: request ids and structured (JSON) log lines.
 //! - [`voice`]: audio frame validation, voice activity detection, the voice turn machine.
 //! - [`chatbot`]: knowledge-base retrieval (BM25) and the lead-qualification conversation.
 //! - `glue` (wasm32 only, `src/glue.rs`): the routing Worker's `fetch` entry point.
@@ -38,6 +39,7 @@ pub mod leads;
 pub mod limiter;
 pub mod lock;
 pub mod notify;
+pub mod obs;
 pub mod protocol;
 pub mod room;
 pub mod route;

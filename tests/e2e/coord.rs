@@ -74,9 +74,9 @@ fn now_ms() -> u64 {
         .as_millis() as u64
 }
 
-/// Waits until the lock's status satisfies `pred`, or panics after ten seconds.
+/// Waits until the lock's status satisfies `pred`, or panics after twenty seconds.
 async fn status_until(lock: &str, pred: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let s = status(lock).await;
         if pred(&s) {
@@ -452,7 +452,8 @@ pub async fn lock_bad_input_answers_documented_errors(ctx: Arc<Ctx>) {
         waiters.push(tokio::spawn(async move {
             post(
                 &acquire,
-                json!({"owner": format!("q{i}"), "ttl_ms": 5_000, "wait_ms": 5_000}),
+                // Long enough that all 64 are queued together even on a loaded machine.
+                json!({"owner": format!("q{i}"), "ttl_ms": 5_000, "wait_ms": 15_000}),
             )
             .await
         }));

@@ -375,3 +375,56 @@ pub async fn deploy_dry_run_succeeds_for_every_environment(_ctx: Arc<Ctx>) {
         );
     }
 }
+
+pub async fn request_ids_reach_the_logs_and_secrets_do_not(ctx: Arc<Ctx>) {
+    let id = format!("trace-{}", std::process::id());
+    let r = http()
+        .get(format!("{}/api/no-such-thing", ctx.http))
+        .header("X-Request-Id", &id)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+    assert_eq!(
+        r.headers()["x-request-id"],
+        id.as_str(),
+        "the caller's id is echoed"
+    );
+    let r = http()
+        .get(format!("{}/health", ctx.http))
+        .header("X-Request-Id", "bad id\"")
+        .send()
+        .await
+        .unwrap();
+    let fresh = r.headers()["x-request-id"].to_str().unwrap().to_string();
+    assert!(
+        fresh.len() == 32 && fresh.bytes().all(|b| b.is_ascii_hexdigit()),
+        "a fresh id replaces a bad one: {fresh}"
+    );
+    // A token in a query string must never reach the logs.
+    let token = crate::harness::token(&ctx.http, json!({"sub": "logcheck", "rooms": ["*"]})).await;
+    let url = format!("{}/api/rooms/{}/ws?token={token}", ctx.ws, room("logs"));
+    let (c, _) = Client::join(&url, Enc::Json, "logger").await;
+    c.close().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let logs = std::fs::read_to_string(&ctx.log).unwrap_or_default();
+        let found = logs.lines().any(|l| {
+            l.contains(&format!("\"request_id\":\"{id}\"")) && l.contains("\"status\":404")
+        });
+        if found && logs.contains("\"event\":\"connect\"") {
+            assert!(!logs.contains(&token), "a token leaked into the logs");
+            let sig = token.rsplit('.').next().unwrap();
+            assert!(
+                !logs.contains(sig),
+                "a token signature leaked into the logs"
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "request id {id} not found in the logs"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -24,6 +24,8 @@ pub struct Ctx {
     pub strict_http: String,
     /// Its WebSocket base URL.
     pub strict_ws: String,
+    /// Where the default server's output (its logs) goes.
+    pub log: std::path::PathBuf,
 }
 
 /// Settings of the strict server: what tests of refusals need.
@@ -58,6 +60,7 @@ fn main() -> std::process::ExitCode {
             ws: String::new(),
             strict_http: String::new(),
             strict_ws: String::new(),
+            log: Default::default(),
         });
         return libtest_mimic::run(&args, all(ctx)).exit_code();
     }
@@ -71,6 +74,7 @@ fn main() -> std::process::ExitCode {
         ws: server.ws(),
         strict_http: strict.http(),
         strict_ws: strict.ws(),
+        log: server.log.clone(),
     });
     let conclusion = libtest_mimic::run(&args, all(ctx));
     if conclusion.has_failed() {
@@ -97,12 +101,14 @@ fn all(ctx: Arc<Ctx>) -> Vec<Trial> {
         foundation::cors_preflight_and_origin_checks,
         foundation::demo_page_is_served,
         foundation::deploy_dry_run_succeeds_for_every_environment,
+        foundation::request_ids_reach_the_logs_and_secrets_do_not,
         rooms::presence_counts_each_user_once,
         rooms::recovery_replays_exactly_the_missed_messages,
         rooms::recovery_across_a_gap_or_epoch_reloads_and_says_so,
         rooms::retried_publishes_are_idempotent,
         rooms::acks_and_refusals_carry_ids_and_codes,
         rooms::heartbeat_is_answered,
+        rooms::join_limits_are_enforced,
         rooms::auth_refusals_are_documented,
         rooms::expired_tokens_are_refused_and_end_sessions,
         rooms::publish_flood_is_limited_then_disconnected,

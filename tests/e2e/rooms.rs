@@ -241,6 +241,11 @@ pub async fn acks_and_refusals_carry_ids_and_codes(ctx: Arc<Ctx>) {
     assert_eq!(a.recv().await["code"], "invalid_id");
     a.send(json!({"type": "join", "name": "again"})).await;
     assert_eq!(a.recv().await["code"], "already_joined");
+    // Garbage bytes on the MessagePack connection: an error frame, the socket stays usable.
+    a.send_raw(WsMessage::Binary(vec![0xc1, 0xff].into())).await;
+    assert_eq!(a.recv().await["code"], "malformed");
+    a.send_raw(WsMessage::Text("{}".into())).await;
+    assert_eq!(a.recv().await["code"], "wrong_frame_kind");
     a.send(json!({"type": "publish", "body": 1, "id": "fine"}))
         .await;
     assert_eq!(a.recv_type("ack").await["offset"], 1);
@@ -258,6 +263,48 @@ pub async fn acks_and_refusals_carry_ids_and_codes(ctx: Arc<Ctx>) {
     assert_eq!(
         (e["code"].as_str(), e["id"].as_str()),
         (Some("forbidden"), Some("nope"))
+    );
+}
+
+pub async fn join_limits_are_enforced(ctx: Arc<Ctx>) {
+    let url = ws_url(&ctx.ws, &room("joinlimits"), None);
+    let mut c = Client::connect(&url, Enc::Json).await;
+    for (join, code) in [
+        (
+            json!({"type": "join", "name": "n".repeat(33)}),
+            "invalid_name",
+        ),
+        (json!({"type": "join", "name": "  "}), "invalid_name"),
+        (json!({"type": "join", "name": "bell\u{7}"}), "invalid_name"),
+        (
+            json!({"type": "join", "name": "m", "meta": {"bio": "b".repeat(300)}}),
+            "too_large",
+        ),
+        (
+            json!({"type": "join", "name": "m", "meta": [1, 2]}),
+            "invalid_frame",
+        ),
+        (
+            json!({"type": "join", "name": "m", "history": 5000}),
+            "invalid_frame",
+        ),
+        (json!({"type": "join", "name": 7}), "invalid_frame"),
+    ] {
+        c.send(join.clone()).await;
+        let e = c.recv().await;
+        assert_eq!(
+            (e["type"].as_str(), e["code"].as_str()),
+            (Some("error"), Some(code)),
+            "{join}"
+        );
+    }
+    // The longest allowed name and metadata are fine, and nothing above took an offset.
+    c.send(json!({"type": "join", "name": "n".repeat(32), "meta": {"bio": "b".repeat(200)}}))
+        .await;
+    let w = c.recv().await;
+    assert_eq!(
+        (w["type"].as_str(), w["offset"].as_u64()),
+        (Some("welcome"), Some(0))
     );
 }
 
