@@ -268,6 +268,10 @@ export class RoomClient {
       this.emit("error", new RoomError("client_decode", String(e)));
       return;
     }
+    this.handle(f);
+  }
+
+  handle(f) {
     switch (f.type) {
       case "pong": return;
       case "welcome": return this.welcome(f);
@@ -275,6 +279,9 @@ export class RoomClient {
         if (f.offset <= this.offset) return; // already seen (never expected; a safety net)
         this.offset = f.offset;
         return this.emit("message", f);
+      case "batch": // the room's batch window coalesced several message frames into one
+        for (const m of f.messages) this.handle(m);
+        return;
       case "ack": return this.settle(f.id, null, f);
       case "joined":
       case "presence":

@@ -22,11 +22,14 @@ use crate::api::RoomBroadcast;
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::glue::{error_response, internal, json, now_ms, read_json, ROOM_KEY_HEADER};
+use crate::metrics::{self, Delta, ROOM_CONNECTIONS};
+use crate::objects::batch::Batch;
+use crate::objects::socket::{send_js, to_js};
 use crate::obs;
-use crate::protocol::{Encoded, MemberInfo, Message, RawFrame, ServerFrame};
+use crate::protocol::{Encoded, Encoding, MemberInfo, Message, RawFrame, ServerFrame};
 use crate::room::{
-    Admission, Audience, Effect, PublishError, Room as Core, Session, Store, StoreError,
-    ADMISSION_HEADER, MAX_HISTORY_PAGE,
+    Admission, Audience, Effect, PublishError, Room as Core, RoomLimits, Session, Store,
+    StoreError, ADMISSION_HEADER, MAX_HISTORY_PAGE,
 };
 use crate::route::PRIVATE_ROOM_ID_LEN;
 
@@ -48,9 +51,12 @@ pub struct Room {
     alarm: Cell<Option<Option<u64>>>,
     /// `LOG_LEVEL`, read with the core.
     log_level: Cell<obs::Level>,
+    /// Messages waiting for the batch window to close (`ROOM_BATCH_WINDOW_MS`).
+    batch: Batch,
 }
 
 /// The room's stream in the object's SQLite storage.
+#[derive(Clone)]
 pub struct SqlStore(SqlStorage);
 
 #[derive(Deserialize)]
@@ -227,6 +233,7 @@ impl DurableObject for Room {
             sockets: RefCell::new(HashMap::new()),
             alarm: Cell::new(None),
             log_level: Cell::new(obs::Level::Info),
+            batch: Batch::default(),
         }
     }
 
@@ -251,8 +258,14 @@ impl DurableObject for Room {
             WebSocketIncomingMessage::String(s) => RawFrame::Text(s),
             WebSocketIncomingMessage::Binary(b) => RawFrame::Binary(b),
         };
-        let mut store = self.store();
-        let effects = self.with_core(|c| c.receive(&mut store, &session.conn, raw, now_ms()));
+        let effects = if self.batch_window() > 0 {
+            // The batch window holds this message's writes for the window's one commit.
+            let mut store = self.batch.store(self.store());
+            self.with_core(|c| c.receive(&mut store, &session.conn, raw, now_ms()))
+        } else {
+            let mut store = self.store();
+            self.with_core(|c| c.receive(&mut store, &session.conn, raw, now_ms()))
+        };
         self.perform(effects).await
     }
 
@@ -267,7 +280,7 @@ impl DurableObject for Room {
             let fields = serde_json::json!({"conn": s.conn, "user": s.user, "code": code});
             self.log(obs::Level::Info, "close", None, fields);
         }
-        self.forget(&ws).await?;
+        self.forget(&ws, code as u16).await?;
         // Complete the closing handshake; the socket may already be gone, which is fine.
         let code = if code == 1005 || code == 1006 {
             1000
@@ -279,7 +292,7 @@ impl DurableObject for Room {
     }
 
     async fn websocket_error(&self, ws: WebSocket, _error: Error) -> Result<()> {
-        self.forget(&ws).await
+        self.forget(&ws, 1006).await
     }
 
     async fn alarm(&self) -> Result<Response> {
@@ -323,6 +336,7 @@ impl Room {
             "/__broadcast" => self.broadcast_http(req).await,
             "/__info" => json(200, &self.with_core(|c| c.info())),
             "/__history" => self.history(&req),
+            "/__close" => self.close_all(req).await,
             _ => Err(ApiError::not_found("not_found", "no such room operation")),
         }
     }
@@ -371,6 +385,14 @@ impl Room {
                 .map_err(|e| internal(format!("{e:?}")))?,
         );
         self.sockets.borrow_mut().insert(conn, pair.server);
+        self.count(vec![
+            Delta::new(
+                "roomkeeper_ws_connections_opened_total",
+                &[("kind", "room")],
+                1,
+            ),
+            Delta::new(ROOM_CONNECTIONS, &[("room", &admission.room)], 1),
+        ]);
         if let Some(Effect::AlarmAt(t)) = self.with_core(|c| c.attach(session)) {
             let storage = self.state.storage();
             let known = self.alarm.get();
@@ -422,12 +444,20 @@ impl Room {
         };
         let key = b.idempotency_key.as_deref();
         let dedupe = key.map(|k| format!("api/{k}"));
-        let mut store = self.store();
-        let result = self
-            .with_core(|c| c.publish(&mut store, from, b.body, key, dedupe.as_deref(), now_ms()));
+        let now = now_ms();
+        let result = if self.batch_window() > 0 {
+            let mut store = self.batch.store(self.store());
+            self.with_core(|c| c.publish(&mut store, from, b.body, key, dedupe.as_deref(), now))
+        } else {
+            let mut store = self.store();
+            self.with_core(|c| c.publish(&mut store, from, b.body, key, dedupe.as_deref(), now))
+        };
         match result {
             Ok((published, effects)) => {
                 self.perform(effects).await.map_err(internal)?;
+                // The answer promises the message is stored: write it now even if its batch
+                // is still open (the output gate holds the answer until the write is durable).
+                self.batch.flush_writes(&mut self.store());
                 json(
                     200,
                     &serde_json::json!({
@@ -468,7 +498,8 @@ impl Room {
                 format!("limit is 1-{MAX_HISTORY_PAGE}"),
             ));
         }
-        let store = self.store();
+        let mut store = self.store();
+        self.batch.flush_writes(&mut store);
         let page = self
             .with_core(|c| c.history(&store, since, limit))
             .map_err(internal)?;
@@ -477,6 +508,10 @@ impl Room {
 
     /// Builds the core from storage and socket attachments if this instance has not yet.
     fn ensure_loaded(&self) -> std::result::Result<(), StoreError> {
+        if self.batch.take_failed() {
+            // Held writes of a batch failed: memory is ahead of storage, so start over.
+            *self.core.borrow_mut() = None;
+        }
         if self.core.borrow().is_some() {
             return Ok(());
         }
@@ -527,22 +562,82 @@ impl Room {
         f(guard.as_mut().expect("ensure_loaded ran first"))
     }
 
-    async fn forget(&self, ws: &WebSocket) -> Result<()> {
+    async fn forget(&self, ws: &WebSocket, code: u16) -> Result<()> {
         self.ensure_loaded()
             .map_err(|e| Error::RustError(e.to_string()))?;
         let Some(session) = ws.deserialize_attachment::<Session>()? else {
             return Ok(());
         };
         self.sockets.borrow_mut().remove(&session.conn);
+        self.count_close(&session.conn, code);
         let effects = self.with_core(|c| c.detach(&session.conn));
         self.perform(effects).await
     }
 
+    /// Counts a connection's close once: only while the core still holds its session.
+    fn count_close(&self, conn: &str, code: u16) {
+        if self.with_core(|c| c.session(conn).is_none()) {
+            return;
+        }
+        let room = self.with_core(|c| c.key().to_string());
+        self.count(vec![
+            Delta::new(
+                "roomkeeper_ws_connections_closed_total",
+                &[("kind", "room"), ("class", metrics::close_class(code))],
+                1,
+            ),
+            Delta::new(ROOM_CONNECTIONS, &[("room", &room)], -1),
+        ]);
+    }
+
+    /// Sends counter deltas to the Metrics object without holding up the event.
+    fn count(&self, deltas: Vec<Delta>) {
+        let env = self.env.clone();
+        self.state
+            .wait_until(async move { crate::ops::add(&env, deltas).await });
+    }
+
+    /// `POST /__close {"reason"}` (admin): closes every connection with 4000.
+    async fn close_all(&self, mut req: Request) -> std::result::Result<Response, ApiError> {
+        #[derive(Deserialize)]
+        struct Body {
+            reason: String,
+        }
+        let b: Body = read_json(&mut req).await?;
+        let conns: Vec<String> = self.sockets.borrow().keys().cloned().collect();
+        let effects = conns
+            .iter()
+            .map(|c| Effect::Close {
+                conn: c.clone(),
+                code: crate::protocol::close::ROOM_CLOSED,
+                reason: b.reason.clone(),
+            })
+            .collect();
+        self.perform(effects).await.map_err(internal)?;
+        json(200, &serde_json::json!({ "closed": conns.len() }))
+    }
+
     async fn perform(&self, effects: Vec<Effect>) -> Result<()> {
         let mut alarm_at: Option<u64> = None;
+        let limits = self.core.borrow().as_ref().map(|c| *c.limits());
+        let window_ms = limits.map_or(0, |l| l.batch_window_ms);
         for effect in effects {
+            if window_ms > 0 && self.batched(&effect, window_ms, limits) {
+                continue;
+            }
             match effect {
                 Effect::Send { conn, frame } => {
+                    if let ServerFrame::Welcome {
+                        recovered: Some(r), ..
+                    } = &frame
+                    {
+                        let outcome = if *r { "recovered" } else { "reloaded" };
+                        self.count(vec![Delta::new(
+                            "roomkeeper_recoveries_total",
+                            &[("outcome", outcome)],
+                            1,
+                        )]);
+                    }
                     let sockets = self.sockets.borrow();
                     let enc = self.with_core(|c| c.session(&conn).map(|s| s.enc));
                     if let (Some(ws), Some(enc)) = (sockets.get(&conn), enc) {
@@ -558,6 +653,7 @@ impl Room {
                     }
                 }
                 Effect::Close { conn, code, reason } => {
+                    self.count_close(&conn, code);
                     if let Some(ws) = self.sockets.borrow_mut().remove(&conn) {
                         let _ = ws.close(Some(code), Some(reason));
                     }
@@ -598,11 +694,72 @@ impl Room {
             if conns.is_empty() {
                 continue;
             }
-            let encoded = frame.encode(enc);
+            // One JS value for every receiver: the frame crosses into JS once, not per socket.
+            let value = to_js(&frame.encode(enc));
             for conn in conns {
                 if let Some(ws) = sockets.get(conn) {
-                    send(ws, &encoded);
+                    // A socket that closed under us is not an error: its close event follows.
+                    let _ = send_js(ws, &value);
                 }
+            }
+        }
+    }
+
+    /// The sockets of the room's subscribers, grouped by encoding (a batch's receivers).
+    fn subscriber_sockets(&self) -> Vec<(Encoding, Vec<WebSocket>)> {
+        let sockets = self.sockets.borrow();
+        let core = self.core.borrow();
+        let Some(core) = core.as_ref() else {
+            return Vec::new();
+        };
+        core.audience(Audience::Subscribers, None)
+            .into_iter()
+            .map(|(enc, conns)| {
+                let group = conns.iter().filter_map(|c| sockets.get(*c).cloned());
+                (enc, group.collect())
+            })
+            .collect()
+    }
+
+    /// `ROOM_BATCH_WINDOW_MS` of this room (0: off).
+    fn batch_window(&self) -> u64 {
+        self.core
+            .borrow()
+            .as_ref()
+            .map_or(0, |c| c.limits().batch_window_ms)
+    }
+
+    /// With the batch window on: queues a message broadcast or an acknowledgement that must
+    /// follow the open batch (returns true: nothing more to do), or sends the open batch
+    /// before any other frame leaves (returns false: perform the effect as usual).
+    fn batched(&self, effect: &Effect, window_ms: u64, limits: Option<RoomLimits>) -> bool {
+        match effect {
+            Effect::Broadcast {
+                frame: frame @ ServerFrame::Message(_),
+                to: Audience::Subscribers,
+                except: None,
+            } => {
+                let max = limits.map_or(1, |l| l.batch_max_messages);
+                let store = self.store();
+                let receivers = || self.subscriber_sockets();
+                self.batch
+                    .push(&self.state, &store, frame, window_ms, max, receivers);
+                true
+            }
+            Effect::Send {
+                conn,
+                frame: frame @ ServerFrame::Ack { .. },
+            } if self.batch.is_open() => {
+                let enc = self.with_core(|c| c.session(conn).map(|s| s.enc));
+                if let (Some(ws), Some(enc)) = (self.sockets.borrow().get(conn).cloned(), enc) {
+                    self.batch.after(ws, frame.encode(enc));
+                }
+                true
+            }
+            Effect::Save(_) | Effect::AlarmAt(_) => false,
+            _ => {
+                self.batch.flush(&mut self.store());
+                false
             }
         }
     }
@@ -625,10 +782,7 @@ impl Room {
 
 fn send(ws: &WebSocket, frame: &Encoded) {
     // A socket that closed under us is not an error for the room: its close event follows.
-    let _ = match frame {
-        Encoded::Text(t) => ws.send_with_str(t),
-        Encoded::Binary(b) => ws.send_with_bytes(b),
-    };
+    let _ = send_js(ws, &to_js(frame));
 }
 
 /// An absolute alarm time (an `i64` would be read as an offset from now).

@@ -51,6 +51,8 @@ pub const ROOM_SETTINGS: &[&str] = &[
     "ROOM_PUBLISH_RATE",
     "ROOM_PUBLISH_BURST",
     "ROOM_MAX_STRIKES",
+    "ROOM_BATCH_WINDOW_MS",
+    "ROOM_BATCH_MAX_MESSAGES",
 ];
 
 impl Config {
@@ -111,8 +113,10 @@ fn room_limits(lookup: &impl Fn(&str) -> Option<String>) -> Result<RoomLimits, C
         u64::from(d.publish_rate),
         u64::from(d.publish_burst),
         u64::from(d.max_strikes),
+        d.batch_window_ms,
+        d.batch_max_messages as u64,
     ];
-    let bounds: [(u64, u64); 12] = [
+    let bounds: [(u64, u64); 14] = [
         (64, 1 << 20),
         (16, 1 << 20),
         (1, 256),
@@ -125,6 +129,8 @@ fn room_limits(lookup: &impl Fn(&str) -> Option<String>) -> Result<RoomLimits, C
         (1, 10_000),
         (1, 100_000),
         (1, 10_000),
+        (0, 1000),
+        (1, 1000),
     ];
     for (i, name) in ROOM_SETTINGS.iter().enumerate() {
         n[i] = number(lookup, name, n[i], bounds[i].0, bounds[i].1)?;
@@ -142,6 +148,8 @@ fn room_limits(lookup: &impl Fn(&str) -> Option<String>) -> Result<RoomLimits, C
         publish_rate: n[9] as u32,
         publish_burst: n[10] as u32,
         max_strikes: n[11] as u32,
+        batch_window_ms: n[12],
+        batch_max_messages: n[13] as usize,
     })
 }
 
@@ -201,6 +209,16 @@ mod tests {
         assert_eq!(
             cfg(&[("CORS_ORIGINS", "nope")]).unwrap_err().name,
             "CORS_ORIGINS"
+        );
+        let c = cfg(&[
+            ("ROOM_BATCH_WINDOW_MS", "20"),
+            ("ROOM_BATCH_MAX_MESSAGES", "8"),
+        ])
+        .unwrap();
+        assert_eq!((c.room.batch_window_ms, c.room.batch_max_messages), (20, 8));
+        assert_eq!(
+            cfg(&[("ROOM_BATCH_WINDOW_MS", "5000")]).unwrap_err().name,
+            "ROOM_BATCH_WINDOW_MS"
         );
     }
 }

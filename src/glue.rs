@@ -16,6 +16,7 @@ use crate::auth::{self, ApiKeys, AuthError, Perm};
 use crate::config::Config;
 use crate::cors;
 use crate::error::ApiError;
+use crate::metrics::Delta;
 use crate::obs;
 use crate::protocol::Encoding;
 use crate::room::{Admission, Perms, ADMISSION_HEADER};
@@ -40,7 +41,7 @@ pub(crate) fn setting(env: &Env, name: &str) -> Option<String> {
 }
 
 #[event(fetch)]
-async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
+async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
     let started = now_ms();
     let origin = req.headers().get("Origin")?;
     let self_origin = req
@@ -84,6 +85,22 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
     fields["status"] = j!(status);
     fields["ms"] = j!(now_ms().saturating_sub(started));
     let min = config.as_ref().map_or(obs::Level::Info, |c| c.log_level);
+    let label = route::parse(Method::parse(&method), &path).map_or("unmatched", |r| r.label());
+    let mut deltas = vec![Delta::new(
+        "roomkeeper_requests_total",
+        &[("route", label), ("status", &status.to_string())],
+        1,
+    )];
+    if let Some(code) = fields.get("code").and_then(Value::as_str) {
+        deltas.push(Delta::new(
+            "roomkeeper_refusals_total",
+            &[("code", code)],
+            1,
+        ));
+    }
+    // Counted after answering: bookkeeping never slows the request down.
+    let metrics_env = env.clone();
+    ctx.wait_until(async move { crate::ops::add(&metrics_env, deltas).await });
     log(
         min,
         obs::level_for_status(status),
@@ -172,6 +189,16 @@ async fn handle(
             crate::coord::enforce(env, config, "connect", &format!("ip:{ip}")).await?;
             room_socket(req, env, config, key, request_id).await
         }
+        r @ (Route::VoiceSocket(_) | Route::ChatSocket(_)) => {
+            if let Some(o) = origin {
+                if !config.cors.allows(o, self_origin) {
+                    return Err(cors::origin_refused(o));
+                }
+            }
+            let ip = crate::coord::client_ip(&req);
+            crate::coord::enforce(env, config, "connect", &format!("ip:{ip}")).await?;
+            crate::objects::session::socket(req, env, config, &r, request_id).await
+        }
         Route::RoomInfo(key) => room_fetch(env, &key, "/__info", None).await,
         Route::RoomHistory(key) => {
             let query = req
@@ -241,6 +268,15 @@ async fn handle(
         Route::Notify => crate::services::notify(req, env, key_name.as_deref()).await,
         Route::Notification(id) => crate::services::get_notification(env, &id).await,
         Route::Webhook(source) => crate::services::webhook(req, env, &source).await,
+        Route::Metrics { json } => crate::ops::metrics(env, json).await,
+        Route::AdminRooms => crate::ops::admin_rooms(env).await,
+        Route::AdminCloseRoom(key) => {
+            crate::ops::admin_close_room(req, env, &key, key_name.as_deref()).await
+        }
+        Route::AdminAudit => crate::ops::admin_audit(req, env).await,
+        Route::BenchRaw { room, op } => {
+            crate::objects::bench::route(req, env, config, &room, op).await
+        }
     }
 }
 
@@ -257,7 +293,7 @@ fn api_keys(env: &Env) -> std::result::Result<ApiKeys, ApiError> {
     })
 }
 
-fn auth_secret(env: &Env) -> std::result::Result<String, ApiError> {
+pub(crate) fn auth_secret(env: &Env) -> std::result::Result<String, ApiError> {
     let secret = setting(env, "AUTH_SECRET").ok_or_else(|| ApiError::Config {
         message: "AUTH_SECRET is not set".into(),
     })?;
@@ -425,7 +461,7 @@ async fn room_socket(
 
 /// A response from an object has immutable headers; copy it (unless it is a WebSocket
 /// upgrade, which is passed through as is) so CORS headers can be added.
-async fn owned(mut r: Response) -> std::result::Result<Response, ApiError> {
+pub(crate) async fn owned(mut r: Response) -> std::result::Result<Response, ApiError> {
     if r.status_code() == 101 {
         return Ok(r);
     }

@@ -333,7 +333,8 @@ pub fn validate_key(key: &str) -> Result<(), LimitError> {
 /// The configured policies, by name.
 ///
 /// [`Policies::default`] defines `connect` (per client IP: WebSocket upgrades), `publish` (per
-/// user: messages into a room) and `api` (per API key: HTTP API calls).
+/// user: messages into a room), `api` (per API key: HTTP API calls) and `alerts` (per alert
+/// kind: alert notifications).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policies {
     by_name: BTreeMap<String, Policy>,
@@ -348,6 +349,8 @@ impl Default for Policies {
             ("publish", 30, 10_000, 10),
             // 600 calls per minute per API key, at most 60 at once.
             ("api", 600, 60_000, 60),
+            // 3 alerts of one kind per 5 minutes, so an incident does not flood the channel.
+            ("alerts", 3, 300_000, 3),
         ];
         let by_name = defaults
             .into_iter()
@@ -775,7 +778,7 @@ mod tests {
         assert_eq!(*p.get("connect").unwrap(), policy(5, 1_000, 2));
         assert_eq!(*p.get("export").unwrap(), policy(1, 60_000, 1));
         assert_eq!(p.get("api").unwrap(), d.get("api").unwrap());
-        assert_eq!(p.iter().count(), 4);
+        assert_eq!(p.iter().count(), 5);
     }
 
     #[test]

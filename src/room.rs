@@ -60,6 +60,11 @@ pub struct RoomLimits {
     pub publish_burst: u32,
     /// Refused frames in a row after which the connection is closed with 4500. Default 20.
     pub max_strikes: u32,
+    /// Batch window in ms: messages a socket would receive within it are coalesced into one
+    /// `batch` frame. 0 (the default) sends every message in its own frame.
+    pub batch_window_ms: u64,
+    /// Most messages in one batch frame; a full batch is sent at once. Default 64.
+    pub batch_max_messages: usize,
 }
 
 impl Default for RoomLimits {
@@ -77,6 +82,8 @@ impl Default for RoomLimits {
             publish_rate: 20,
             publish_burst: 40,
             max_strikes: 20,
+            batch_window_ms: 0,
+            batch_max_messages: 64,
         }
     }
 }
@@ -450,6 +457,11 @@ impl Room {
     /// The last offset given out (0 for an empty stream).
     pub fn last_offset(&self) -> u64 {
         self.last_offset
+    }
+
+    /// The room's key (name or private id).
+    pub fn key(&self) -> &str {
+        &self.key
     }
 
     /// The room's epoch.

@@ -84,6 +84,11 @@ pub enum Route {
     CreateRoom,
     /// `GET /api/rooms/:room/ws`: WebSocket upgrade into a room.
     RoomSocket(RoomKey),
+    /// `GET /api/voice/:session/ws`: WebSocket upgrade into the caller's voice session
+    /// (session ids follow the room-name rules).
+    VoiceSocket(String),
+    /// `GET /api/chat/:session/ws`: WebSocket upgrade into the caller's chatbot session.
+    ChatSocket(String),
     /// `GET /api/rooms/:room`: members, connections, epoch, last offset (API key).
     RoomInfo(RoomKey),
     /// `GET /api/rooms/:room/history?since=&limit=`: stored messages (API key).
@@ -117,6 +122,25 @@ pub enum Route {
     Notification(String),
     /// `POST /api/webhooks/:source`: signed inbound events from third parties.
     Webhook(String),
+    /// `GET /api/metrics` (Prometheus text) or `GET /api/metrics.json` (API key).
+    Metrics {
+        /// JSON instead of Prometheus text.
+        json: bool,
+    },
+    /// `GET /api/admin/rooms`: active rooms with connection counts (API key).
+    AdminRooms,
+    /// `POST /api/admin/rooms/:room/close`: close every connection of a room (API key).
+    AdminCloseRoom(RoomKey),
+    /// `GET /api/admin/audit?subject=&limit=`: the audit trail (API key).
+    AdminAudit,
+    /// `/api/bench/raw/:room/{ws,status,panic}`: the bench-only raw baseline object, served
+    /// only when `ENVIRONMENT=local` or `BENCH_ROUTES=true` (see `BENCHMARKS.md`).
+    BenchRaw {
+        /// Which baseline object (room-name rules).
+        room: RoomKey,
+        /// `ws`, `status` or `panic`.
+        op: &'static str,
+    },
     /// `GET /api/locks/:name` or `POST /api/locks/:name/{acquire,renew,release}` (API key).
     Lock {
         /// Lock name (room-name rules).
@@ -167,7 +191,42 @@ impl Route {
                 | Self::Lead(_)
                 | Self::Notify
                 | Self::Notification(_)
+                | Self::Metrics { .. }
+                | Self::AdminRooms
+                | Self::AdminCloseRoom(_)
+                | Self::AdminAudit
         )
+    }
+
+    /// A short, bounded label for metrics and logs (never a name or id from the path).
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Health => "health",
+            Self::CreateRoom => "rooms.create",
+            Self::RoomSocket(_) => "rooms.ws",
+            Self::VoiceSocket(_) => "voice.ws",
+            Self::ChatSocket(_) => "chat.ws",
+            Self::RoomInfo(_) => "rooms.info",
+            Self::RoomHistory(_) => "rooms.history",
+            Self::RoomBroadcast(_) => "rooms.broadcast",
+            Self::Broadcast => "broadcast",
+            Self::DevToken => "dev.token",
+            Self::LimitCheck { .. } => "limits.check",
+            Self::Lock { .. } => "locks",
+            Self::Valuation => "valuation",
+            Self::ValuationSales => "valuation.sales",
+            Self::Leads => "leads",
+            Self::LeadsExport => "leads.export",
+            Self::Lead(_) => "lead",
+            Self::Notify => "notify",
+            Self::Notification(_) => "notification",
+            Self::Webhook(_) => "webhook",
+            Self::Metrics { .. } => "metrics",
+            Self::AdminRooms | Self::AdminCloseRoom(_) | Self::AdminAudit => "admin",
+            Self::BenchRaw { .. } => "bench",
+            #[allow(unreachable_patterns)]
+            _ => "other",
+        }
     }
 
     /// Whether the route needs an API key for this method (`GET /api/leads` lists leads, while
@@ -219,6 +278,8 @@ pub fn parse(method: Method, path: &str) -> Result<Route, ApiError> {
         ["health"] => (Route::Health, &["GET"]),
         ["api", "rooms"] => (Route::CreateRoom, &["POST"]),
         ["api", "rooms", room, "ws"] => (Route::RoomSocket(RoomKey::parse(room)?), &["GET"]),
+        ["api", "voice", session, "ws"] => (Route::VoiceSocket(session_id(session)?), &["GET"]),
+        ["api", "chat", session, "ws"] => (Route::ChatSocket(session_id(session)?), &["GET"]),
         ["api", "rooms", room] => (Route::RoomInfo(RoomKey::parse(room)?), &["GET"]),
         ["api", "rooms", room, "history"] => (Route::RoomHistory(RoomKey::parse(room)?), &["GET"]),
         ["api", "rooms", room, "broadcast"] => {
@@ -251,6 +312,25 @@ pub fn parse(method: Method, path: &str) -> Result<Route, ApiError> {
             Route::Webhook(id_segment(source, "webhook source")?),
             &["POST"],
         ),
+        ["api", "metrics"] => (Route::Metrics { json: false }, &["GET"]),
+        ["api", "metrics.json"] => (Route::Metrics { json: true }, &["GET"]),
+        ["api", "admin", "rooms"] => (Route::AdminRooms, &["GET"]),
+        ["api", "admin", "rooms", room, "close"] => {
+            (Route::AdminCloseRoom(RoomKey::parse(room)?), &["POST"])
+        }
+        ["api", "admin", "audit"] => (Route::AdminAudit, &["GET"]),
+        ["api", "bench", "raw", room, op @ ("ws" | "status" | "panic")] => {
+            let op: &'static str = match *op {
+                "ws" => "ws",
+                "status" => "status",
+                _ => "panic",
+            };
+            let room = RoomKey::parse(room)?;
+            (
+                Route::BenchRaw { room, op },
+                if op == "panic" { &["POST"] } else { &["GET"] },
+            )
+        }
         ["api", "locks", name] => (lock(name, LockOp::Status)?, &["GET"]),
         ["api", "locks", name, "acquire"] => (lock(name, LockOp::Acquire)?, &["POST"]),
         ["api", "locks", name, "renew"] => (lock(name, LockOp::Renew)?, &["POST"]),
@@ -286,6 +366,20 @@ fn id_segment(s: &str, what: &str) -> Result<String, ApiError> {
             format!("{what} ids are 1-{MAX_ID_LEN} characters of [A-Za-z0-9_.-]"),
         ));
     }
+    Ok(s.to_string())
+}
+
+/// Checks a voice or chat session id: the room-name rules, with its own error code.
+fn session_id(s: &str) -> Result<String, ApiError> {
+    validate_room_name(s).map_err(|_| {
+        ApiError::bad_request(
+            "invalid_session_id",
+            format!(
+                "session ids are 1-{MAX_ROOM_NAME_LEN} characters of [A-Za-z0-9._-] and start \
+                 with a letter or digit"
+            ),
+        )
+    })?;
     Ok(s.to_string())
 }
 
@@ -364,6 +458,27 @@ mod tests {
     }
 
     #[test]
+    fn operability_routes() {
+        assert_eq!(
+            parse(Method::Get, "/api/metrics"),
+            Ok(Route::Metrics { json: false })
+        );
+        assert_eq!(
+            parse(Method::Get, "/api/metrics.json"),
+            Ok(Route::Metrics { json: true })
+        );
+        assert_eq!(
+            parse(Method::Post, "/api/admin/rooms/lobby/close"),
+            Ok(Route::AdminCloseRoom(RoomKey::Named("lobby".into())))
+        );
+        assert!(Route::AdminAudit.needs_api_key());
+        assert_eq!(
+            Route::RoomSocket(RoomKey::Named("x".into())).label(),
+            "rooms.ws"
+        );
+    }
+
+    #[test]
     fn service_routes() {
         assert_eq!(parse(Method::Post, "/api/valuation"), Ok(Route::Valuation));
         assert_eq!(parse(Method::Post, "/api/leads"), Ok(Route::Leads));
@@ -432,6 +547,27 @@ mod tests {
             op: LockOp::Status
         }
         .needs_api_key());
+    }
+
+    #[test]
+    fn session_routes() {
+        assert_eq!(
+            parse(Method::Get, "/api/voice/s1/ws"),
+            Ok(Route::VoiceSocket("s1".into()))
+        );
+        assert_eq!(
+            parse(Method::Get, "/api/chat/help.1/ws"),
+            Ok(Route::ChatSocket("help.1".into()))
+        );
+        assert_eq!(
+            parse(Method::Get, "/api/voice/-x/ws").unwrap_err().code(),
+            "invalid_session_id"
+        );
+        assert_eq!(
+            parse(Method::Post, "/api/chat/s1/ws").unwrap_err().status(),
+            405
+        );
+        assert!(!Route::VoiceSocket("s".into()).needs_api_key());
     }
 
     #[test]

@@ -20,6 +20,7 @@ use crate::api::{self, RoomBroadcast};
 use crate::error::ApiError;
 use crate::glue::{internal, json, now_ms, room_fetch, setting};
 use crate::leads::{self, Country, Lead, LeadFilter, LeadRow, LeadStatus, Timeline};
+use crate::metrics::Delta;
 use crate::notify::{
     self, Action, DeliveryPolicy, Destinations, LeadNotice, Notification, Outcome, PaymentEvent,
 };
@@ -373,6 +374,11 @@ async fn push_ops(env: &Env, key: String, event: Value) {
     }
 }
 
+/// Adds one to a counter with one label.
+async fn metric(env: &Env, name: &str, label: &str, value: &str) {
+    crate::ops::add(env, vec![Delta::new(name, &[(label, value)], 1)]).await;
+}
+
 fn log(event: &str, detail: &str) {
     worker::console_log!(
         "{}",
@@ -441,6 +447,35 @@ pub(crate) async fn create_lead(
     _config: &crate::config::Config,
 ) -> Result<Response, ApiError> {
     let input = leads::parse_input(&req.bytes().await.map_err(internal)?)?;
+    let created = submit_lead(env, input).await?;
+    if created.duplicate {
+        return json(
+            200,
+            &j!({"id": created.id, "duplicate": true, "status": "existing"}),
+        );
+    }
+    json(
+        201,
+        &j!({"id": created.id, "duplicate": false, "status": "new", "enrichment": if created.queued { "queued" } else { "deferred" }}),
+    )
+}
+
+/// What [`submit_lead`] did with a lead.
+pub(crate) struct LeadCreated {
+    /// The lead's id (the existing one for a duplicate).
+    pub id: String,
+    /// Whether an equal lead was already stored within the de-duplication window.
+    pub duplicate: bool,
+    /// Whether enrichment was queued (false for duplicates and when the queue refused).
+    pub queued: bool,
+}
+
+/// Lead intake shared by `POST /api/leads` and the chatbot: validate, de-duplicate, store,
+/// queue enrichment.
+pub(crate) async fn submit_lead(
+    env: &Env,
+    input: leads::LeadInput,
+) -> Result<LeadCreated, ApiError> {
     let country = default_country(env)?;
     let lead = leads::validate(input, country)
         .map_err(|errs| invalid_fields("invalid_lead", leads::describe(&errs), &errs))?;
@@ -472,10 +507,12 @@ pub(crate) async fn create_lead(
             .await
             .map_err(internal)?;
         if let Some(f) = found {
-            return json(
-                200,
-                &j!({"id": f.id, "duplicate": true, "status": "existing"}),
-            );
+            metric(env, "roomkeeper_leads_total", "outcome", "duplicate").await;
+            return Ok(LeadCreated {
+                id: f.id,
+                duplicate: true,
+                queued: false,
+            });
         }
     }
     let id = format!("ld_{}", &uuid::Uuid::new_v4().simple().to_string()[..20]);
@@ -526,10 +563,12 @@ pub(crate) async fn create_lead(
     if !queued {
         log("enrich_enqueue_failed", &id);
     }
-    json(
-        201,
-        &j!({"id": id, "duplicate": false, "status": "new", "enrichment": if queued { "queued" } else { "deferred" }}),
-    )
+    metric(env, "roomkeeper_leads_total", "outcome", "created").await;
+    Ok(LeadCreated {
+        id,
+        duplicate: false,
+        queued,
+    })
 }
 
 fn audit_stmt(
@@ -746,16 +785,6 @@ fn lead_filter(req: &Request) -> Result<LeadFilter, ApiError> {
     let url = req.url().map_err(internal)?;
     LeadFilter::from_query(url.query_pairs())
         .map_err(|errs| invalid_fields("invalid_query", leads::describe(&errs), &errs))
-        .map_err(|e| match e {
-            ApiError::Invalid {
-                message, fields, ..
-            } => ApiError::Invalid {
-                code: "invalid_query",
-                message,
-                fields,
-            },
-            e => e,
-        })
 }
 
 async fn query_leads(env: &Env, f: &LeadFilter, limit: usize) -> Result<Vec<LeadDbRow>, ApiError> {
@@ -919,7 +948,10 @@ fn notification_id(key: &str) -> String {
 
 /// Stores a notification (once per idempotency key) and queues its first delivery.
 /// Returns its id and whether it was new.
-async fn create_notification(env: &Env, n: Notification) -> Result<(String, bool), ApiError> {
+pub(crate) async fn create_notification(
+    env: &Env,
+    n: Notification,
+) -> Result<(String, bool), ApiError> {
     let id = notification_id(&n.idempotency_key());
     let db = db(env)?;
     let now = now_ms();
@@ -946,6 +978,13 @@ async fn create_notification(env: &Env, n: Notification) -> Result<(String, bool
         .unwrap_or(0)
         > 0;
     if inserted {
+        metric(
+            env,
+            "roomkeeper_notifications_total",
+            "template",
+            n.template().name(),
+        )
+        .await;
         enqueue(
             env,
             &Job::Deliver {
@@ -1187,6 +1226,36 @@ async fn deliver(env: &Env, id: &str, attempt: u32) -> Result<(), ApiError> {
         )
         .await?;
     }
+    crate::ops::add(
+        env,
+        vec![Delta::new(
+            "roomkeeper_deliveries_total",
+            &[("outcome", label)],
+            1,
+        )],
+    )
+    .await;
+    // A dead delivery is an alert — except for alerts themselves, which would loop.
+    if state == "dead" && row.template != "alert" {
+        if let Ok(config) = crate::config::Config::from_lookup(|k| setting(env, k)) {
+            crate::ops::raise_alert(
+                env,
+                &config,
+                "delivery_dead",
+                &format!("delivery-dead:{id}"),
+                notify::Severity::Warning,
+                format!(
+                    "Notification delivery failed: {} to {}",
+                    row.template, row.channel
+                ),
+                Some(format!(
+                    "{attempt} attempt(s); last error: {}",
+                    error.as_deref().unwrap_or("unknown")
+                )),
+            )
+            .await;
+        }
+    }
     push_ops(
         env,
         format!("delivery:{id}:{attempt}"),
@@ -1258,6 +1327,7 @@ pub(crate) async fn webhook(
             .await
             .map_err(internal)?;
         log("webhook_refused", e.code());
+        metric(env, "roomkeeper_webhook_events_total", "outcome", e.code()).await;
         return Err(ApiError::unauthorized(e.code(), e.to_string()));
     }
     let event = match PaymentEvent::parse(&bytes) {
@@ -1279,6 +1349,13 @@ pub(crate) async fn webhook(
         .and_then(|m| m.changes)
         .unwrap_or(0)
         > 0;
+    metric(
+        env,
+        "roomkeeper_webhook_events_total",
+        "outcome",
+        if fresh { "accepted" } else { "duplicate" },
+    )
+    .await;
     if !fresh {
         return json(
             200,

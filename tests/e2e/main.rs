@@ -7,8 +7,12 @@
 mod coord;
 mod foundation;
 mod harness;
+mod ops;
+mod reliability;
 mod rooms;
 mod services;
+mod sessions;
+mod workerd;
 
 use std::sync::Arc;
 
@@ -87,7 +91,20 @@ fn main() -> std::process::ExitCode {
 }
 
 fn all(ctx: Arc<Ctx>) -> Vec<Trial> {
-    trials![ctx;
+    // The soak runs only when asked for (`ROOMKEEPER_SOAK=1`, `make soak`): it takes minutes.
+    let soak = {
+        let ctx = Arc::clone(&ctx);
+        Trial::test(
+            "reliability::soak_no_loss_no_duplicates_flat_memory",
+            move || {
+                harness::run(reliability::soak_no_loss_no_duplicates_flat_memory(ctx));
+                Ok(())
+            },
+        )
+        .with_ignored_flag(std::env::var_os("ROOMKEEPER_SOAK").is_none())
+    };
+    let mut all = trials![ctx;
+        reliability::a_panic_inside_an_object_leaves_nothing_broken,
         foundation::health_answers,
         foundation::unknown_route_is_404_json,
         foundation::wrong_method_is_405_with_allow,
@@ -102,6 +119,9 @@ fn all(ctx: Arc<Ctx>) -> Vec<Trial> {
         foundation::demo_page_is_served,
         foundation::deploy_dry_run_succeeds_for_every_environment,
         foundation::request_ids_reach_the_logs_and_secrets_do_not,
+        ops::metrics_move_by_exactly_the_workload,
+        ops::delivery_failures_raise_bounded_alerts,
+        ops::admin_lists_and_closes_rooms_with_an_audit_trail,
         rooms::presence_counts_each_user_once,
         rooms::recovery_replays_exactly_the_missed_messages,
         rooms::recovery_across_a_gap_or_epoch_reloads_and_says_so,
@@ -125,11 +145,21 @@ fn all(ctx: Arc<Ctx>) -> Vec<Trial> {
         services::lead_validation_errors_store_nothing,
         services::leads_list_patch_and_export,
         services::signed_webhooks_become_payment_notifications,
+        sessions::voice_and_chat_with_an_openai_compatible_provider,
+        sessions::voice_without_a_provider_is_honest,
+        sessions::voice_bad_input_gets_error_codes,
+        sessions::chatbot_answers_and_submits_a_lead,
+        sessions::voice_context_survives_a_restart,
+        sessions::chatbot_refuses_bad_frames_and_floods,
+        sessions::voice_stream_resumes_after_hibernation,
+        sessions::session_sockets_are_authenticated_like_rooms,
         coord::twenty_concurrent_acquirers_take_turns_in_fifo_order,
         coord::an_unrenewed_lease_expires_and_passes_to_the_next_waiter,
         coord::lock_bad_input_answers_documented_errors,
         coord::limiter_refuses_as_the_core_predicts_and_survives_a_restart,
         coord::limit_check_bad_input_answers_documented_errors,
         coord::floods_are_limited_per_ip_and_per_api_key,
-    ]
+    ];
+    all.push(soak);
+    all
 }

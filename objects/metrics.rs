@@ -1,0 +1,114 @@
+//! The Metrics Durable Object: one per deployment (named `global`), summing counter deltas
+//! into its SQLite storage so the figures survive restarts and every isolate sees the same
+//! totals. It also keeps the registry of active rooms (connections per room) for the admin
+//! view.
+
+use serde::Deserialize;
+use worker::{durable_object, DurableObject, Env, Request, Response, Result, State};
+
+use crate::metrics::{Delta, Sample, ROOM_CONNECTIONS};
+
+/// The one object's name.
+pub const GLOBAL: &str = "global";
+
+/// The Metrics object.
+#[durable_object]
+pub struct Metrics {
+    state: State,
+}
+
+#[derive(Deserialize)]
+struct Row {
+    name: String,
+    labels: String,
+    value: f64,
+}
+
+#[derive(Deserialize)]
+struct RoomRow {
+    room: String,
+    connections: f64,
+    updated_at: f64,
+}
+
+impl DurableObject for Metrics {
+    fn new(state: State, _env: Env) -> Self {
+        Self { state }
+    }
+
+    async fn fetch(&self, mut req: Request) -> Result<Response> {
+        let sql = self.state.storage().sql();
+        sql.exec(
+            "CREATE TABLE IF NOT EXISTS counters (name TEXT NOT NULL, labels TEXT NOT NULL, \
+             value INTEGER NOT NULL, PRIMARY KEY (name, labels))",
+            None,
+        )?;
+        sql.exec(
+            "CREATE TABLE IF NOT EXISTS rooms (room TEXT PRIMARY KEY, connections INTEGER NOT NULL, \
+             updated_at INTEGER NOT NULL)",
+            None,
+        )?;
+        match req.path().as_str() {
+            "/__add" => {
+                let deltas: Vec<Delta> = req.json().await?;
+                let now = worker::Date::now().as_millis() as i64;
+                for d in deltas {
+                    // `room_connections{room}` is not a counter: it keeps the registry of
+                    // active rooms for the admin view.
+                    if d.name == ROOM_CONNECTIONS {
+                        if let Some(room) = d.labels.get("room") {
+                            sql.exec(
+                                "INSERT INTO rooms (room, connections, updated_at) VALUES (?, max(0, ?), ?) \
+                                 ON CONFLICT(room) DO UPDATE SET connections = max(0, rooms.connections + ?), \
+                                 updated_at = excluded.updated_at",
+                                Some(vec![room.as_str().into(), d.delta.into(), now.into(), d.delta.into()]),
+                            )?;
+                        }
+                        continue;
+                    }
+                    sql.exec(
+                        "INSERT INTO counters (name, labels, value) VALUES (?, ?, ?) \
+                         ON CONFLICT(name, labels) DO UPDATE SET value = value + excluded.value",
+                        Some(vec![
+                            d.name.as_str().into(),
+                            d.label_key().into(),
+                            d.delta.into(),
+                        ]),
+                    )?;
+                }
+                Response::empty()
+            }
+            "/__all" => {
+                let rows: Vec<Row> = sql
+                    .exec(
+                        "SELECT name, labels, value FROM counters ORDER BY name, labels",
+                        None,
+                    )?
+                    .to_array()?;
+                let samples: Vec<Sample> = rows
+                    .into_iter()
+                    .map(|r| Sample {
+                        name: r.name,
+                        labels: r.labels,
+                        value: r.value as i64,
+                    })
+                    .collect();
+                Response::from_json(&samples)
+            }
+            "/__rooms" => {
+                let rows: Vec<RoomRow> = sql
+                    .exec(
+                        "SELECT room, connections, updated_at FROM rooms WHERE connections > 0 ORDER BY room",
+                        None,
+                    )?
+                    .to_array()?;
+                let rooms: Vec<serde_json::Value> = rows
+                    .into_iter()
+                    .map(|r| serde_json::json!({"room": r.room, "connections": r.connections as u64, "updated_at_ms": r.updated_at as u64}))
+                    .collect();
+                Response::from_json(&serde_json::json!({ "rooms": rooms }))
+            }
+            _ => Response::error("not found", 404),
+        }
+    }
+}

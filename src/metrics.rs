@@ -1,0 +1,208 @@
+//! Metrics: named counters with labels, rendered as Prometheus text or JSON.
+//!
+//! Counters are kept where things happen and summed in one `Metrics` Durable Object: the
+//! router adds a request's counters after answering (`wait_until`), services add theirs as
+//! they act, rooms add connection events (per-room message figures stay in the room and are
+//! shown by `GET /api/rooms/:room`). The object stores one row per (name, labels). This module
+//! is the pure part: the delta batches, label encoding, alert throttling and the renderers.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Every metric this service exports, with its help text, so the exposition is documented.
+pub const METRICS: &[(&str, &str)] = &[
+    (
+        "roomkeeper_requests_total",
+        "HTTP requests by route and status",
+    ),
+    (
+        "roomkeeper_refusals_total",
+        "Requests refused, by error code",
+    ),
+    (
+        "roomkeeper_ws_connections_opened_total",
+        "WebSocket connections accepted, by kind",
+    ),
+    (
+        "roomkeeper_ws_connections_closed_total",
+        "WebSocket connections closed, by kind and close code class",
+    ),
+    (
+        "roomkeeper_recoveries_total",
+        "Rejoins with `since`, by outcome (recovered or reloaded)",
+    ),
+    (
+        "roomkeeper_leads_total",
+        "Leads taken in, by outcome (created or duplicate)",
+    ),
+    (
+        "roomkeeper_notifications_total",
+        "Notifications created, by template",
+    ),
+    (
+        "roomkeeper_deliveries_total",
+        "Webhook delivery attempts, by outcome",
+    ),
+    (
+        "roomkeeper_alerts_total",
+        "Alerts raised, by kind and whether sent or suppressed",
+    ),
+    (
+        "roomkeeper_webhook_events_total",
+        "Inbound webhook events, by outcome",
+    ),
+];
+
+/// Pseudo-metric for the active-room registry: `room_connections{room}` ±1 per connection.
+pub const ROOM_CONNECTIONS: &str = "room_connections";
+
+/// One counter increment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delta {
+    /// Metric name (one of [`METRICS`]).
+    pub name: String,
+    /// Labels, sorted by key.
+    pub labels: BTreeMap<String, String>,
+    /// Amount to add (may be negative for gauges kept as up/down counters).
+    pub delta: i64,
+}
+
+impl Delta {
+    /// A delta of `n` on `name{labels}`.
+    pub fn new(name: &str, labels: &[(&str, &str)], n: i64) -> Self {
+        Self {
+            name: name.to_string(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            delta: n,
+        }
+    }
+
+    /// The labels as stored: `k="v",k2="v2"` with Prometheus escaping (`\\`, `"`, newline).
+    pub fn label_key(&self) -> String {
+        encode_labels(&self.labels)
+    }
+}
+
+/// Encodes labels in Prometheus exposition syntax, keys sorted.
+pub fn encode_labels(labels: &BTreeMap<String, String>) -> String {
+    labels
+        .iter()
+        .map(|(k, v)| {
+            let v = v
+                .replace('\\', "\\\\")
+                .replace('"', "\\\"")
+                .replace('\n', "\\n");
+            format!("{k}=\"{v}\"")
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// One stored counter.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sample {
+    /// Metric name.
+    pub name: String,
+    /// Encoded labels ([`encode_labels`]).
+    pub labels: String,
+    /// Current value.
+    pub value: i64,
+}
+
+/// Renders samples in the Prometheus text exposition format (version 0.0.4), with `# HELP`
+/// and `# TYPE` lines for every known metric, samples sorted.
+pub fn prometheus(samples: &[Sample]) -> String {
+    let mut by_name: BTreeMap<&str, Vec<&Sample>> = BTreeMap::new();
+    for s in samples {
+        by_name.entry(s.name.as_str()).or_default().push(s);
+    }
+    let mut out = String::new();
+    for (name, help) in METRICS {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n"));
+        let mut rows = by_name.remove(name).unwrap_or_default();
+        rows.sort_by(|a, b| a.labels.cmp(&b.labels));
+        for s in rows {
+            if s.labels.is_empty() {
+                out.push_str(&format!("{name} {}\n", s.value));
+            } else {
+                out.push_str(&format!("{name}{{{}}} {}\n", s.labels, s.value));
+            }
+        }
+    }
+    out
+}
+
+/// Renders samples as `{"name": {"labels": value, …}, …}` for the ops dashboard.
+pub fn json(samples: &[Sample]) -> serde_json::Value {
+    let mut out = serde_json::Map::new();
+    for s in samples {
+        let entry = out
+            .entry(s.name.clone())
+            .or_insert_with(|| serde_json::Value::Object(Default::default()));
+        entry[s.labels.as_str()] = serde_json::json!(s.value);
+    }
+    serde_json::Value::Object(out)
+}
+
+/// The class of a close code for the `closed` counter: `normal` (1000, or 1005: a close frame
+/// without a code), `reconnect` or `terminal`.
+pub fn close_class(code: u16) -> &'static str {
+    match code {
+        1000 | 1005 => "normal",
+        c if crate::protocol::close::should_reconnect(c) => "reconnect",
+        _ => "terminal",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prometheus_text_is_well_formed() {
+        let samples = vec![
+            Sample {
+                name: "roomkeeper_requests_total".into(),
+                labels: Delta::new("x", &[("status", "200"), ("route", "health")], 1).label_key(),
+                value: 3,
+            },
+            Sample {
+                name: "roomkeeper_leads_total".into(),
+                labels: String::new(),
+                value: 1,
+            },
+        ];
+        let text = prometheus(&samples);
+        assert!(text.contains("# TYPE roomkeeper_requests_total counter\n"));
+        assert!(text.contains("roomkeeper_requests_total{route=\"health\",status=\"200\"} 3\n"));
+        assert!(text.contains("roomkeeper_leads_total 1\n"));
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let (_, value) = line.rsplit_once(' ').unwrap();
+            value.parse::<i64>().unwrap();
+        }
+    }
+
+    #[test]
+    fn labels_are_escaped_and_sorted() {
+        let d = Delta::new("m", &[("z", "a\"b"), ("a", "x\\y\nz")], 1);
+        assert_eq!(d.label_key(), r#"a="x\\y\nz",z="a\"b""#);
+    }
+
+    #[test]
+    fn json_groups_by_name() {
+        let v = json(&[Sample {
+            name: "m".into(),
+            labels: "a=\"1\"".into(),
+            value: 2,
+        }]);
+        assert_eq!(v["m"]["a=\"1\""], 2);
+        assert_eq!(close_class(1000), "normal");
+        assert_eq!(close_class(1005), "normal");
+        assert_eq!(close_class(1006), "reconnect");
+        assert_eq!(close_class(4500), "terminal");
+    }
+}
