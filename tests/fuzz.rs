@@ -38,9 +38,10 @@ fn json_value() -> impl Strategy<Value = Value> {
         Just(Value::Null),
         any::<bool>().prop_map(Value::from),
         any::<i64>().prop_map(Value::from),
-        any::<f64>()
-            .prop_filter("finite", |f| f.is_finite())
-            .prop_map(Value::from),
+        // Floats with short exact decimals: serde_json's default parser is fast but not
+        // exactly round-trip for arbitrary f64 (e.g. -3.9308596240884365e258), which is a
+        // property of the parser, not of the frames under test.
+        any::<i32>().prop_map(|n| Value::from(f64::from(n) / 4.0)),
         ".{0,12}".prop_map(Value::from),
         prop_oneof![
             Just("join"),
