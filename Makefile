@@ -8,7 +8,7 @@ WRANGLER := node_modules/.bin/wrangler
 export WRANGLER_SEND_METRICS := false
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: setup build dev test lint unit e2e browser deploy-check valuation-eval clean
+.PHONY: setup build dev test lint unit e2e browser deploy-check valuation-eval bench soak fuzz clean
 
 ## setup: install the wasm target, worker-build, wasm-bindgen, wrangler and test packages (idempotent)
 setup:
@@ -53,6 +53,19 @@ deploy-check: build
 	  $(WRANGLER) deploy --dry-run --outdir $$out $${env:+--env $$env} || exit 1; \
 	  rm -rf $$out; \
 	done
+
+## bench: the quick benchmark set on real local workerd, under 5 minutes (BENCH_ARGS=--full for all of it); see BENCHMARKS.md
+bench: setup
+	bash scripts/bench.sh $(BENCH_ARGS)
+
+## soak: the 10-minute soak (rate, joins and leaves; no loss, no duplicates, flat memory); ROOMKEEPER_SOAK_SECS to change
+soak: setup
+	ROOMKEEPER_SOAK=1 cargo test --test e2e -- soak
+
+## fuzz: the fuzz targets (frame decoders, tokens, CSV import, paths, batches) for FUZZ_CASES cases each (about 2 minutes)
+FUZZ_CASES ?= 100000
+fuzz:
+	PROPTEST_CASES=$(FUZZ_CASES) cargo test --release --test fuzz
 
 ## valuation-eval: print the valuation model's cross-validated error and interval coverage
 valuation-eval:

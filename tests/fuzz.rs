@@ -38,10 +38,15 @@ fn json_value() -> impl Strategy<Value = Value> {
         Just(Value::Null),
         any::<bool>().prop_map(Value::from),
         any::<i64>().prop_map(Value::from),
-        // Floats with short exact decimals: serde_json's default parser is fast but not
-        // exactly round-trip for arbitrary f64 (e.g. -3.9308596240884365e258), which is a
-        // property of the parser, not of the frames under test.
-        any::<i32>().prop_map(|n| Value::from(f64::from(n) / 4.0)),
+        // Only floats that survive a JSON text round trip: serde_json's default parser (the
+        // crate is built without `float_roundtrip`) may move some by one ulp, e.g.
+        // 4.2434902381660746e-210 reads back as 4.243490238166074e-210 (see BENCHMARKS.md).
+        any::<f64>()
+            .prop_filter("finite, exact in JSON", |f| {
+                f.is_finite()
+                    && serde_json::from_str::<f64>(&Value::from(*f).to_string()).ok() == Some(*f)
+            })
+            .prop_map(Value::from),
         ".{0,12}".prop_map(Value::from),
         prop_oneof![
             Just("join"),
@@ -306,15 +311,6 @@ proptest! {
                 Encoded::Binary(b) => rmp_serde::from_slice(&b).unwrap(),
             };
             prop_assert_eq!(&got["type"], "batch");
-            // serde_json's default float parser is not exactly round-trip, so the JSON side is
-            // compared with the frames as that same parser reads them back.
-            let want: Vec<Value> = match enc {
-                Encoding::Json => frames
-                    .iter()
-                    .map(|f| serde_json::from_str(&serde_json::to_string(f).unwrap()).unwrap())
-                    .collect(),
-                Encoding::Msgpack => want.clone(),
-            };
             prop_assert_eq!(got["messages"].as_array().unwrap(), &want);
         }
     }

@@ -104,6 +104,7 @@ fn all(ctx: Arc<Ctx>) -> Vec<Trial> {
         .with_ignored_flag(std::env::var_os("ROOMKEEPER_SOAK").is_none())
     };
     let mut all = trials![ctx;
+        reliability::crash_mid_publishing_loses_nothing_acknowledged,
         reliability::a_panic_inside_an_object_leaves_nothing_broken,
         foundation::health_answers,
         foundation::unknown_route_is_404_json,

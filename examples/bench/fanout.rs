@@ -1,0 +1,463 @@
+//! Fan-out: N subscribers in one room, P of them also publishing at a fixed rate; every
+//! subscriber checks what it receives.
+//!
+//! The same run goes either to a Room (`/api/rooms/:room/ws`, every message persisted,
+//! ordered and acknowledged) or to the raw baseline object (`/api/bench/raw/:room/ws`, which
+//! only rebroadcasts). Each published body carries a sequence number and the send time, so a
+//! subscriber records the delivery latency and which sequence numbers it got: loss and
+//! duplicates are counted per subscriber, and for the Room the offsets must strictly increase.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use serde::Deserialize;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::stats::{now_us, Cpu, CpuDelta, Samples};
+use crate::Ctx;
+
+/// A client WebSocket.
+pub type WsStream = WebSocketStream<MaybeTlsStream<TcpStream>>;
+/// The sending half of one.
+pub type Sink = SplitSink<WsStream, WsMessage>;
+
+/// Where the messages go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// A Room object: parsed, persisted, ordered, acknowledged.
+    Room,
+    /// The raw baseline object: rebroadcast as is.
+    Raw,
+}
+
+impl Target {
+    /// Name in tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Room => "Room",
+            Self::Raw => "raw baseline",
+        }
+    }
+}
+
+/// One fan-out run.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    /// Room or raw baseline.
+    pub target: Target,
+    /// Connections in the room (publishers included).
+    pub subscribers: usize,
+    /// How many of them publish, round-robin.
+    pub publishers: usize,
+    /// Messages per second offered, all publishers together.
+    pub rate: f64,
+    /// How long messages are offered.
+    pub duration: Duration,
+    /// How long to wait after the last send for the last deliveries.
+    pub drain: Duration,
+}
+
+/// What a run measured.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// Messages published.
+    pub sent: u64,
+    /// Deliveries that should have happened (`sent × subscribers`).
+    pub expected: u64,
+    /// Distinct deliveries that happened.
+    pub delivered: u64,
+    /// Deliveries of a message a subscriber already had.
+    pub duplicates: u64,
+    /// Room only: message frames whose offset did not increase.
+    pub out_of_order: u64,
+    /// Room only: acknowledgements received by the publishers.
+    pub acks: u64,
+    /// Error frames received.
+    pub errors: u64,
+    /// First error frame, for the report.
+    pub first_error: Option<String>,
+    /// WebSocket frames received (differs from deliveries when messages are batched).
+    pub frames: u64,
+    /// Delivery latency: send → receive, every delivery.
+    pub latency: Samples,
+    /// CPU over the run (first send until the last delivery or the drain timeout).
+    pub cpu: CpuDelta,
+    /// Time from the first send to the last delivery.
+    pub active: Duration,
+    /// Publishing rate actually achieved.
+    pub achieved_rate: f64,
+    /// Deliveries that arrived only after the drain time (late, not lost; measured by waiting
+    /// up to [`LATE_WAIT`] more, outside the CPU measurement).
+    pub late: u64,
+}
+
+/// How long a run that fell behind keeps waiting to tell late deliveries from lost ones.
+pub const LATE_WAIT: Duration = Duration::from_secs(15);
+
+impl Outcome {
+    /// Deliveries missing.
+    pub fn loss(&self) -> u64 {
+        self.expected.saturating_sub(self.delivered)
+    }
+
+    /// Deliveries per second over the active time.
+    pub fn deliveries_per_s(&self) -> f64 {
+        self.delivered as f64 / self.active.as_secs_f64().max(1e-9)
+    }
+}
+
+/// Per-subscriber tally.
+#[derive(Default)]
+struct Tally {
+    seen: Vec<bool>,
+    delivered: u64,
+    duplicates: u64,
+    out_of_order: u64,
+    last_offset: u64,
+    acks: u64,
+    errors: u64,
+    first_error: Option<String>,
+    frames: u64,
+    latency: Vec<u64>,
+    /// `(send time, latency)` of every delivery, kept only for `BENCH_TRACE`.
+    trace: Option<Vec<(u64, u64)>>,
+}
+
+#[derive(Deserialize)]
+struct Stamp {
+    s: u64,
+    t: u64,
+}
+
+/// Any frame the bench receives; fields it does not use are skipped.
+#[derive(Deserialize)]
+struct Incoming {
+    #[serde(rename = "type", default)]
+    kind: Option<String>,
+    #[serde(default)]
+    offset: Option<u64>,
+    #[serde(default)]
+    body: Option<Stamp>,
+    #[serde(default)]
+    s: Option<u64>,
+    #[serde(default)]
+    t: Option<u64>,
+    #[serde(default)]
+    messages: Option<Vec<Incoming>>,
+    #[serde(default)]
+    code: Option<String>,
+}
+
+impl Tally {
+    fn stamp(&mut self, s: u64, t: u64, now: u64, progress: &AtomicU64) {
+        let Some(slot) = self.seen.get_mut(s as usize) else {
+            self.errors += 1;
+            return;
+        };
+        if *slot {
+            self.duplicates += 1;
+            return;
+        }
+        *slot = true;
+        self.delivered += 1;
+        self.latency.push(now.saturating_sub(t));
+        if let Some(trace) = &mut self.trace {
+            trace.push((t, now.saturating_sub(t)));
+        }
+        progress.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn frame(&mut self, f: Incoming, now: u64, progress: &AtomicU64) {
+        match f.kind.as_deref() {
+            None => {
+                if let (Some(s), Some(t)) = (f.s, f.t) {
+                    self.stamp(s, t, now, progress);
+                }
+            }
+            Some("message") => {
+                if let Some(o) = f.offset {
+                    if o <= self.last_offset {
+                        self.out_of_order += 1;
+                    }
+                    self.last_offset = o;
+                }
+                if let Some(b) = f.body {
+                    self.stamp(b.s, b.t, now, progress);
+                }
+            }
+            Some("batch") => {
+                for m in f.messages.unwrap_or_default() {
+                    self.frame(m, now, progress);
+                }
+            }
+            Some("ack") => self.acks += 1,
+            Some("error") => {
+                self.errors += 1;
+                if self.first_error.is_none() {
+                    self.first_error = f.code;
+                }
+            }
+            Some(_) => {}
+        }
+    }
+}
+
+/// Opens one connection (and joins, for a Room); returns the socket ready for traffic.
+pub async fn open(ctx: &Ctx, target: Target, room: &str, i: usize) -> Result<WsStream, String> {
+    let url = match target {
+        Target::Room => format!("{}/api/rooms/{room}/ws?token={}", ctx.ws, ctx.token),
+        Target::Raw => format!("{}/api/bench/raw/{room}/ws", ctx.ws),
+    };
+    let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str())
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    if target == Target::Room {
+        let join = format!(r#"{{"type":"join","name":"s{i}"}}"#);
+        ws.send(WsMessage::Text(join.into()))
+            .await
+            .map_err(|e| format!("join: {e}"))?;
+        welcome(&mut ws).await?;
+    }
+    Ok(ws)
+}
+
+/// Waits for the welcome frame (anything else first is an error).
+pub async fn welcome(ws: &mut WsStream) -> Result<(), String> {
+    let next = tokio::time::timeout(Duration::from_secs(30), ws.next())
+        .await
+        .map_err(|_| "no welcome within 30 s".to_string())?;
+    match next {
+        Some(Ok(WsMessage::Text(t))) if t.contains(r#""type":"welcome""#) => Ok(()),
+        other => Err(format!("expected welcome, got {other:?}")),
+    }
+}
+
+/// Opens `n` connections, at most `parallel` at a time.
+pub async fn open_many(
+    ctx: &Ctx,
+    target: Target,
+    room: &str,
+    n: usize,
+    parallel: usize,
+) -> Result<Vec<WsStream>, String> {
+    let results: Vec<Result<WsStream, String>> = futures_util::stream::iter(0..n)
+        .map(|i| open(ctx, target, room, i))
+        .buffer_unordered(parallel)
+        .collect()
+        .await;
+    results.into_iter().collect()
+}
+
+async fn read(
+    mut stream: SplitStream<WsStream>,
+    mut tally: Tally,
+    progress: Arc<AtomicU64>,
+    last_seen: Arc<AtomicU64>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Tally {
+    loop {
+        tokio::select! {
+            _ = stop.changed() => break,
+            next = stream.next() => {
+                let Some(Ok(msg)) = next else { break };
+                let WsMessage::Text(text) = msg else { continue };
+                let now = now_us();
+                tally.frames += 1;
+                match serde_json::from_str::<Incoming>(&text) {
+                    Ok(f) => tally.frame(f, now, &progress),
+                    Err(_) => tally.errors += 1,
+                }
+                last_seen.fetch_max(now, Ordering::Relaxed);
+            }
+        }
+    }
+    tally
+}
+
+/// Connected subscribers, each with a task tallying what it receives.
+pub struct Subscribers {
+    readers: Vec<tokio::task::JoinHandle<Tally>>,
+    progress: Arc<AtomicU64>,
+    last_seen: Arc<AtomicU64>,
+    stop: tokio::sync::watch::Sender<bool>,
+    /// The sending halves of the first `publishers` connections.
+    pub sinks: Vec<Sink>,
+}
+
+impl Subscribers {
+    /// Opens `n` connections into `room`; keeps the sending half of the first `publishers`.
+    /// Each subscriber can tell apart sequence numbers below `capacity`.
+    pub async fn open(
+        ctx: &Ctx,
+        target: Target,
+        room: &str,
+        n: usize,
+        publishers: usize,
+        capacity: usize,
+    ) -> Result<Self, String> {
+        let sockets = open_many(ctx, target, room, n, 50).await?;
+        let progress = Arc::new(AtomicU64::new(0));
+        let last_seen = Arc::new(AtomicU64::new(0));
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        let mut sinks = Vec::new();
+        let mut readers = Vec::new();
+        for (i, ws) in sockets.into_iter().enumerate() {
+            let (sink, stream) = ws.split();
+            if i < publishers {
+                sinks.push(sink);
+            }
+            let tally = Tally {
+                seen: vec![false; capacity],
+                trace: std::env::var_os("BENCH_TRACE").map(|_| Vec::new()),
+                ..Tally::default()
+            };
+            readers.push(tokio::spawn(read(
+                stream,
+                tally,
+                Arc::clone(&progress),
+                Arc::clone(&last_seen),
+                stop_rx.clone(),
+            )));
+        }
+        Ok(Self {
+            readers,
+            progress,
+            last_seen,
+            stop,
+            sinks,
+        })
+    }
+
+    /// Waits until `expected` deliveries happened or `drain` passed.
+    pub async fn wait(&self, expected: u64, drain: Duration) {
+        let deadline = tokio::time::Instant::now() + drain;
+        while self.progress.load(Ordering::Relaxed) < expected
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    /// Deliveries so far.
+    pub fn delivered(&self) -> u64 {
+        self.progress.load(Ordering::Relaxed)
+    }
+
+    /// When the last message frame arrived, µs on the [`now_us`] clock.
+    pub fn last_seen(&self) -> u64 {
+        self.last_seen.load(Ordering::Relaxed)
+    }
+
+    /// Stops the readers, closes the connections and adds up their tallies into `out`.
+    pub async fn finish(self, out: &mut Outcome) -> Result<(), String> {
+        self.stop.send(true).ok();
+        for (i, r) in self.readers.into_iter().enumerate() {
+            let t = r.await.map_err(|e| format!("reader: {e}"))?;
+            if let (0, Some(trace), Ok(path)) = (i, &t.trace, std::env::var("BENCH_TRACE")) {
+                // Debugging aid: one subscriber's deliveries over time, as CSV.
+                let csv: String = trace.iter().map(|(t, l)| format!("{t},{l}\n")).collect();
+                let _ = std::fs::write(path, csv);
+            }
+            out.delivered += t.delivered;
+            out.duplicates += t.duplicates;
+            out.out_of_order += t.out_of_order;
+            out.acks += t.acks;
+            out.errors += t.errors;
+            out.frames += t.frames;
+            if out.first_error.is_none() {
+                out.first_error = t.first_error;
+            }
+            out.latency.0.extend(t.latency);
+        }
+        for mut s in self.sinks {
+            let _ = s.close().await;
+        }
+        Ok(())
+    }
+}
+
+impl Outcome {
+    /// An outcome before the subscribers' tallies are added.
+    pub fn new(sent: u64, expected: u64, cpu: CpuDelta, active: Duration, rate: f64) -> Self {
+        Self {
+            sent,
+            expected,
+            delivered: 0,
+            duplicates: 0,
+            out_of_order: 0,
+            acks: 0,
+            errors: 0,
+            first_error: None,
+            frames: 0,
+            latency: Samples::default(),
+            cpu,
+            active,
+            achieved_rate: rate,
+            late: 0,
+        }
+    }
+}
+
+/// Runs one fan-out measurement on fresh connections in a fresh room.
+pub async fn run(ctx: &Ctx, spec: &Spec) -> Result<Outcome, String> {
+    let room = ctx.room(match spec.target {
+        Target::Room => "fan",
+        Target::Raw => "raw",
+    });
+    let capacity = (spec.rate * spec.duration.as_secs_f64() * 1.05) as usize + 8;
+    let mut subs = Subscribers::open(
+        ctx,
+        spec.target,
+        &room,
+        spec.subscribers,
+        spec.publishers,
+        capacity,
+    )
+    .await?;
+    // Let the joins settle before measuring anything.
+    ctx.settle().await;
+    let cpu0 = Cpu::now(&ctx.workerd);
+    let start = tokio::time::Instant::now();
+    let first_send = now_us();
+    let interval = Duration::from_secs_f64(1.0 / spec.rate);
+    let mut sent: u64 = 0;
+    while (sent as usize) < capacity - 8 {
+        let due = start + interval * sent as u32;
+        if due.duration_since(start) >= spec.duration {
+            break;
+        }
+        tokio::time::sleep_until(due).await;
+        let t = now_us();
+        let text = match spec.target {
+            Target::Room => {
+                format!(r#"{{"type":"publish","body":{{"s":{sent},"t":{t}}},"id":"p{sent}"}}"#)
+            }
+            Target::Raw => format!(r#"{{"s":{sent},"t":{t}}}"#),
+        };
+        let n = subs.sinks.len();
+        subs.sinks[sent as usize % n]
+            .send(WsMessage::Text(text.into()))
+            .await
+            .map_err(|e| format!("publish: {e}"))?;
+        sent += 1;
+    }
+    let sending = start.elapsed();
+    let expected = sent * spec.subscribers as u64;
+    subs.wait(expected, spec.drain).await;
+    let cpu = cpu0.since(&ctx.workerd);
+    let active = Duration::from_micros(subs.last_seen().max(first_send) - first_send);
+    let on_time = subs.delivered();
+    if on_time < expected {
+        subs.wait(expected, LATE_WAIT).await;
+    }
+    let rate = sent as f64 / sending.as_secs_f64().max(1e-9);
+    let mut out = Outcome::new(sent, expected, cpu, active, rate);
+    subs.finish(&mut out).await?;
+    out.late = out.delivered.saturating_sub(on_time);
+    Ok(out)
+}

@@ -1,0 +1,718 @@
+//! Roomkeeper's load generator: benchmark scenarios against real local workerd, each printing
+//! a markdown table row (see `BENCHMARKS.md` for the figures and what they mean).
+//!
+//! ```text
+//! cargo run --release --example bench -- [--only fanout,saturation,storm,http,limiter,locks,memory,batch]
+//!                                        [--full] [--via-proxy] [--out FILE]
+//! ```
+//!
+//! It starts its own `wrangler dev` on a fresh state directory (the Worker must be built:
+//! `scripts/bench.sh` does both) with settings that let one connection publish as fast as the
+//! scenario asks (`ROOM_PUBLISH_RATE`) and rate-limit policies that never refuse the load
+//! generator. Traffic goes to 127.0.0.1 only, and every loop is bounded in count and time.
+//!
+//! # Layout
+//!
+//! - `fanout`: subscribers that tally every delivery; fixed-rate and saturation runs against a
+//!   Room or the raw baseline object.
+//! - `conns`: connect storm and memory per idle connection.
+//! - `api`: HTTP broadcast, rate-limit checks, lock round trips.
+//! - `stats`: percentiles, CPU snapshots, tables.
+//! - `workerd` (shared with the end-to-end tests): finding and measuring workerd processes.
+//!
+//! Server CPU is the workerd runtime's utime + stime (`/proc/<pid>/stat`) over a run, divided
+//! by the deliveries (or requests) of that run. By default the load generator talks to the
+//! runtime's own loopback port, bypassing the proxy `wrangler dev` puts in front of it (there
+//! is no such proxy in production); `--via-proxy` goes through the proxy instead.
+
+mod api;
+mod conns;
+mod fanout;
+#[allow(dead_code)]
+#[path = "../../tests/e2e/harness.rs"]
+mod harness;
+mod server;
+mod stats;
+#[allow(dead_code)]
+#[path = "../../tests/e2e/workerd.rs"]
+mod workerd;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use fanout::{Outcome, Spec, Target};
+use stats::{thousands, Table};
+
+/// Settings of the bench server: a connection may publish as fast as a scenario offers, and
+/// the router's rate limits never refuse the load generator.
+const BENCH_VARS: &[(&str, &str)] = &[
+    ("ROOM_PUBLISH_RATE", "10000"),
+    ("ROOM_PUBLISH_BURST", "10000"),
+    (
+        "LIMIT_POLICIES",
+        r#"{"connect":{"rate":1000000,"period_ms":1000,"burst":1000000},"api":{"rate":1000000,"period_ms":1000,"burst":1000000}}"#,
+    ),
+];
+
+/// What every scenario needs.
+pub struct Ctx {
+    /// `http://127.0.0.1:PORT` (the runtime's own port unless `--via-proxy`).
+    pub http: String,
+    /// `ws://127.0.0.1:PORT`.
+    pub ws: String,
+    /// The server's workerd processes.
+    pub workerd: workerd::Workerd,
+    /// A connection token for user `bench` in every room, permissions publish + subscribe
+    /// (no presence, so a thousand joins do not become a million presence frames).
+    pub token: String,
+    /// Keeps room, key and lock names of this run apart from earlier runs.
+    pub run: String,
+    /// HTTP client for the API scenarios.
+    pub http_client: reqwest::Client,
+    /// How long [`Ctx::settle`] waits for the rest of the machine to be quiet.
+    pub quiet_wait: Duration,
+}
+
+impl Ctx {
+    /// A fresh name for a room, key or lock.
+    pub fn room(&self, tag: &str) -> String {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        format!("{tag}-{}-{}", self.run, N.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Waits until the runtime is idle (under 2.5 % of a core over 300 ms, so a run does not
+    /// pay for the previous one's closing connections) and, for up to `quiet_wait` more, until
+    /// the rest of the machine is quiet too (under 25 % of a core): the cores are shared.
+    pub async fn settle(&self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        let quiet_deadline = deadline + self.quiet_wait;
+        while tokio::time::Instant::now() < quiet_deadline {
+            let c = stats::Cpu::now(&self.workerd);
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let d = c.since(&self.workerd);
+            let idle = d.runtime_us < 7_500;
+            if idle && (d.other_share() < 0.25 || tokio::time::Instant::now() > deadline) {
+                return;
+            }
+        }
+    }
+}
+
+struct Args {
+    only: Option<Vec<String>>,
+    sizes: Option<Vec<usize>>,
+    rate: Option<f64>,
+    windows: Option<Vec<u64>>,
+    full: bool,
+    via_proxy: bool,
+    out: Option<String>,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        only: None,
+        sizes: None,
+        rate: None,
+        windows: None,
+        full: false,
+        via_proxy: false,
+        out: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--only" => {
+                a.only = it
+                    .next()
+                    .map(|s| s.split(',').map(str::to_string).collect())
+            }
+            "--sizes" => {
+                a.sizes = it
+                    .next()
+                    .map(|s| s.split(',').filter_map(|n| n.parse().ok()).collect())
+            }
+            "--rate" => a.rate = it.next().and_then(|r| r.parse().ok()),
+            "--windows" => {
+                a.windows = it
+                    .next()
+                    .map(|s| s.split(',').filter_map(|n| n.parse().ok()).collect())
+            }
+            "--full" => a.full = true,
+            "--quick" => a.full = false,
+            "--via-proxy" => a.via_proxy = true,
+            "--out" => a.out = it.next(),
+            "--help" | "-h" => {
+                println!("{}", include_str!("usage.txt"));
+                std::process::exit(0);
+            }
+            other => {
+                eprintln!("unknown argument {other}\n{}", include_str!("usage.txt"));
+                std::process::exit(2);
+            }
+        }
+    }
+    a
+}
+
+fn wanted(a: &Args, name: &str) -> bool {
+    a.only.as_ref().is_none_or(|o| o.iter().any(|s| s == name))
+}
+
+/// Starts a bench server with extra settings and builds the context for it.
+async fn start(extra: &[(&str, &str)], via_proxy: bool, full: bool) -> (server::Server, Ctx) {
+    let mut vars = BENCH_VARS.to_vec();
+    vars.extend_from_slice(extra);
+    let server = server::Server::start(&vars);
+    let w = workerd::wait_find(server.port, Duration::from_secs(20))
+        .expect("find the workerd processes of the bench server");
+    let port = match (via_proxy, w.direct_port) {
+        (false, Some(p)) => p,
+        _ => server.port,
+    };
+    let http = format!("http://127.0.0.1:{port}");
+    let token = harness::token(
+        &http,
+        serde_json::json!({"sub": "bench", "rooms": ["*"], "perms": ["publish", "subscribe"], "ttl_s": 7200}),
+    )
+    .await;
+    let ctx = Ctx {
+        ws: format!("ws://127.0.0.1:{port}"),
+        http,
+        workerd: w,
+        token,
+        run: format!("{:x}", std::process::id()),
+        http_client: reqwest::Client::builder()
+            .no_proxy()
+            .pool_max_idle_per_host(64)
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("http client"),
+        quiet_wait: Duration::from_secs(if full { 30 } else { 5 }),
+    };
+    println!(
+        "bench server {vars:?}: {} (workerd runtime pid {}, proxy pid {}, {})",
+        ctx.http,
+        ctx.workerd.runtime,
+        ctx.workerd.proxy,
+        if ctx.http.ends_with(&format!(":{}", server.port)) {
+            "through wrangler's proxy"
+        } else {
+            "direct to the runtime"
+        }
+    );
+    (server, ctx)
+}
+
+fn fanout_row(t: &mut Table, spec: &Spec, o: &mut Outcome, note: &str) {
+    t.row(vec![
+        spec.target.name().into(),
+        spec.subscribers.to_string(),
+        format!("{:.0}", o.achieved_rate),
+        thousands(o.delivered as f64),
+        thousands(o.deliveries_per_s()),
+        o.latency.cell(),
+        format!("{} / {}", o.loss(), o.duplicates),
+        format!(
+            "{:.2} ({:.0} % sys)",
+            o.cpu.per(o.delivered),
+            o.cpu.runtime_sys_us as f64 * 100.0 / o.cpu.runtime_us.max(1) as f64
+        ),
+        format!("{:.0} %", o.cpu.runtime_share() * 100.0),
+        format!("{:.2}", o.cpu.me_us as f64 / o.delivered.max(1) as f64),
+        note.into(),
+    ]);
+}
+
+fn check(o: &Outcome) -> String {
+    let mut notes = Vec::new();
+    if o.late > 0 {
+        notes.push(format!("{} deliveries later than the drain time", o.late));
+    }
+    if o.cpu.proxy_us * 20 > o.cpu.runtime_us && o.sent > 0 {
+        notes.push(format!(
+            "wrangler proxy {:.1} µs/delivery more",
+            o.cpu.proxy_us as f64 / o.delivered.max(1) as f64
+        ));
+    }
+    if o.cpu.other_share() > 0.05 {
+        notes.push(format!(
+            "other load {:.0} % of a core",
+            o.cpu.other_share() * 100.0
+        ));
+    }
+    if o.out_of_order > 0 {
+        notes.push(format!("{} out of order", o.out_of_order));
+    }
+    if o.errors > 0 {
+        notes.push(format!(
+            "{} errors ({})",
+            o.errors,
+            o.first_error.as_deref().unwrap_or("?")
+        ));
+    }
+    notes.join("; ")
+}
+
+const FANOUT_COLUMNS: &[&str] = &[
+    "target",
+    "subscribers",
+    "msgs/s",
+    "deliveries",
+    "deliveries/s",
+    "latency p50 / p99 / max (ms)",
+    "loss / dup",
+    "server CPU µs/delivery",
+    "workerd core use",
+    "loadgen CPU µs/delivery",
+    "notes",
+];
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let started = std::time::Instant::now();
+    let a = args();
+    let secs = |quick: u64, full: u64| Duration::from_secs(if a.full { full } else { quick });
+    let main_set = [
+        "fanout",
+        "saturation",
+        "storm",
+        "health",
+        "http",
+        "limiter",
+        "locks",
+        "memory",
+    ];
+    let (server, ctx) = if main_set.iter().any(|s| wanted(&a, s)) {
+        let (server, ctx) = start(&[], a.via_proxy, a.full).await;
+        (Some(server), Some(ctx))
+    } else {
+        (None, None)
+    };
+    let mut tables: Vec<Table> = Vec::new();
+
+    if let (true, Some(ctx)) = (wanted(&a, "fanout"), &ctx) {
+        let mut t = Table::new("Fan-out, fixed rate", FANOUT_COLUMNS);
+        let mut ratio = Table::new(
+            "Room vs raw baseline, server CPU per delivery (alternating runs, same server)",
+            &[
+                "subscribers",
+                "msgs/s",
+                "pairs",
+                "Room µs (each run)",
+                "raw µs (each run)",
+                "ratio (each pair)",
+                "median ratio",
+                "target",
+            ],
+        );
+        let sizes = [(10usize, 200.0), (100, 200.0), (1000, 20.0)];
+        for (n, rate) in sizes
+            .into_iter()
+            .filter(|(n, _)| a.sizes.as_ref().is_none_or(|s| s.contains(n)))
+            .map(|(n, rate)| (n, a.rate.unwrap_or(rate)))
+        {
+            // Room and raw alternate (raw first, then Room first, …) so slow drift in the
+            // machine's background load does not favour either.
+            let pairs = if n == 100 || a.full { 3 } else { 1 };
+            let (mut room, mut raw, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+            for p in 0..pairs {
+                let order = if p % 2 == 0 {
+                    [Target::Raw, Target::Room]
+                } else {
+                    [Target::Room, Target::Raw]
+                };
+                let mut per = [f64::NAN; 2];
+                for target in order {
+                    let spec = Spec {
+                        target,
+                        subscribers: n,
+                        publishers: n.min(10),
+                        rate,
+                        duration: secs(6, 20),
+                        drain: Duration::from_secs(5),
+                    };
+                    let k = usize::from(target == Target::Room);
+                    match fanout::run(ctx, &spec).await {
+                        Ok(mut o) => {
+                            per[k] = o.cpu.per(o.delivered);
+                            let note = check(&o);
+                            fanout_row(&mut t, &spec, &mut o, &note);
+                        }
+                        Err(e) => t.row(vec![
+                            target.name().into(),
+                            n.to_string(),
+                            format!("failed: {e}"),
+                        ]),
+                    }
+                }
+                raw.push(format!("{:.1}", per[0]));
+                room.push(format!("{:.1}", per[1]));
+                ratios.push(per[1] / per[0]);
+            }
+            let cells: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+            ratios.sort_by(|a, b| a.total_cmp(b));
+            ratio.row(vec![
+                n.to_string(),
+                format!("{rate:.0}"),
+                pairs.to_string(),
+                room.join(", "),
+                raw.join(", "),
+                cells.join(", "),
+                format!("**{:.2}×**", ratios[ratios.len() / 2]),
+                if n == 100 {
+                    "≤ 1.15×".into()
+                } else {
+                    "—".into()
+                },
+            ]);
+        }
+        tables.push(t);
+        tables.push(ratio);
+    }
+
+    if let (true, Some(ctx)) = (wanted(&a, "saturation"), &ctx) {
+        let mut t = Table::new(
+            "Fan-out saturation (100 subscribers; highest step with zero loss and p99 ≤ 100 ms)",
+            &[
+                "target",
+                "msgs/s offered → sent",
+                "deliveries/s",
+                "latency p50 / p99 / max (ms)",
+                "loss (late)",
+                "server CPU µs/delivery",
+                "workerd core use",
+                "sustained",
+                "other load",
+            ],
+        );
+        for target in [Target::Raw, Target::Room] {
+            let mut rate = 200.0;
+            for _ in 0..if a.full { 8 } else { 5 } {
+                let spec = Spec {
+                    target,
+                    subscribers: 100,
+                    publishers: 10,
+                    rate,
+                    duration: secs(3, 6),
+                    drain: Duration::from_secs(3),
+                };
+                let Ok(mut o) = fanout::run(ctx, &spec).await else {
+                    break;
+                };
+                let p99 = o.latency.ms(0.99);
+                let ok =
+                    o.loss() == 0 && o.late == 0 && p99 <= 100.0 && o.achieved_rate >= rate * 0.95;
+                t.row(vec![
+                    target.name().into(),
+                    format!("{rate:.0} → {:.0}", o.achieved_rate),
+                    thousands(o.deliveries_per_s()),
+                    o.latency.cell(),
+                    format!("{} ({} late)", o.loss(), o.late),
+                    format!("{:.2}", o.cpu.per(o.delivered)),
+                    format!("{:.0} %", o.cpu.runtime_share() * 100.0),
+                    if ok { "yes".into() } else { "**no**".into() },
+                    other(&o.cpu),
+                ]);
+                if !ok {
+                    break;
+                }
+                rate *= 1.5;
+            }
+        }
+        tables.push(t);
+    }
+
+    if let (true, Some(ctx)) = (wanted(&a, "storm"), &ctx) {
+        let mut t = Table::new(
+            "Connect storm (connect, join, welcome)",
+            &[
+                "connections",
+                "parallel",
+                "presence",
+                "connects/s",
+                "time to welcome p50 / p99 / max (ms)",
+                "failed",
+                "server CPU ms/connect",
+                "other load",
+            ],
+        );
+        for (n, parallel, anonymous) in [(1000usize, 50usize, false), (200, 50, true)] {
+            ctx.settle().await;
+            let mut s = conns::storm(ctx, n, parallel, anonymous).await;
+            t.row(vec![
+                n.to_string(),
+                parallel.to_string(),
+                if anonymous {
+                    "yes (anonymous: every join announced to all)".into()
+                } else {
+                    "no (token without presence)".into()
+                },
+                format!("{:.0}", s.ok as f64 / s.wall.as_secs_f64()),
+                s.to_welcome.cell(),
+                match &s.first_failure {
+                    Some(f) => format!("{} ({f})", s.failed),
+                    None => "0".into(),
+                },
+                format!("{:.2}", s.cpu.per(s.ok as u64) / 1000.0),
+                other(&s.cpu),
+            ]);
+        }
+        tables.push(t);
+    }
+
+    if let (true, Some(ctx)) = (wanted(&a, "http"), &ctx) {
+        let mut t = Table::new(
+            "HTTP broadcast (POST /api/rooms/:room/broadcast, 10 subscribers)",
+            &[
+                "clients",
+                "requests/s",
+                "request p50 / p99 / max (ms)",
+                "to delivery p50 / p99 / max (ms)",
+                "loss / dup",
+                "failed",
+                "server CPU µs/request",
+                "other load",
+            ],
+        );
+        ctx.settle().await;
+        match api::http_broadcast(ctx, 10, 8, secs(5, 15), 50_000).await {
+            Ok((mut o, mut l)) => t.row(vec![
+                "8".into(),
+                format!("{:.0}", l.per_s()),
+                l.latency.cell(),
+                o.latency.cell(),
+                format!("{} / {}", o.loss(), o.duplicates),
+                l.failed.to_string(),
+                format!("{:.0}", o.cpu.per(l.ok)),
+                other(&o.cpu),
+            ]),
+            Err(e) => t.row(vec![format!("failed: {e}")]),
+        }
+        tables.push(t);
+    }
+
+    if let (true, Some(ctx)) = (wanted(&a, "health"), &ctx) {
+        let mut t = Table::new(
+            "Router floor: GET /health (no object, no API key)",
+            &[
+                "clients",
+                "requests/s",
+                "p50 / p99 / max (ms)",
+                "failed",
+                "server CPU µs/request",
+                "other load",
+            ],
+        );
+        ctx.settle().await;
+        let mut l = api::health(ctx, 16, secs(5, 15)).await;
+        t.row(vec![
+            "16".into(),
+            format!("{:.0}", l.per_s()),
+            l.latency.cell(),
+            failed(&l),
+            format!("{:.0}", l.cpu.per(l.ok)),
+            other(&l.cpu),
+        ]);
+        tables.push(t);
+    }
+
+    if let (true, Some(ctx)) = (wanted(&a, "limiter"), &ctx) {
+        let mut t = Table::new(
+            "Rate-limit checks (POST /api/limits/api/:key)",
+            &[
+                "keys",
+                "clients",
+                "checks/s",
+                "p50 / p99 / max (ms)",
+                "failed",
+                "server CPU µs/check",
+                "target",
+                "other load",
+            ],
+        );
+        for contended in [false, true] {
+            ctx.settle().await;
+            let mut l = api::limiter(ctx, 16, secs(5, 15), contended).await;
+            t.row(vec![
+                if contended {
+                    "one (contended)"
+                } else {
+                    "one per client"
+                }
+                .into(),
+                "16".into(),
+                format!("{:.0}", l.per_s()),
+                l.latency.cell(),
+                failed(&l),
+                format!("{:.0}", l.cpu.per(l.ok)),
+                "≥ 2,000 checks/s".into(),
+                other(&l.cpu),
+            ]);
+        }
+        tables.push(t);
+    }
+
+    if let (true, Some(ctx)) = (wanted(&a, "locks"), &ctx) {
+        let mut t = Table::new(
+            "Lock round trips (acquire then release)",
+            &[
+                "locks",
+                "clients",
+                "cycles/s",
+                "acquire p50 / p99 / max (ms)",
+                "release p50 / p99 / max (ms)",
+                "failed",
+                "target",
+                "other load",
+            ],
+        );
+        for (clients, contended) in [(1usize, false), (16, false), (8, true)] {
+            ctx.settle().await;
+            let mut l = api::locks(ctx, clients, secs(4, 10), contended).await;
+            t.row(vec![
+                if contended {
+                    "one (contended, wait ≤ 10 s)"
+                } else {
+                    "one per client (uncontended)"
+                }
+                .into(),
+                clients.to_string(),
+                format!("{:.0}", l.per_s()),
+                l.latency.cell(),
+                l.latency2.cell(),
+                failed(&l),
+                if contended {
+                    "—".into()
+                } else {
+                    "p99 ≤ 10 ms".into()
+                },
+                other(&l.cpu),
+            ]);
+        }
+        tables.push(t);
+    }
+
+    if let (true, Some(ctx)) = (wanted(&a, "memory"), &ctx) {
+        let mut t = Table::new(
+            "Memory: workerd runtime resident set, idle connections in one room",
+            &[
+                "connections",
+                "RSS before (MiB)",
+                "RSS open (MiB)",
+                "per 1,000 open (MiB)",
+                "RSS after idle (MiB)",
+                "per 1,000 after idle (MiB)",
+                "delivered after idle",
+            ],
+        );
+        ctx.settle().await;
+        match conns::memory(ctx, 1000, secs(20, 60)).await {
+            Ok(m) => {
+                let mib = |k: u64| k as f64 / 1024.0;
+                let per = |k: u64| {
+                    (k as f64 - m.before_kib as f64) / 1024.0 * 1000.0 / m.connections as f64
+                };
+                t.row(vec![
+                    m.connections.to_string(),
+                    format!("{:.1}", mib(m.before_kib)),
+                    format!("{:.1}", mib(m.open_kib)),
+                    format!("{:.1}", per(m.open_kib)),
+                    format!("{:.1} ({} s)", mib(m.idle_kib), m.idle.as_secs()),
+                    format!("{:.1}", per(m.idle_kib)),
+                    format!("{} / {}", m.delivered_after_idle, m.connections),
+                ]);
+            }
+            Err(e) => t.row(vec![format!("failed: {e}")]),
+        }
+        tables.push(t);
+    }
+
+    drop(server);
+
+    if wanted(&a, "batch") {
+        let mut t = Table::new(
+            "Fan-out with the batch window on (100 subscribers; one server per window)",
+            &[
+                "window (ms)",
+                "msgs/s",
+                "deliveries",
+                "frames/delivery",
+                "latency p50 / p99 / max (ms)",
+                "loss / dup",
+                "server CPU µs/delivered message",
+                "workerd core use",
+                "target",
+                "notes",
+            ],
+        );
+        let windows: Vec<u64> = match &a.windows {
+            Some(w) => w.clone(),
+            None if a.full => vec![10, 25, 50, 100],
+            None => vec![25],
+        };
+        for window in windows {
+            let w = window.to_string();
+            let (server, ctx) =
+                start(&[("ROOM_BATCH_WINDOW_MS", w.as_str())], a.via_proxy, a.full).await;
+            for rate in a.rate.map_or(vec![200.0, 1000.0], |r| vec![r]) {
+                let spec = Spec {
+                    target: Target::Room,
+                    subscribers: 100,
+                    publishers: 10,
+                    rate,
+                    duration: secs(6, 15),
+                    drain: Duration::from_secs(5),
+                };
+                match fanout::run(&ctx, &spec).await {
+                    Ok(mut o) => {
+                        let p99 = o.latency.ms(0.99);
+                        let cpu = o.cpu.per(o.delivered);
+                        let met = cpu <= 3.0 && p99 <= window as f64 + 15.0 && o.loss() == 0;
+                        t.row(vec![
+                            w.clone(),
+                            format!("{:.0}", o.achieved_rate),
+                            thousands(o.delivered as f64),
+                            format!("{:.3}", o.frames as f64 / o.delivered.max(1) as f64),
+                            o.latency.cell(),
+                            format!("{} / {}", o.loss(), o.duplicates),
+                            format!("{cpu:.2}"),
+                            format!("{:.0} %", o.cpu.runtime_share() * 100.0),
+                            format!(
+                                "≤ 3 µs, p99 ≤ {} ms: {}",
+                                window + 15,
+                                if met { "met" } else { "**missed**" }
+                            ),
+                            check(&o),
+                        ]);
+                    }
+                    Err(e) => t.row(vec![w.clone(), format!("failed: {e}")]),
+                }
+            }
+            drop(ctx);
+            drop(server);
+        }
+        tables.push(t);
+    }
+
+    println!(
+        "\nall scenarios took {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    let all: String = tables.iter().map(Table::render).collect();
+    println!("\n---- all results ----\n{all}");
+    if let Some(path) = &a.out {
+        std::fs::write(path, &all).expect("write --out file");
+    }
+}
+
+/// The rest of the machine's CPU use during a run, as a share of one core.
+fn other(c: &stats::CpuDelta) -> String {
+    format!("{:.0} %", c.other_share() * 100.0)
+}
+
+fn failed(l: &api::Load) -> String {
+    match &l.first_failure {
+        Some(f) => format!("{} ({f})", l.failed),
+        None => "0".into(),
+    }
+}
