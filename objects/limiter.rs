@@ -11,6 +11,9 @@
 //! `POST /check` with a [`CheckRequest`] answers 200 with a [`Decision`], or 422
 //! `cost_exceeds_burst`.
 
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+
 use serde::{Deserialize, Serialize};
 use worker::{durable_object, DurableObject, Env, Request, Response, Result, SqlStorage, State};
 
@@ -34,6 +37,12 @@ pub(crate) struct CheckRequest {
 #[durable_object]
 pub struct Limiter {
     state: State,
+    /// The buckets this instance has read or written, by policy name. The object is their
+    /// only writer, so after the first check of a policy its state is read from here instead
+    /// of SQLite; every check still writes it back before answering.
+    buckets: RefCell<HashMap<String, GcraState>>,
+    /// Whether this instance has created its table.
+    ready: Cell<bool>,
 }
 
 #[derive(Deserialize)]
@@ -43,7 +52,11 @@ struct Row {
 
 impl DurableObject for Limiter {
     fn new(state: State, _env: Env) -> Self {
-        Self { state }
+        Self {
+            state,
+            buckets: RefCell::new(HashMap::new()),
+            ready: Cell::new(false),
+        }
     }
 
     async fn fetch(&self, req: Request) -> Result<Response> {
@@ -64,20 +77,29 @@ impl Limiter {
         }
         let c: CheckRequest = read_json(&mut req).await?;
         let sql = self.state.storage().sql();
+        if !self.ready.get() {
+            sql.exec(
+                "CREATE TABLE IF NOT EXISTS gcra (policy TEXT PRIMARY KEY, v TEXT NOT NULL)",
+                None,
+            )
+            .map_err(internal)?;
+            self.ready.set(true);
+        }
         // No await from here to the write: the read, the decision and the write are one step.
-        let mut gcra = load(&sql, &c.policy_name).map_err(internal)?;
+        let mut buckets = self.buckets.borrow_mut();
+        let mut gcra = match buckets.get(&c.policy_name) {
+            Some(g) => *g,
+            None => load(&sql, &c.policy_name).map_err(internal)?,
+        };
         let decision: Decision = limiter::check(&mut gcra, &c.policy, now_ms(), c.cost)
             .map_err(|e| ApiError::unprocessable(e.code(), e.to_string()))?;
         save(&sql, &c.policy_name, &gcra).map_err(internal)?;
+        buckets.insert(c.policy_name, gcra);
         json(200, &decision)
     }
 }
 
 fn load(sql: &SqlStorage, policy: &str) -> Result<GcraState> {
-    sql.exec(
-        "CREATE TABLE IF NOT EXISTS gcra (policy TEXT PRIMARY KEY, v TEXT NOT NULL)",
-        None,
-    )?;
     let rows: Vec<Row> = sql
         .exec(
             "SELECT v FROM gcra WHERE policy = ?",

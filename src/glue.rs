@@ -165,7 +165,10 @@ async fn handle(
     } else {
         None
     };
-    if let Some(k) = &key_name {
+    if let Some(k) = key_name
+        .as_ref()
+        .filter(|_| route.charges_api_policy(method))
+    {
         crate::coord::enforce(env, config, "api", &format!("apikey:{k}")).await?;
     }
     match route {

@@ -234,6 +234,15 @@ impl Route {
     pub fn needs_api_key_for(&self, method: Method) -> bool {
         self.needs_api_key() || (matches!(self, Self::Leads) && method == Method::Get)
     }
+
+    /// Whether a call of this route spends from the caller's `api` policy (after its API key
+    /// is checked). Every keyed route does, except a rate-limit check: the check is itself
+    /// one Limiter decision, costing what the `api` check would, and services that ask the
+    /// limiter for each of their own requests would otherwise be capped by the `api` budget
+    /// (10 per second by default) rather than by the policies they check.
+    pub fn charges_api_policy(&self, method: Method) -> bool {
+        self.needs_api_key_for(method) && !matches!(self, Self::LimitCheck { .. })
+    }
 }
 
 /// HTTP methods the router distinguishes.
@@ -618,5 +627,23 @@ mod tests {
                 .code(),
             "invalid_room_name"
         );
+    }
+
+    #[test]
+    fn every_keyed_route_but_a_limit_check_charges_the_api_policy() {
+        let check = parse(Method::Post, "/api/limits/api/user:1").unwrap();
+        assert!(check.needs_api_key_for(Method::Post));
+        assert!(!check.charges_api_policy(Method::Post));
+        for (m, p) in [
+            (Method::Get, "/api/locks/job"),
+            (Method::Post, "/api/locks/job/acquire"),
+            (Method::Post, "/api/broadcast"),
+            (Method::Get, "/api/leads"),
+        ] {
+            assert!(parse(m, p).unwrap().charges_api_policy(m), "{p}");
+        }
+        for (m, p) in [(Method::Post, "/api/leads"), (Method::Get, "/health")] {
+            assert!(!parse(m, p).unwrap().charges_api_policy(m), "{p}");
+        }
     }
 }

@@ -800,6 +800,15 @@ pub async fn floods_are_limited_per_ip_and_per_api_key(_ctx: Arc<Ctx>) {
     assert_eq!((a.status, a.code()), (429, Some("rate_limited")));
     assert!(a.header("Retry-After").is_some());
     assert_eq!(a.header("RateLimit-Policy"), Some("\"api\";q=4;w=240"));
+    // A rate-limit check is not charged to the `api` policy: `dev`, over its own budget,
+    // still asks the limiter, and the answer is the checked policy's.
+    let check = format!("{}/api/limits/connect/user:checked", server.http());
+    for _ in 0..2 {
+        let a = call(Method::POST, &check, Some(DEV_API_KEY), None).await;
+        assert_eq!(a.status, 200, "{}", a.body);
+        assert_eq!(a.body["policy"], "connect");
+        assert_eq!(a.body["allowed"], true);
+    }
     let a = call(
         Method::GET,
         &lock,
