@@ -31,6 +31,7 @@ use crate::room::{
     Admission, Audience, Effect, PublishError, Room as Core, RoomLimits, Session, Store,
     StoreError, ADMISSION_HEADER, MAX_HISTORY_PAGE,
 };
+use crate::room_stats::{Event, RoomStats};
 use crate::route::PRIVATE_ROOM_ID_LEN;
 
 /// Request sent by the auto-response heartbeat, answered without waking the object.
@@ -53,6 +54,8 @@ pub struct Room {
     log_level: Cell<obs::Level>,
     /// Messages waiting for the batch window to close (`ROOM_BATCH_WINDOW_MS`).
     batch: Batch,
+    /// The room's figures (`GET /api/rooms/:room`), loaded with the core.
+    stats: RefCell<RoomStats>,
 }
 
 /// The room's stream in the object's SQLite storage.
@@ -145,6 +148,8 @@ impl SqlStore {
 }
 
 const COLUMNS: &str = "SELECT seq, ts, from_id, from_name, body FROM messages";
+/// Meta key of the room's saved figures ([`crate::room_stats::Counts`] as JSON).
+const STATS_META: &str = "stats";
 
 impl Store for SqlStore {
     fn append(&mut self, m: &Message) -> std::result::Result<(), StoreError> {
@@ -234,6 +239,7 @@ impl DurableObject for Room {
             alarm: Cell::new(None),
             log_level: Cell::new(obs::Level::Info),
             batch: Batch::default(),
+            stats: RefCell::new(RoomStats::default()),
         }
     }
 
@@ -254,6 +260,11 @@ impl DurableObject for Room {
         let Some(session) = ws.deserialize_attachment::<Session>()? else {
             return Ok(());
         };
+        let len = match &message {
+            WebSocketIncomingMessage::String(s) => s.len(),
+            WebSocketIncomingMessage::Binary(b) => b.len(),
+        };
+        self.stats.borrow_mut().record(Event::FrameIn(len));
         let raw = match &message {
             WebSocketIncomingMessage::String(s) => RawFrame::Text(s),
             WebSocketIncomingMessage::Binary(b) => RawFrame::Binary(b),
@@ -334,7 +345,13 @@ impl Room {
         match path.as_str() {
             "/__ws" => self.accept(&req),
             "/__broadcast" => self.broadcast_http(req).await,
-            "/__info" => json(200, &self.with_core(|c| c.info())),
+            "/__info" => {
+                let mut info =
+                    serde_json::to_value(self.with_core(|c| c.info())).map_err(internal)?;
+                info["stats"] =
+                    serde_json::to_value(&self.stats.borrow().total).map_err(internal)?;
+                json(200, &info)
+            }
             "/__history" => self.history(&req),
             "/__close" => self.close_all(req).await,
             _ => Err(ApiError::not_found("not_found", "no such room operation")),
@@ -385,6 +402,7 @@ impl Room {
                 .map_err(|e| internal(format!("{e:?}")))?,
         );
         self.sockets.borrow_mut().insert(conn, pair.server);
+        self.stats.borrow_mut().record(Event::Opened);
         self.count(vec![
             Delta::new(
                 "roomkeeper_ws_connections_opened_total",
@@ -554,6 +572,10 @@ impl Room {
             }
         }
         *self.core.borrow_mut() = Some(core);
+        let saved = store
+            .meta(STATS_META)?
+            .and_then(|v| serde_json::from_str(&v).ok());
+        *self.stats.borrow_mut() = RoomStats::load(saved, now_ms());
         Ok(())
     }
 
@@ -579,6 +601,7 @@ impl Room {
         if self.with_core(|c| c.session(conn).is_none()) {
             return;
         }
+        self.stats.borrow_mut().record(Event::Closed);
         let room = self.with_core(|c| c.key().to_string());
         self.count(vec![
             Delta::new(
@@ -588,6 +611,63 @@ impl Room {
             ),
             Delta::new(ROOM_CONNECTIONS, &[("room", &room)], -1),
         ]);
+    }
+
+    /// Counts what an effect does in the room's figures.
+    fn observe(&self, effect: &Effect) {
+        let event = match effect {
+            Effect::Broadcast {
+                frame: ServerFrame::Message(_),
+                to,
+                except,
+            } => {
+                let receivers = self.with_core(|c| {
+                    c.audience(*to, except.as_deref())
+                        .iter()
+                        .map(|(_, conns)| conns.len())
+                        .sum()
+                });
+                Event::Message { receivers }
+            }
+            Effect::Send { frame, .. } => match frame {
+                ServerFrame::Ack {
+                    duplicate: true, ..
+                } => Event::Duplicate,
+                ServerFrame::Error { code, .. } => {
+                    self.stats.borrow_mut().record(Event::Refused(code));
+                    return;
+                }
+                ServerFrame::Welcome {
+                    recovered: Some(r), ..
+                } => Event::Rejoin(*r),
+                _ => return,
+            },
+            _ => return,
+        };
+        self.stats.borrow_mut().record(event);
+    }
+
+    /// Saves the room's figures and sends the period's counts to the Metrics object, if they
+    /// are due ([`crate::room_stats::FLUSH_MS`] after the last save).
+    fn flush_stats(&self) {
+        let now = now_ms();
+        if self.stats.borrow().due_at().is_none_or(|t| t > now) {
+            return;
+        }
+        let (totals, deltas) = self.stats.borrow_mut().take_deltas(now);
+        match serde_json::to_string(&totals) {
+            Ok(v) => {
+                if let Err(e) = self.store().set_meta(STATS_META, &v) {
+                    internal(format!("saving room figures: {e}"));
+                }
+            }
+            Err(e) => {
+                internal(format!("room figures: {e}"));
+            }
+        }
+        if !deltas.is_empty() {
+            self.count(deltas);
+        }
     }
 
     /// Sends counter deltas to the Metrics object without holding up the event.
@@ -622,6 +702,7 @@ impl Room {
         let limits = self.core.borrow().as_ref().map(|c| *c.limits());
         let window_ms = limits.map_or(0, |l| l.batch_window_ms);
         for effect in effects {
+            self.observe(&effect);
             if window_ms > 0 && self.batched(&effect, window_ms, limits) {
                 continue;
             }
@@ -667,6 +748,13 @@ impl Room {
                 }
                 Effect::AlarmAt(t) => alarm_at = Some(alarm_at.map_or(t, |a| a.min(t))),
             }
+        }
+        // The room's figures: saved (and sent to the Metrics object) when due, else an alarm
+        // makes sure they are saved by then.
+        self.flush_stats();
+        let due = self.stats.borrow().due_at();
+        if let Some(due) = due {
+            alarm_at = Some(alarm_at.map_or(due, |a| a.min(due)));
         }
         if let Some(t) = alarm_at {
             self.schedule_alarm(t).await?;

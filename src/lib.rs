@@ -49,6 +49,7 @@ pub mod obs;
 pub mod protocol;
 pub mod providers;
 pub mod room;
+pub mod room_stats;
 pub mod route;
 pub mod valuation;
 pub mod voice;

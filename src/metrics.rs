@@ -52,6 +52,26 @@ pub const METRICS: &[(&str, &str)] = &[
         "roomkeeper_webhook_events_total",
         "Inbound webhook events, by outcome",
     ),
+    (
+        crate::room_stats::MESSAGES,
+        "Messages stored by rooms (duplicates excluded)",
+    ),
+    (
+        crate::room_stats::DUPLICATES,
+        "Room publishes answered as duplicates",
+    ),
+    (
+        crate::room_stats::DELIVERIES,
+        "Room messages sent, one per message per receiving connection",
+    ),
+    (
+        crate::room_stats::BYTES_IN,
+        "Bytes of WebSocket frames received by rooms",
+    ),
+    (
+        crate::room_stats::REFUSALS,
+        "Room frames refused with an error frame, by code",
+    ),
 ];
 
 /// Pseudo-metric for the active-room registry: `room_connections{room}` ±1 per connection.

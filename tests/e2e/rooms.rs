@@ -868,3 +868,99 @@ pub async fn no_loss_across_a_restart(_ctx: Arc<Ctx>) {
     );
     drop(server);
 }
+
+/// `GET /api/rooms/:room` counts what the room did — exactly — and the figures survive a
+/// restart of workerd; the service-wide metrics get the same counts (sent once a second).
+pub async fn room_figures_count_exactly_and_survive_a_restart(_ctx: Arc<Ctx>) {
+    let persist = TempDir::new("figures");
+    let mut server = Server::start(&persist.0);
+    let r = room("figures");
+    let info = |base: String, r: String| async move {
+        let resp = http()
+            .get(format!("{base}/api/rooms/{r}"))
+            .bearer_auth(DEV_API_KEY)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 200);
+        resp.json::<Value>().await.unwrap()
+    };
+    let metric = |base: String| async move {
+        let m: Value = http()
+            .get(format!("{base}/api/metrics.json"))
+            .bearer_auth(DEV_API_KEY)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        m
+    };
+    let before = metric(server.http()).await;
+    let url = ws_url(&server.ws(), &r, None);
+    let (mut a, _) = Client::join(&url, Enc::Json, "a").await;
+    let (mut b, _) = Client::join(&url, Enc::Json, "b").await;
+    let mut bytes = [
+        json!({"type": "join", "name": "a"}),
+        json!({"type": "join", "name": "b"}),
+    ]
+    .iter()
+    .map(|f| f.to_string().len())
+    .sum::<usize>();
+    for (i, (body, id)) in [(json!(1), "m1"), (json!(2), "m2"), (json!(1), "m1")]
+        .into_iter()
+        .enumerate()
+    {
+        let f = json!({"type": "publish", "body": body, "id": id});
+        bytes += f.to_string().len();
+        a.send(f).await;
+        let ack = a.recv_type("ack").await;
+        assert_eq!(ack["duplicate"] == true, i == 2, "{ack}");
+    }
+    a.send_raw(WsMessage::Text("{}".into())).await;
+    bytes += 2;
+    assert_eq!(a.recv_type("error").await["code"], "unknown_type");
+    for want in [1, 2] {
+        assert_eq!(b.recv_type("message").await["offset"], want);
+    }
+    let want = json!({
+        "messages": 2, "duplicates": 1, "deliveries": 4, "bytes_in": bytes,
+        "refusals": {"unknown_type": 1}, "recovered": 0, "reloaded": 0,
+        "connections_opened": 2, "connections_closed": 0,
+    });
+    assert_eq!(info(server.http(), r.clone()).await["stats"], want);
+    // The same counts reach the service-wide metrics within the flush interval.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let moved = |m: &Value, name: &str, labels: &str| {
+        m[name][labels].as_i64().unwrap_or(0) - before[name][labels].as_i64().unwrap_or(0)
+    };
+    loop {
+        let m = metric(server.http()).await;
+        let got = [
+            moved(&m, "roomkeeper_room_messages_total", ""),
+            moved(&m, "roomkeeper_room_duplicates_total", ""),
+            moved(&m, "roomkeeper_room_deliveries_total", ""),
+            moved(&m, "roomkeeper_room_bytes_in_total", ""),
+            moved(
+                &m,
+                "roomkeeper_room_refusals_total",
+                r#"code="unknown_type""#,
+            ),
+        ];
+        if got == [2, 1, 4, bytes as i64, 1] {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "metrics: {got:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // Saved within the flush interval: a restart keeps them.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    drop((a, b));
+    server.stop();
+    let server = Server::start(&persist.0);
+    let stats = info(server.http(), r.clone()).await["stats"].clone();
+    assert_eq!(stats["messages"], 2, "{stats}");
+    assert_eq!(stats["deliveries"], 4, "{stats}");
+    assert_eq!(stats["refusals"], json!({"unknown_type": 1}), "{stats}");
+}
