@@ -7,6 +7,7 @@ pub mod chat;
 pub mod limiter;
 pub mod lock;
 pub mod metrics;
+pub mod quota;
 pub mod room;
 pub mod session;
 pub mod socket;

@@ -24,6 +24,7 @@ use worker::{
     WebSocketIncomingMessage,
 };
 
+use super::quota;
 use super::session::{self, Kv};
 use crate::chatbot;
 use crate::glue::{error_response, now_ms};
@@ -58,7 +59,11 @@ struct Inner {
 }
 
 const SNAPSHOT_KEY: &str = "snapshot";
+/// The user's totals today as the Quota object last reported them (a mirror: the Quota object
+/// is the authority across the user's sessions).
 const USAGE_KEY: &str = "user_usage";
+/// The name of the user's Quota object.
+const QUOTA_NAME_KEY: &str = "quota_name";
 
 fn limits(env: &Env) -> VoiceLimits {
     let d = VoiceLimits::default();
@@ -107,6 +112,7 @@ impl DurableObject for Voice {
         if !self.state.get_websockets().is_empty() {
             self.inner.disconnect();
         }
+        self.inner.read_quota(&req).await;
         match session::accept(&self.state, &req, "voice", &self.inner.backend) {
             Ok(r) => Ok(r),
             Err(e) => error_response(&e),
@@ -205,7 +211,7 @@ impl Inner {
 
     /// Ends the in-memory session (persisting and charging what it owes); the next event
     /// restores a fresh one from storage.
-    fn disconnect(&self) {
+    fn disconnect(self: &Rc<Self>) {
         if self.session.borrow().is_none() {
             return;
         }
@@ -229,12 +235,54 @@ impl Inner {
         }
     }
 
-    fn charge(&self, u: Usage) {
+    /// Reads the user's totals from their Quota object into the mirror before a session
+    /// starts (a Quota object that cannot answer leaves the last mirror in place).
+    async fn read_quota(&self, req: &Request) {
+        let admission = req
+            .headers()
+            .get(session::SESSION_HEADER)
+            .ok()
+            .flatten()
+            .and_then(|h| serde_json::from_str::<session::SessionAdmission>(&h).ok());
+        let Some(a) = admission else { return };
+        let ip = req.headers().get("CF-Connecting-IP").ok().flatten();
+        let name = quota::quota_name(&a.user, a.anonymous, ip.as_deref());
+        let _ = self.kv.put(QUOTA_NAME_KEY, &name);
+        match quota::charge(&self.env, &name, Usage::default()).await {
+            Ok(totals) => {
+                let _ = self.kv.put(USAGE_KEY, &totals);
+                if let Some(s) = self.session.borrow_mut().as_mut() {
+                    s.set_user_remaining(totals.remaining(&self.limits, now_ms()));
+                }
+            }
+            Err(e) => worker::console_error!("voice quota read: {e}"),
+        }
+    }
+
+    /// Adds a charge to the mirror at once, then to the user's Quota object in the
+    /// background; its answer (the user's totals across all sessions) becomes the mirror and
+    /// resets this session's caps, so the user's other sessions count too.
+    fn charge(self: &Rc<Self>, u: Usage) {
         let mut user: UserUsage = self.kv.get(USAGE_KEY).unwrap_or_default();
         user.charge(u, now_ms());
         if let Err(e) = self.kv.put(USAGE_KEY, &user) {
             worker::console_error!("voice charge: {e}");
         }
+        let Some(name) = self.kv.get::<String>(QUOTA_NAME_KEY) else {
+            return;
+        };
+        let me = self.clone();
+        session::spawn(&self.raw, async move {
+            match quota::charge(&me.env, &name, u).await {
+                Ok(totals) => {
+                    let _ = me.kv.put(USAGE_KEY, &totals);
+                    if let Some(s) = me.session.borrow_mut().as_mut() {
+                        s.set_user_remaining(totals.remaining(&me.limits, now_ms()));
+                    }
+                }
+                Err(e) => worker::console_error!("voice charge to quota {name}: {e}"),
+            }
+        });
     }
 
     /// Feeds one input to the session; returns the effects to perform.

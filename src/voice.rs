@@ -1401,6 +1401,18 @@ impl VoiceSession {
         self.cap
     }
 
+    /// What the user may still consume today, as the user's quota object reported it after
+    /// this session's last charge (so it counts the user's other sessions too): the caps
+    /// become what this session has charged plus that, within the per-session caps. The next
+    /// frame or turn over the new caps is refused like any other over-quota one.
+    pub fn set_user_remaining(&mut self, remaining: Usage) {
+        self.cap = Usage {
+            audio_ms: self.limits.session_audio_ms,
+            tokens: self.limits.session_tokens,
+        }
+        .min(self.charged.saturating_add(remaining));
+    }
+
     /// The conversation so far.
     pub fn context(&self) -> &Context {
         &self.context
@@ -2952,6 +2964,44 @@ mod tests {
             vec!["malformed"]
         );
         assert_eq!(s.state(), TurnState::Idle);
+    }
+
+    #[test]
+    fn another_sessions_consumption_lowers_the_caps() {
+        let limits = VoiceLimits {
+            session_audio_ms: 10_000,
+            max_strikes: 1000,
+            ..VoiceLimits::default()
+        };
+        let mut s = VoiceSession::new(
+            limits,
+            Usage {
+                audio_ms: 5_000,
+                tokens: 1_000,
+            },
+        );
+        s.apply(Input::Control(&start_frame(RATE)), T0);
+        let fx = stream(&mut s, &silence(1000, RATE), 0);
+        assert!(codes(&fx).is_empty());
+        // This session charged 1 s; meanwhile another session of the user used all but 500 ms.
+        s.apply(Input::Control(r#"{"type":"stop"}"#), T0 + 1000);
+        s.set_user_remaining(Usage {
+            audio_ms: 500,
+            tokens: 1_000,
+        });
+        assert_eq!(s.caps().audio_ms, 1_500);
+        let fx = s.apply(Input::Control(&start_frame(RATE)), T0 + 1000);
+        assert!(codes(&fx).is_empty(), "{fx:?}");
+        let fx = stream(&mut s, &silence(1000, RATE), 1000);
+        assert!(codes(&fx).iter().all(|c| c == "audio_quota_exceeded"));
+        assert_eq!(codes(&fx).len(), 25, "frames past 1.5 s in all are refused");
+        // Nothing left for the user: a new start is refused at once.
+        s.set_user_remaining(Usage::default());
+        let fx = s.apply(Input::Control(&start_frame(RATE)), T0 + 3000);
+        assert_eq!(codes(&fx), vec!["audio_quota_exceeded"]);
+        // The session cap still bounds a generous user remainder.
+        s.set_user_remaining(Usage::UNLIMITED);
+        assert_eq!(s.caps().audio_ms, 10_000);
     }
 
     #[test]

@@ -147,6 +147,7 @@ fn all(ctx: Arc<Ctx>) -> Vec<Trial> {
         services::lead_validation_errors_store_nothing,
         services::leads_list_patch_and_export,
         services::signed_webhooks_become_payment_notifications,
+        sessions::daily_caps_hold_across_a_users_sessions,
         sessions::voice_and_chat_with_an_openai_compatible_provider,
         sessions::voice_without_a_provider_is_honest,
         sessions::voice_bad_input_gets_error_codes,

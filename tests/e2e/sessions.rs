@@ -703,3 +703,73 @@ pub async fn session_sockets_are_authenticated_like_rooms(ctx: Arc<Ctx>) {
     until(&mut c, "reply_done", &mut frames).await;
     c.close().await;
 }
+
+/// The daily audio cap is per user across sessions: once one session of a user has used it, a
+/// second session of the same user is refused (`audio_quota_exceeded`), while another user,
+/// and typed turns, still work. The totals are the user's Quota object's.
+pub async fn daily_caps_hold_across_a_users_sessions(_ctx: Arc<Ctx>) {
+    let persist = TempDir::new("e2e-quota");
+    let server = Server::start_with(&persist.0, &[("VOICE_USER_DAILY_AUDIO_MS", "1500")]);
+    let token = |sub: &'static str| {
+        let base = server.http();
+        async move { crate::harness::token(&base, json!({"sub": sub, "rooms": ["*"]})).await }
+    };
+    let (alice, bob) = (token("alice").await, token("bob").await);
+    let url = |t: &str, sid: &str| format!("{}/api/voice/{sid}/ws?token={t}", server.ws());
+    // Session one streams 1.6 s: the last 100 ms (5 frames of 20 ms) are over the daily cap.
+    let mut one = Client::connect(&url(&alice, &room("q1")), Enc::Json).await;
+    let mut frames = Vec::new();
+    one.send(start_frame(16000)).await;
+    until(&mut one, "started", &mut frames).await;
+    let pcm = roomkeeper::voice::synth::speech_like(&[(200, 1000)], 1600, 16000);
+    stream_realtime(&mut one, &pcm, &mut frames).await;
+    drain(&mut one, Duration::from_millis(500), &mut frames).await;
+    let refused = of_type(&frames, "error")
+        .iter()
+        .filter(|f| f["code"] == "audio_quota_exceeded")
+        .count();
+    assert_eq!(refused, 5, "{frames:?}");
+    one.close().await;
+    // Session two of the same user: refused at `start` — the cap is the user's, not the
+    // session's. (The first session's last charge reaches the Quota object in the background:
+    // allow it a moment.)
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut two = Client::connect(&url(&alice, &room("q2")), Enc::Json).await;
+        two.send(start_frame(16000)).await;
+        let f = started_or_error(&mut two).await;
+        two.close().await;
+        if f["type"] == "error" {
+            assert_eq!(f["code"], "audio_quota_exceeded", "{f}");
+            break;
+        }
+        assert_eq!(f["type"], "started", "{f}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a second session of the same user kept its own allowance"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // Another user has their own allowance.
+    let mut three = Client::connect(&url(&bob, &room("q3")), Enc::Json).await;
+    three.send(start_frame(16000)).await;
+    assert_eq!(started_or_error(&mut three).await["type"], "started");
+    three.close().await;
+    // Typed turns do not spend audio: alice can still ask.
+    let mut four = Client::connect(&url(&alice, &room("q4")), Enc::Json).await;
+    four.send(json!({"type": "text", "text": "how much commission do you charge"}))
+        .await;
+    let mut frames = Vec::new();
+    until(&mut four, "reply_done", &mut frames).await;
+    four.close().await;
+}
+
+/// The answer to a `start`: the `started` frame or an `error` (other frames are skipped).
+async fn started_or_error(c: &mut Client) -> Value {
+    loop {
+        let f = c.recv().await;
+        if f["type"] == "started" || f["type"] == "error" {
+            return f;
+        }
+    }
+}
