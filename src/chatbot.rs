@@ -702,7 +702,15 @@ fn extract_phone(
     let cued = asking == Some(Slot::Contact) || has_phrase(words, CUES);
     let mut phone = None;
     let mut problem = None;
-    let chars: Vec<char> = original.chars().collect();
+    // Digits inside an email address (`jane-1855@example.com`) are not a phone number.
+    let chars: Vec<char> = original
+        .split_inclusive(char::is_whitespace)
+        .flat_map(|w| {
+            let masked = w.contains('@');
+            w.chars()
+                .map(move |c| if masked && !c.is_whitespace() { ' ' } else { c })
+        })
+        .collect();
     let mut i = 0;
     while i < chars.len() {
         let c = chars[i];
@@ -2403,6 +2411,21 @@ mod tests {
         assert!(replies(&out).contains("won't take any details"));
         assert_eq!(c.mode(), &Mode::Support);
         assert_eq!(c.draft(), &LeadDraft::default());
+    }
+
+    #[test]
+    fn digits_in_an_email_address_are_not_a_phone_number() {
+        let mut c = Conversation::new();
+        c.apply("contact me", T);
+        c.apply("Jane Doe", T);
+        let out = c.apply("my email is jane-1855@example.com", T);
+        let text = replies(&out);
+        assert!(!text.contains("too short"), "{text}");
+        assert!(text.contains("Is that all correct?"), "{text}");
+        let out = c.apply("yes", T);
+        let lead = submitted(&out).unwrap();
+        assert_eq!(lead.email.as_deref(), Some("jane-1855@example.com"));
+        assert_eq!(lead.phone, None);
     }
 
     #[test]
