@@ -2,7 +2,7 @@
 //! a markdown table row (see `BENCHMARKS.md` for the figures and what they mean).
 //!
 //! ```text
-//! cargo run --release --example bench -- [--only fanout,saturation,storm,http,limiter,locks,memory,batch]
+//! cargo run --release --example bench -- [--only fanout,saturation,storm,http,limiter,locks,memory,voice,batch]
 //!                                        [--full] [--via-proxy] [--out FILE]
 //! ```
 //!
@@ -17,6 +17,7 @@
 //!   Room or the raw baseline object.
 //! - `conns`: connect storm and memory per idle connection.
 //! - `api`: HTTP broadcast, rate-limit checks, lock round trips.
+//! - `voice`: concurrent voice sessions streaming real-time audio; VAD latency.
 //! - `stats`: percentiles, CPU snapshots, tables.
 //! - `workerd` (shared with the end-to-end tests): finding and measuring workerd processes.
 //!
@@ -33,6 +34,7 @@ mod fanout;
 mod harness;
 mod server;
 mod stats;
+mod voice;
 #[allow(dead_code)]
 #[path = "../../tests/e2e/workerd.rs"]
 mod workerd;
@@ -281,6 +283,7 @@ async fn main() {
         "limiter",
         "locks",
         "memory",
+        "voice",
     ];
     let (server, ctx) = if main_set.iter().any(|s| wanted(&a, s)) {
         let (server, ctx) = start(&[], a.via_proxy, a.full).await;
@@ -623,6 +626,50 @@ async fn main() {
                 ]);
             }
             Err(e) => t.row(vec![format!("failed: {e}")]),
+        }
+        tables.push(t);
+    }
+
+    if let (true, Some(ctx)) = (wanted(&a, "voice"), &ctx) {
+        let mut t = Table::new(
+            "Voice: concurrent sessions streaming real-time audio (16 kHz PCM16, 20 ms frames)",
+            &[
+                "sessions",
+                "frames sent",
+                "frames/s handled",
+                "refused",
+                "utterances (detected / sent)",
+                "VAD latency p50 / p99 / max (ms, incl. hangover)",
+                "p50 after the hangover (ms)",
+                "server CPU ms per audio second",
+                "workerd core use",
+                "other load",
+            ],
+        );
+        let sizes: &[usize] = if a.full { &[10, 50, 100] } else { &[10, 50] };
+        for &n in sizes {
+            ctx.settle().await;
+            match voice::run(ctx, n).await {
+                Ok(mut o) => {
+                    let p50 = o.vad_latency.ms(0.5);
+                    t.row(vec![
+                        o.sessions.to_string(),
+                        thousands(o.frames as f64),
+                        format!("{:.0}", o.frames_per_s()),
+                        match &o.first_error {
+                            Some(e) => format!("{} ({e})", o.refused),
+                            None => o.refused.to_string(),
+                        },
+                        format!("{} / {}", o.utterances, n * voice::BURSTS.len()),
+                        o.vad_latency.cell(),
+                        format!("{:.1}", p50 - f64::from(voice::hangover_ms())),
+                        format!("{:.2}", o.cpu_ms_per_audio_s()),
+                        format!("{:.0} %", o.cpu.runtime_share() * 100.0),
+                        other(&o.cpu),
+                    ]);
+                }
+                Err(e) => t.row(vec![n.to_string(), format!("failed: {e}")]),
+            }
         }
         tables.push(t);
     }
