@@ -31,7 +31,7 @@ use crate::room::{
     Admission, Audience, Effect, PublishError, Room as Core, RoomLimits, Session, Store,
     StoreError, ADMISSION_HEADER, MAX_HISTORY_PAGE,
 };
-use crate::room_stats::{Event, RoomStats};
+use crate::room_stats::{Event, RoomStats, Saved};
 use crate::route::PRIVATE_ROOM_ID_LEN;
 
 /// Request sent by the auto-response heartbeat, answered without waking the object.
@@ -244,7 +244,10 @@ impl DurableObject for Room {
     }
 
     async fn fetch(&self, req: Request) -> Result<Response> {
-        match self.handle(req).await {
+        let result = self.handle(req).await;
+        // Any request is an event: it reports figures that are due (e.g. an idle room's).
+        self.flush_stats();
+        match result {
             Ok(r) => Ok(r),
             Err(e) => error_response(&e),
         }
@@ -349,7 +352,7 @@ impl Room {
                 let mut info =
                     serde_json::to_value(self.with_core(|c| c.info())).map_err(internal)?;
                 info["stats"] =
-                    serde_json::to_value(&self.stats.borrow().total).map_err(internal)?;
+                    serde_json::to_value(self.stats.borrow().total()).map_err(internal)?;
                 json(200, &info)
             }
             "/__history" => self.history(&req),
@@ -572,7 +575,7 @@ impl Room {
             }
         }
         *self.core.borrow_mut() = Some(core);
-        let saved = store
+        let saved: Option<Saved> = store
             .meta(STATS_META)?
             .and_then(|v| serde_json::from_str(&v).ok());
         *self.stats.borrow_mut() = RoomStats::load(saved, now_ms());
@@ -647,26 +650,22 @@ impl Room {
         self.stats.borrow_mut().record(event);
     }
 
-    /// Saves the room's figures and sends the period's counts to the Metrics object, if they
-    /// are due ([`crate::room_stats::FLUSH_MS`] after the last save).
+    /// Saves the room's figures if they changed (in the event's own transaction) and reports
+    /// what is new to the Metrics object if the last report is [`crate::room_stats::FLUSH_MS`]
+    /// old.
     fn flush_stats(&self) {
-        let now = now_ms();
-        if self.stats.borrow().due_at().is_none_or(|t| t > now) {
-            return;
-        }
-        let (totals, deltas) = self.stats.borrow_mut().take_deltas(now);
-        match serde_json::to_string(&totals) {
-            Ok(v) => {
-                if let Err(e) = self.store().set_meta(STATS_META, &v) {
-                    internal(format!("saving room figures: {e}"));
-                }
-            }
-            Err(e) => {
-                internal(format!("room figures: {e}"));
+        let deltas = self.stats.borrow_mut().take_deltas(now_ms());
+        let save = self.stats.borrow_mut().take_save();
+        if let Some(saved) = save {
+            let result = serde_json::to_string(&saved)
+                .map_err(|e| StoreError(e.to_string()))
+                .and_then(|v| self.store().set_meta(STATS_META, &v));
+            if let Err(e) = result {
+                internal(format!("saving room figures: {e}"));
             }
         }
-        if !deltas.is_empty() {
-            self.count(deltas);
+        if let Some(d) = deltas.filter(|d| !d.is_empty()) {
+            self.count(d);
         }
     }
 
@@ -749,13 +748,7 @@ impl Room {
                 Effect::AlarmAt(t) => alarm_at = Some(alarm_at.map_or(t, |a| a.min(t))),
             }
         }
-        // The room's figures: saved (and sent to the Metrics object) when due, else an alarm
-        // makes sure they are saved by then.
         self.flush_stats();
-        let due = self.stats.borrow().due_at();
-        if let Some(due) = due {
-            alarm_at = Some(alarm_at.map_or(due, |a| a.min(due)));
-        }
         if let Some(t) = alarm_at {
             self.schedule_alarm(t).await?;
         }

@@ -1,12 +1,14 @@
 //! Per-room figures: what one room has taken in, stored, delivered and refused.
 //!
 //! A Room object counts as it works ([`RoomStats::record`]), answers them in
-//! `GET /api/rooms/:room` (`stats`), and saves them in its own storage at most once per
-//! [`FLUSH_MS`] (an alarm makes sure the last counts of a burst are saved too), so they
-//! survive hibernation, eviction and restarts; a crash loses at most the last [`FLUSH_MS`] of
-//! counts. At the same time the room sends what it counted since its last save to the
-//! service-wide Metrics object ([`RoomStats::take_deltas`]), one call per room per flush
-//! instead of one per message.
+//! `GET /api/rooms/:room` (`stats`), and saves them in its own storage in the same event that
+//! changed them ([`RoomStats::take_save`]: one more statement in the transaction the event
+//! commits anyway), so they survive hibernation, eviction and restarts exactly. What it has
+//! counted since it last reported to the service-wide Metrics object is sent there at most once
+//! per [`FLUSH_MS`], at the next event ([`RoomStats::take_deltas`]): one call per busy room per
+//! second instead of one per message, and no timer of its own. The saved figures include what
+//! was already reported, so counts not yet reported when the object was evicted are reported
+//! after it wakes, not lost.
 
 use std::collections::BTreeMap;
 
@@ -91,64 +93,79 @@ impl Counts {
     }
 }
 
-/// A room's figures: the totals (saved) and what was counted since the last flush.
+/// What a room saves: its totals and the part of them already reported to the Metrics object.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Saved {
+    /// Everything counted.
+    pub total: Counts,
+    /// The totals as last reported to the Metrics object.
+    #[serde(default)]
+    pub reported: Counts,
+}
+
+/// A room's figures in memory.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RoomStats {
-    /// Everything counted since the room's first stored figures.
-    pub total: Counts,
-    /// Counted since the last flush (not yet saved nor sent to the Metrics object).
-    pending: Counts,
-    /// When the totals were last saved (ms since the Unix epoch).
-    saved_ms: u64,
+    saved: Saved,
+    /// When the figures were last reported (ms since the Unix epoch).
+    reported_ms: u64,
+    /// Changed since last saved.
+    changed: bool,
 }
 
 impl RoomStats {
     /// Figures loaded from storage (`None`: a room without saved figures).
-    pub fn load(saved: Option<Counts>, now_ms: u64) -> Self {
+    pub fn load(saved: Option<Saved>, now_ms: u64) -> Self {
         Self {
-            total: saved.unwrap_or_default(),
-            pending: Counts::default(),
-            saved_ms: now_ms,
+            saved: saved.unwrap_or_default(),
+            reported_ms: now_ms,
+            changed: false,
         }
+    }
+
+    /// Everything counted.
+    pub fn total(&self) -> &Counts {
+        &self.saved.total
     }
 
     /// Counts one event.
     pub fn record(&mut self, event: Event<'_>) {
-        self.total.record(event);
-        self.pending.record(event);
+        self.saved.total.record(event);
+        self.changed = true;
     }
 
-    /// Whether anything was counted since the last flush.
-    pub fn dirty(&self) -> bool {
-        self.pending != Counts::default()
+    /// The figures to save, if they changed since the last save.
+    pub fn take_save(&mut self) -> Option<Saved> {
+        std::mem::take(&mut self.changed).then(|| self.saved.clone())
     }
 
-    /// When the pending counts are due to be flushed, if there are any: [`FLUSH_MS`] after
-    /// the last save.
-    pub fn due_at(&self) -> Option<u64> {
-        self.dirty().then_some(self.saved_ms + FLUSH_MS)
-    }
-
-    /// Ends the pending period at `now_ms`: returns the totals to save and the counts of the
-    /// period as Metrics deltas (labelled with nothing room-specific: the service-wide
-    /// exposition stays bounded however many rooms there are).
-    pub fn take_deltas(&mut self, now_ms: u64) -> (Counts, Vec<Delta>) {
-        let p = std::mem::take(&mut self.pending);
-        self.saved_ms = now_ms;
+    /// What was counted since the last report, as Metrics deltas, if there is any and the last
+    /// report is at least [`FLUSH_MS`] old. The room metrics carry no room label, so the
+    /// service-wide exposition stays bounded however many rooms there are. Reporting changes
+    /// what must be saved.
+    pub fn take_deltas(&mut self, now_ms: u64) -> Option<Vec<Delta>> {
+        let (t, r) = (&self.saved.total, &self.saved.reported);
+        if t == r || now_ms < self.reported_ms + FLUSH_MS {
+            return None;
+        }
         let mut deltas = Vec::new();
         let mut add = |name: &str, labels: &[(&str, &str)], n: u64| {
             if n > 0 {
                 deltas.push(Delta::new(name, labels, n as i64));
             }
         };
-        add(MESSAGES, &[], p.messages);
-        add(DUPLICATES, &[], p.duplicates);
-        add(DELIVERIES, &[], p.deliveries);
-        add(BYTES_IN, &[], p.bytes_in);
-        for (code, n) in &p.refusals {
-            add(REFUSALS, &[("code", code)], *n);
+        add(MESSAGES, &[], t.messages.saturating_sub(r.messages));
+        add(DUPLICATES, &[], t.duplicates.saturating_sub(r.duplicates));
+        add(DELIVERIES, &[], t.deliveries.saturating_sub(r.deliveries));
+        add(BYTES_IN, &[], t.bytes_in.saturating_sub(r.bytes_in));
+        for (code, n) in &t.refusals {
+            let before = r.refusals.get(code).copied().unwrap_or(0);
+            add(REFUSALS, &[("code", code)], n.saturating_sub(before));
         }
-        (self.total.clone(), deltas)
+        self.saved.reported = self.saved.total.clone();
+        self.reported_ms = now_ms;
+        self.changed = true;
+        Some(deltas)
     }
 }
 
@@ -157,10 +174,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn counts_every_event_in_totals_and_pending() {
+    fn counts_every_event_and_saves_each_change() {
         let mut s = RoomStats::load(None, 1_000);
-        assert!(!s.dirty());
-        assert_eq!(s.due_at(), None);
+        assert_eq!(s.take_save(), None, "nothing changed");
         s.record(Event::Opened);
         s.record(Event::FrameIn(40));
         s.record(Event::Message { receivers: 3 });
@@ -172,7 +188,6 @@ mod tests {
         s.record(Event::Rejoin(true));
         s.record(Event::Rejoin(false));
         s.record(Event::Closed);
-        assert_eq!(s.due_at(), Some(1_000 + FLUSH_MS));
         let want = Counts {
             messages: 2,
             duplicates: 1,
@@ -184,40 +199,50 @@ mod tests {
             connections_opened: 1,
             connections_closed: 1,
         };
-        assert_eq!(s.total, want);
-        let (saved, deltas) = s.take_deltas(1_500);
-        assert_eq!(saved, want);
+        assert_eq!(s.total(), &want);
+        assert_eq!(s.take_save().unwrap().total, want);
+        assert_eq!(s.take_save(), None, "saved once per change");
+        // Not reported before FLUSH_MS has passed since the last report…
+        assert_eq!(s.take_deltas(1_000 + FLUSH_MS - 1), None);
+        // …then all of it, once.
         assert_eq!(
-            deltas,
-            vec![
+            s.take_deltas(1_000 + FLUSH_MS),
+            Some(vec![
                 Delta::new(MESSAGES, &[], 2),
                 Delta::new(DUPLICATES, &[], 1),
                 Delta::new(DELIVERIES, &[], 5),
                 Delta::new(BYTES_IN, &[], 40),
                 Delta::new(REFUSALS, &[("code", "malformed")], 1),
                 Delta::new(REFUSALS, &[("code", "rate_limited")], 2),
-            ]
+            ])
         );
-        assert!(!s.dirty());
+        assert_eq!(s.take_save().unwrap().reported, want, "the report is saved");
+        assert_eq!(
+            s.take_deltas(10 * FLUSH_MS),
+            None,
+            "nothing new, nothing sent"
+        );
     }
 
     #[test]
-    fn totals_carry_over_a_reload_and_deltas_only_the_new_period() {
+    fn counts_not_yet_reported_when_evicted_are_reported_after_waking() {
         let mut s = RoomStats::load(None, 0);
         s.record(Event::Message { receivers: 10 });
-        let (saved, _) = s.take_deltas(10);
-        // The object is evicted and loads its saved figures.
-        let mut s = RoomStats::load(Some(saved), 5_000);
+        assert!(s.take_deltas(FLUSH_MS).is_some());
         s.record(Event::Message { receivers: 4 });
-        assert_eq!(s.due_at(), Some(5_000 + FLUSH_MS));
-        let (saved, deltas) = s.take_deltas(5_100);
-        assert_eq!((saved.messages, saved.deliveries), (2, 14));
+        s.record(Event::Refused("too_large"));
+        let saved = s.take_save().unwrap();
+        // Evicted before reporting the last two events; the object wakes later.
+        let mut s = RoomStats::load(Some(saved), 50_000);
+        assert_eq!((s.total().messages, s.total().deliveries), (2, 14));
         assert_eq!(
-            deltas,
-            vec![Delta::new(MESSAGES, &[], 1), Delta::new(DELIVERIES, &[], 4)]
+            s.take_deltas(50_000 + FLUSH_MS),
+            Some(vec![
+                Delta::new(MESSAGES, &[], 1),
+                Delta::new(DELIVERIES, &[], 4),
+                Delta::new(REFUSALS, &[("code", "too_large")], 1),
+            ])
         );
-        let (_, none) = s.take_deltas(6_000);
-        assert!(none.is_empty(), "nothing new, nothing sent");
     }
 
     #[test]
