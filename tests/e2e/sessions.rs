@@ -25,6 +25,36 @@ struct ProviderCall {
     wav: bool,
     /// The body as text (JSON for completions; lossy for multipart).
     body: String,
+    /// The body as received.
+    raw: Vec<u8>,
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// The samples of the WAV file inside a multipart body (its `data` chunk).
+fn wav_samples(raw: &[u8]) -> Option<&[u8]> {
+    let riff = find(raw, b"RIFF")?;
+    let data = riff + find(&raw[riff..], b"data")?;
+    let len = u32::from_le_bytes(raw.get(data + 4..data + 8)?.try_into().ok()?) as usize;
+    raw.get(data + 8..data + 8 + len)
+}
+
+/// Where `part` (an utterance's samples, silence-padded) sits in `sent`, if every byte of it
+/// is there in order: located by its first non-silent 64 bytes, then compared whole.
+fn position_in(sent: &[u8], part: &[u8]) -> Option<usize> {
+    let k = part.iter().position(|&b| b != 0)? & !1;
+    let anchor = part.get(k..k + 64)?;
+    let mut from = 0;
+    while let Some(p) = find(&sent[from..], anchor) {
+        let at = from + p;
+        if at >= k && sent.get(at - k..at - k + part.len()) == Some(part) {
+            return Some(at - k);
+        }
+        from = at + 2;
+    }
+    None
 }
 
 /// A real local OpenAI-compatible server: `/v1/audio/transcriptions` answers
@@ -81,6 +111,7 @@ impl FakeProvider {
                             path: path.clone(),
                             wav,
                             body: text.clone(),
+                            raw: body.clone(),
                         });
                         calls.iter().filter(|c| c.path == path).count()
                     };
@@ -247,6 +278,19 @@ pub async fn voice_and_chat_with_an_openai_compatible_provider(_ctx: Arc<Ctx>) {
     let stt = provider.calls("/v1/audio/transcriptions");
     assert_eq!(stt.len(), 2, "each utterance reaches the provider once");
     assert!(stt.iter().all(|c| c.wav), "transcriptions carry a WAV file");
+    // Binary frames arrive intact: each WAV holds exactly the samples streamed, in order,
+    // around its burst (400 ms and 3600 ms in, 1 s each at 16 kHz, 2 bytes a sample).
+    let sent = pcm_bytes(&pcm);
+    for (call, burst_ms) in stt.iter().zip([400usize, 3600]) {
+        let samples = wav_samples(&call.raw).expect("a WAV data chunk");
+        let at = position_in(&sent, samples).expect("the utterance's samples are the ones sent");
+        let burst = burst_ms * 32;
+        assert!(
+            at <= burst && at + samples.len() >= burst + 32_000,
+            "the utterance at byte {at}+{} covers the burst at {burst}",
+            samples.len()
+        );
+    }
     assert!(stt[0].body.contains("test-stt"), "the STT model is sent");
     let done = of_type(&frames, "reply_done");
     for d in &done {
