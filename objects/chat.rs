@@ -69,7 +69,7 @@ impl DurableObject for Chat {
         if req.path() != "/__ws" {
             return Response::error("not found", 404);
         }
-        match session::accept(&self.state, &req, "chat", &self.backend) {
+        match session::accept(&self.state, &self.env, &req, "chat", &self.backend) {
             Ok(r) => Ok(r),
             Err(e) => error_response(&e),
         }
@@ -147,11 +147,13 @@ impl DurableObject for Chat {
         } else {
             code as u16
         };
+        session::count_closed(&self.state, &self.env, "chat", &ws, code);
         let _ = ws.close(Some(code), Some("closed"));
         Ok(())
     }
 
-    async fn websocket_error(&self, _ws: WebSocket, _error: worker::Error) -> Result<()> {
+    async fn websocket_error(&self, ws: WebSocket, _error: worker::Error) -> Result<()> {
+        session::count_closed(&self.state, &self.env, "chat", &ws, 1006);
         Ok(())
     }
 }
@@ -271,6 +273,15 @@ impl Chat {
     /// Sends a reply: generated from its passage by the LLM when one is configured and the
     /// reply is a knowledge-base answer, else as is.
     async fn reply(&self, ws: &WebSocket, id: Option<&str>, question: &str, reply: &Reply) {
+        session::count(
+            &self.state,
+            &self.env,
+            vec![crate::metrics::Delta::new(
+                "roomkeeper_chat_messages_total",
+                &[],
+                1,
+            )],
+        );
         if self.backend != Backend::Builtin && !reply.sources.is_empty() && !question.is_empty() {
             let passages: Vec<(String, String)> = reply
                 .sources
@@ -280,6 +291,7 @@ impl Chat {
                 .collect();
             let messages = providers::rag_messages(question, &passages);
             let mut text = String::new();
+            let started = now_ms();
             let result = net::generate(&self.backend, &self.env, &messages, CHAT_MAX_TOKENS, |d| {
                 send(
                     ws,
@@ -292,6 +304,9 @@ impl Chat {
                 true
             })
             .await;
+            let error = result.as_ref().err().map(ToString::to_string);
+            let ms = now_ms().saturating_sub(started);
+            crate::ops::provider_call(&self.env, "chat", "generate", ms, error).await;
             match result {
                 Ok(_) if !text.trim().is_empty() => {
                     send(

@@ -17,7 +17,8 @@
 //!
 //! Internal API (reached only through the `LOCK` binding, see `src/coord.rs`): `GET /status`,
 //! `POST /acquire` ([`AcquireRequest`]), `POST /renew` ([`RenewRequest`]), `POST /release`
-//! ([`ReleaseRequest`]). Answers are final JSON responses the router passes on.
+//! ([`ReleaseRequest`]), and the operator override `POST /force_release` (no body; the
+//! router audits it). Answers are final JSON responses the router passes on.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -148,6 +149,25 @@ impl Lock {
                     .await?
                     .map_err(lock_error)?;
                 json_response(200, &json!({ "released": true, "token": r.token }))
+            }
+            (Method::Post, "/force_release") => {
+                let ended = self
+                    .apply(|s, now| {
+                        let (ended, events) = s.force_release(now);
+                        (Ok::<_, LockError>(ended), events)
+                    })
+                    .await?
+                    .map_err(lock_error)?;
+                let next_token = self.with_core(|s| s.next_token())?;
+                json_response(
+                    200,
+                    &json!({
+                        "released": ended.is_some(),
+                        "holder": ended.as_ref().map(|l| &l.owner),
+                        "token": ended.as_ref().map(|l| l.token),
+                        "next_token": next_token,
+                    }),
+                )
             }
             _ => Err(ApiError::not_found("not_found", "no such lock operation")),
         }

@@ -11,6 +11,10 @@ use crate::metrics::{Delta, Sample, ROOM_CONNECTIONS};
 /// The one object's name.
 pub const GLOBAL: &str = "global";
 
+/// How long applied router batch ids are remembered for de-duplicating retries (ms): far
+/// longer than any retry of a batch takes.
+const BATCH_MEMORY_MS: i64 = 3_600_000;
+
 /// The Metrics object.
 #[durable_object]
 pub struct Metrics {
@@ -52,6 +56,30 @@ impl DurableObject for Metrics {
             "/__add" => {
                 let deltas: Vec<Delta> = req.json().await?;
                 let now = worker::Date::now().as_millis() as i64;
+                // A router batch carries an id: a retried batch that already landed is skipped.
+                if let Some(batch) = req.headers().get(crate::ops::BATCH_ID_HEADER)? {
+                    sql.exec(
+                        "CREATE TABLE IF NOT EXISTS batches (id TEXT PRIMARY KEY, at INTEGER NOT NULL)",
+                        None,
+                    )?;
+                    sql.exec(
+                        "DELETE FROM batches WHERE at < ?",
+                        Some(vec![(now - BATCH_MEMORY_MS).into()]),
+                    )?;
+                    let seen: Vec<serde_json::Value> = sql
+                        .exec(
+                            "SELECT id FROM batches WHERE id = ?",
+                            Some(vec![batch.as_str().into()]),
+                        )?
+                        .to_array()?;
+                    if !seen.is_empty() {
+                        return Response::empty();
+                    }
+                    sql.exec(
+                        "INSERT INTO batches (id, at) VALUES (?, ?)",
+                        Some(vec![batch.as_str().into(), now.into()]),
+                    )?;
+                }
                 for d in deltas {
                     // `room_connections{room}` is not a counter: it keeps the registry of
                     // active rooms for the admin view.
@@ -98,7 +126,8 @@ impl DurableObject for Metrics {
             "/__rooms" => {
                 let rows: Vec<RoomRow> = sql
                     .exec(
-                        "SELECT room, connections, updated_at FROM rooms WHERE connections > 0 ORDER BY room",
+                        "SELECT room, connections, updated_at FROM rooms WHERE connections > 0 \
+                         AND instr(room, '/') = 0 ORDER BY room",
                         None,
                     )?
                     .to_array()?;
@@ -107,6 +136,30 @@ impl DurableObject for Metrics {
                     .map(|r| serde_json::json!({"room": r.room, "connections": r.connections as u64, "updated_at_ms": r.updated_at as u64}))
                     .collect();
                 Response::from_json(&serde_json::json!({ "rooms": rooms }))
+            }
+            // Voice and chat sessions share the registry as `voice/<user>:<session>` and
+            // `chat/<user>:<session>` (room names never contain `/`).
+            "/__sessions" => {
+                let rows: Vec<RoomRow> = sql
+                    .exec(
+                        "SELECT room, connections, updated_at FROM rooms WHERE connections > 0 \
+                         AND instr(room, '/') > 0 ORDER BY room",
+                        None,
+                    )?
+                    .to_array()?;
+                let sessions: Vec<serde_json::Value> = rows
+                    .into_iter()
+                    .filter_map(|r| {
+                        let (kind, name) = r.room.split_once('/')?;
+                        let (user, session) = name.rsplit_once(':')?;
+                        Some(
+                            serde_json::json!({"kind": kind, "user": user, "session": session,
+                            "connections": r.connections as u64,
+                            "updated_at_ms": r.updated_at as u64}),
+                        )
+                    })
+                    .collect();
+                Response::from_json(&serde_json::json!({ "sessions": sessions }))
             }
             _ => Response::error("not found", 404),
         }

@@ -353,10 +353,12 @@ impl Room {
                     serde_json::to_value(self.with_core(|c| c.info())).map_err(internal)?;
                 info["stats"] =
                     serde_json::to_value(self.stats.borrow().total()).map_err(internal)?;
+                info["connection_list"] = self.with_core(|c| c.connection_list()).into();
                 json(200, &info)
             }
             "/__history" => self.history(&req),
             "/__close" => self.close_all(req).await,
+            "/__close_conn" => self.close_one(req).await,
             _ => Err(ApiError::not_found("not_found", "no such room operation")),
         }
     }
@@ -694,6 +696,35 @@ impl Room {
             .collect();
         self.perform(effects).await.map_err(internal)?;
         json(200, &serde_json::json!({ "closed": conns.len() }))
+    }
+
+    /// `POST /__close_conn {"conn","reason"}` (admin): closes one connection with 4000.
+    async fn close_one(&self, mut req: Request) -> std::result::Result<Response, ApiError> {
+        #[derive(Deserialize)]
+        struct Body {
+            conn: String,
+            reason: String,
+        }
+        let b: Body = read_json(&mut req).await?;
+        let user = self
+            .with_core(|c| c.session(&b.conn).map(|s| s.user.clone()))
+            .filter(|_| self.sockets.borrow().contains_key(&b.conn))
+            .ok_or_else(|| {
+                ApiError::not_found(
+                    "connection_not_found",
+                    "no such open connection in this room",
+                )
+            })?;
+        let effects = vec![Effect::Close {
+            conn: b.conn.clone(),
+            code: crate::protocol::close::ROOM_CLOSED,
+            reason: b.reason,
+        }];
+        self.perform(effects).await.map_err(internal)?;
+        json(
+            200,
+            &serde_json::json!({ "closed": true, "conn": b.conn, "user": user }),
+        )
     }
 
     async fn perform(&self, effects: Vec<Effect>) -> Result<()> {

@@ -21,6 +21,7 @@ use crate::auth;
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::glue::{auth_secret, internal, now_ms, owned, setting};
+use crate::metrics::{Delta, ROOM_CONNECTIONS};
 use crate::obs;
 use crate::providers::Backend;
 use crate::route::Route;
@@ -148,6 +149,7 @@ pub(crate) async fn socket(
 /// with 4000 (`replaced`): one live socket per session keeps replies in one place.
 pub(crate) fn accept(
     state: &State,
+    env: &Env,
     req: &Request,
     kind: &str,
     backend: &Backend,
@@ -160,6 +162,7 @@ pub(crate) fn accept(
     let mut admission: SessionAdmission = serde_json::from_str(&raw).map_err(internal)?;
     admission.conn = uuid::Uuid::new_v4().simple().to_string();
     for old in state.get_websockets() {
+        count_closed(state, env, kind, &old, crate::protocol::close::ROOM_CLOSED);
         let _ = old.close(Some(crate::protocol::close::ROOM_CLOSED), Some("replaced"));
     }
     let pair = WebSocketPair::new().map_err(internal)?;
@@ -170,6 +173,22 @@ pub(crate) fn accept(
     state.set_websocket_auto_response(
         &worker::WebSocketRequestResponsePair::new(HEARTBEAT_PING, HEARTBEAT_PONG)
             .map_err(|e| internal(format!("{e:?}")))?,
+    );
+    count(
+        state,
+        env,
+        vec![
+            Delta::new(
+                "roomkeeper_ws_connections_opened_total",
+                &[("kind", kind)],
+                1,
+            ),
+            Delta::new(
+                ROOM_CONNECTIONS,
+                &[("room", &registry_name(kind, &admission))],
+                1,
+            ),
+        ],
     );
     let request_id = req.headers().get(obs::REQUEST_ID_HEADER).ok().flatten();
     crate::glue::log(
@@ -184,6 +203,41 @@ pub(crate) fn accept(
         .with_status(101)
         .with_websocket(pair.client)
         .empty())
+}
+
+/// The session's name in the active-session registry (`GET /api/admin/sessions`), kept in the
+/// Metrics object beside the rooms: `<kind>/<user>:<session>` (room names never contain `/`).
+fn registry_name(kind: &str, a: &SessionAdmission) -> String {
+    format!("{kind}/{}:{}", a.user, a.session)
+}
+
+/// Sends counter deltas to the Metrics object in the background of the event.
+pub(crate) fn count(state: &State, env: &Env, deltas: Vec<Delta>) {
+    let env = env.clone();
+    state.wait_until(async move { crate::ops::add(&env, deltas).await });
+}
+
+/// Counts a session socket's close once (the attachment's connection id is cleared, so a
+/// later close or error event of the same socket is not counted again).
+pub(crate) fn count_closed(state: &State, env: &Env, kind: &str, ws: &WebSocket, code: u16) {
+    let Some(mut a) = admission(ws) else { return };
+    if a.conn.is_empty() {
+        return;
+    }
+    count(
+        state,
+        env,
+        vec![
+            Delta::new(
+                "roomkeeper_ws_connections_closed_total",
+                &[("kind", kind), ("class", crate::metrics::close_class(code))],
+                1,
+            ),
+            Delta::new(ROOM_CONNECTIONS, &[("room", &registry_name(kind, &a))], -1),
+        ],
+    );
+    a.conn.clear();
+    let _ = ws.serialize_attachment(&a);
 }
 
 /// The admission stored on a socket.

@@ -113,7 +113,13 @@ impl DurableObject for Voice {
             self.inner.disconnect();
         }
         self.inner.read_quota(&req).await;
-        match session::accept(&self.state, &req, "voice", &self.inner.backend) {
+        match session::accept(
+            &self.state,
+            &self.inner.env,
+            &req,
+            "voice",
+            &self.inner.backend,
+        ) {
             Ok(r) => Ok(r),
             Err(e) => error_response(&e),
         }
@@ -170,12 +176,14 @@ impl DurableObject for Voice {
         } else {
             code as u16
         };
+        session::count_closed(&self.state, &self.inner.env, "voice", &ws, code);
         let _ = ws.close(Some(code), Some("closed"));
         Ok(())
     }
 
     async fn websocket_error(&self, ws: WebSocket, _error: worker::Error) -> Result<()> {
         self.closed(&ws);
+        session::count_closed(&self.state, &self.inner.env, "voice", &ws, 1006);
         Ok(())
     }
 }
@@ -273,6 +281,18 @@ impl Inner {
         };
         let me = self.clone();
         session::spawn(&self.raw, async move {
+            crate::ops::add(
+                &me.env,
+                [
+                    ("roomkeeper_voice_audio_ms_total", u.audio_ms),
+                    ("roomkeeper_voice_tokens_total", u.tokens),
+                ]
+                .into_iter()
+                .filter(|(_, n)| *n > 0)
+                .map(|(m, n)| crate::metrics::Delta::new(m, &[], n as i64))
+                .collect(),
+            )
+            .await;
             match quota::charge(&me.env, &name, u).await {
                 Ok(totals) => {
                     let _ = me.kv.put(USAGE_KEY, &totals);
@@ -307,6 +327,18 @@ impl Inner {
         for e in fx {
             match e {
                 Effect::Send(f) => {
+                    if let ServerFrame::Utterance { transcribed, .. } = &f {
+                        let label = if *transcribed { "true" } else { "false" };
+                        let delta = crate::metrics::Delta::new(
+                            "roomkeeper_voice_utterances_total",
+                            &[("transcribed", label)],
+                            1,
+                        );
+                        let env = self.env.clone();
+                        session::spawn(&self.raw, async move {
+                            crate::ops::add(&env, vec![delta]).await
+                        });
+                    }
                     let _ = ws.send_with_str(f.to_json());
                 }
                 Effect::Transcribe { utterance, wav } => {
@@ -338,7 +370,14 @@ impl Inner {
     }
 
     async fn transcribe(self: Rc<Self>, ws: &WebSocket, utterance: u32, wav: Vec<u8>) {
-        let transcript = match net::transcribe(&self.backend, &self.env, &wav).await {
+        let started = now_ms();
+        let result = net::transcribe(&self.backend, &self.env, &wav).await;
+        if self.backend != Backend::Builtin {
+            let error = result.as_ref().err().map(ToString::to_string);
+            let ms = now_ms().saturating_sub(started);
+            crate::ops::provider_call(&self.env, "voice", "transcribe", ms, error).await;
+        }
+        let transcript = match result {
             Ok(t) => t,
             Err(e) => {
                 let frame = ServerFrame::Error {
@@ -397,14 +436,19 @@ impl Inner {
         } else {
             let messages = providers::voice_messages(&context);
             let me = self.clone();
-            net::generate(&self.backend, &self.env, &messages, max_tokens, |text| {
+            let started = now_ms();
+            let result = net::generate(&self.backend, &self.env, &messages, max_tokens, |text| {
                 if me.is_cancelled(turn) {
                     return false;
                 }
                 me.apply(ws, Input::ReplyDelta { turn, text });
                 true
             })
-            .await
+            .await;
+            let error = result.as_ref().err().map(ToString::to_string);
+            let ms = now_ms().saturating_sub(started);
+            crate::ops::provider_call(&self.env, "voice", "generate", ms, error).await;
+            result
         };
         if !self.is_cancelled(turn) {
             match result {

@@ -192,7 +192,7 @@ fn to_json(v: &impl serde::Serialize) -> Result<String, ApiError> {
 
 /// Calls operation `op` of the object named `name` in namespace `binding` (GET without a body,
 /// POST with one) and returns its status and JSON body; 503 when the object cannot answer.
-async fn call(
+pub(crate) async fn call(
     env: &Env,
     binding: &str,
     name: &str,

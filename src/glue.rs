@@ -98,9 +98,8 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
             1,
         ));
     }
-    // Counted after answering: bookkeeping never slows the request down.
-    let metrics_env = env.clone();
-    ctx.wait_until(async move { crate::ops::add(&metrics_env, deltas).await });
+    // Summed in the isolate and flushed later: bookkeeping never slows the request down.
+    crate::ops::count(&env, &ctx, deltas);
     log(
         min,
         obs::level_for_status(status),
@@ -275,6 +274,13 @@ async fn handle(
         Route::AdminRooms => crate::ops::admin_rooms(env).await,
         Route::AdminCloseRoom(key) => {
             crate::ops::admin_close_room(req, env, &key, key_name.as_deref()).await
+        }
+        Route::AdminCloseConnection { room, conn } => {
+            crate::ops::admin_close_connection(req, env, &room, &conn, key_name.as_deref()).await
+        }
+        Route::AdminSessions => crate::ops::admin_sessions(env).await,
+        Route::AdminLockRelease(name) => {
+            crate::ops::admin_lock_release(req, env, &name, key_name.as_deref()).await
         }
         Route::AdminAudit => crate::ops::admin_audit(req, env).await,
         Route::BenchRaw { room, op } => {

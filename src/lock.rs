@@ -335,6 +335,17 @@ impl LockState {
         (Ok(()), events)
     }
 
+    /// An operator override: ends the live lease whatever its token, and grants the lock to the
+    /// next waiter, if any. Returns the lease that was ended. Its token stays below
+    /// [`next_token`](Self::next_token), so the old holder's renew or release is refused as
+    /// stale and every later grant carries a larger token.
+    pub fn force_release(&mut self, now_ms: u64) -> (Option<Lease>, Vec<Event>) {
+        let mut events = self.tick(now_ms);
+        let ended = self.holder.take();
+        self.promote(now_ms, &mut events);
+        (ended, events)
+    }
+
     /// Expires a lease that is due, times out waiters whose deadline has come, and grants the
     /// lock to the head of the queue if it is free. Run it from the alarm; every other
     /// operation runs it first.
@@ -920,5 +931,37 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn force_release_ends_any_lease_and_makes_its_token_stale() {
+        let mut s = LockState::new();
+        let (r, _) = s.acquire("a", 10_000, 0, 1, 0);
+        let Ok(AcquireOutcome::Granted(old)) = r else {
+            panic!("not granted: {r:?}")
+        };
+        let (r, _) = s.acquire("b", 10_000, 5_000, 2, 10);
+        assert!(matches!(r, Ok(AcquireOutcome::Queued { position: 1 })));
+        let (ended, events) = s.force_release(20);
+        assert_eq!(ended.as_ref().map(|l| l.token), Some(old.token));
+        let granted = match events.as_slice() {
+            [Event::Granted {
+                waiter_id: 2,
+                lease,
+            }] => lease.clone(),
+            other => panic!("unexpected events {other:?}"),
+        };
+        assert!(granted.token > old.token);
+        assert_eq!(
+            s.renew(old.token, 1_000, 30).0,
+            Err(LockError::StaleToken { token: old.token })
+        );
+        assert_eq!(
+            s.release(old.token, 30).0,
+            Err(LockError::StaleToken { token: old.token })
+        );
+        // Nothing held: nothing to end.
+        s.release(granted.token, 40).0.unwrap();
+        assert_eq!(s.force_release(50).0, None);
     }
 }

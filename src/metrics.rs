@@ -53,6 +53,30 @@ pub const METRICS: &[(&str, &str)] = &[
         "Inbound webhook events, by outcome",
     ),
     (
+        "roomkeeper_provider_calls_total",
+        "AI provider calls, by session kind, operation and outcome",
+    ),
+    (
+        "roomkeeper_provider_latency_ms_total",
+        "Time spent in AI provider calls, ms, by session kind and operation (divide by the calls for the mean)",
+    ),
+    (
+        "roomkeeper_voice_audio_ms_total",
+        "Audio received by voice sessions, ms (as charged to the users' quotas)",
+    ),
+    (
+        "roomkeeper_voice_tokens_total",
+        "Reply tokens generated for voice sessions",
+    ),
+    (
+        "roomkeeper_voice_utterances_total",
+        "Utterances segmented by voice sessions, by whether they were transcribed",
+    ),
+    (
+        "roomkeeper_chat_messages_total",
+        "Chat messages answered",
+    ),
+    (
         crate::room_stats::MESSAGES,
         "Messages stored by rooms (duplicates excluded)",
     ),
@@ -73,6 +97,46 @@ pub const METRICS: &[(&str, &str)] = &[
         "Room frames refused with an error frame, by code",
     ),
 ];
+
+/// How often, at most, a router isolate sends its pending counters to the Metrics object
+/// (milliseconds). The first request that finds nothing pending schedules the flush this long
+/// after itself (through `wait_until`), so a busy isolate makes about one Metrics call per
+/// interval instead of one per request. Counts from other isolates can lag by this much; a
+/// metrics read flushes its own isolate first.
+pub const FLUSH_INTERVAL_MS: u64 = 1000;
+
+/// Counter deltas waiting in one isolate, summed per (name, labels) so a flush is one small
+/// batch however many requests it covers.
+#[derive(Debug, Default)]
+pub struct Pending {
+    sums: BTreeMap<(String, String), Delta>,
+}
+
+impl Pending {
+    /// Adds deltas to the pending sums.
+    pub fn add(&mut self, deltas: impl IntoIterator<Item = Delta>) {
+        for d in deltas {
+            let key = (d.name.clone(), d.label_key());
+            self.sums
+                .entry(key)
+                .and_modify(|e| e.delta += d.delta)
+                .or_insert(d);
+        }
+    }
+
+    /// Whether nothing is pending.
+    pub fn is_empty(&self) -> bool {
+        self.sums.is_empty()
+    }
+
+    /// Takes every pending sum (dropping ones that cancelled out), leaving nothing pending.
+    pub fn take(&mut self) -> Vec<Delta> {
+        std::mem::take(&mut self.sums)
+            .into_values()
+            .filter(|d| d.delta != 0)
+            .collect()
+    }
+}
 
 /// Pseudo-metric for the active-room registry: `room_connections{room}` ±1 per connection.
 pub const ROOM_CONNECTIONS: &str = "room_connections";
@@ -210,6 +274,29 @@ mod tests {
     fn labels_are_escaped_and_sorted() {
         let d = Delta::new("m", &[("z", "a\"b"), ("a", "x\\y\nz")], 1);
         assert_eq!(d.label_key(), r#"a="x\\y\nz",z="a\"b""#);
+    }
+
+    #[test]
+    fn pending_sums_per_name_and_labels_and_takes_once() {
+        let mut p = Pending::default();
+        assert!(p.is_empty());
+        p.add([
+            Delta::new("a", &[("x", "1")], 1),
+            Delta::new("a", &[("x", "2")], 1),
+            Delta::new("b", &[], 2),
+        ]);
+        p.add([Delta::new("a", &[("x", "1")], 3), Delta::new("b", &[], -2)]);
+        let mut taken = p.take();
+        taken.sort_by(|l, r| (&l.name, l.label_key()).cmp(&(&r.name, r.label_key())));
+        assert_eq!(
+            taken,
+            vec![
+                Delta::new("a", &[("x", "1")], 4),
+                Delta::new("a", &[("x", "2")], 1)
+            ]
+        );
+        assert!(p.is_empty());
+        assert!(p.take().is_empty());
     }
 
     #[test]

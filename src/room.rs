@@ -514,6 +514,16 @@ impl Room {
         }
     }
 
+    /// Open connections, ordered by id: `{conn, user, name}` (`name` null until joined), for
+    /// the admin view and closing one connection.
+    pub fn connection_list(&self) -> Vec<serde_json::Value> {
+        let mut list: Vec<&Session> = self.sessions.values().collect();
+        list.sort_by(|a, b| a.conn.cmp(&b.conn));
+        list.into_iter()
+            .map(|s| serde_json::json!({"conn": s.conn, "user": s.user, "name": s.name}))
+            .collect()
+    }
+
     /// Whether another connection fits ([`RoomLimits::max_connections`]).
     pub fn has_room_for_connection(&self) -> bool {
         self.sessions.len() < self.limits.max_connections

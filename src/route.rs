@@ -131,6 +131,17 @@ pub enum Route {
     AdminRooms,
     /// `POST /api/admin/rooms/:room/close`: close every connection of a room (API key).
     AdminCloseRoom(RoomKey),
+    /// `POST /api/admin/rooms/:room/connections/:conn/close`: close one connection (API key).
+    AdminCloseConnection {
+        /// The room.
+        room: RoomKey,
+        /// The connection id (as `GET /api/rooms/:room` lists it).
+        conn: String,
+    },
+    /// `GET /api/admin/sessions`: active voice and chat sessions (API key).
+    AdminSessions,
+    /// `POST /api/admin/locks/:name/release`: operator override of a lock (API key, audited).
+    AdminLockRelease(String),
     /// `GET /api/admin/audit?subject=&limit=`: the audit trail (API key).
     AdminAudit,
     /// `/api/bench/raw/:room/{ws,status,panic}`: the bench-only raw baseline object, served
@@ -194,6 +205,9 @@ impl Route {
                 | Self::Metrics { .. }
                 | Self::AdminRooms
                 | Self::AdminCloseRoom(_)
+                | Self::AdminCloseConnection { .. }
+                | Self::AdminSessions
+                | Self::AdminLockRelease(_)
                 | Self::AdminAudit
         )
     }
@@ -222,7 +236,12 @@ impl Route {
             Self::Notification(_) => "notification",
             Self::Webhook(_) => "webhook",
             Self::Metrics { .. } => "metrics",
-            Self::AdminRooms | Self::AdminCloseRoom(_) | Self::AdminAudit => "admin",
+            Self::AdminRooms
+            | Self::AdminCloseRoom(_)
+            | Self::AdminCloseConnection { .. }
+            | Self::AdminSessions
+            | Self::AdminLockRelease(_)
+            | Self::AdminAudit => "admin",
             Self::BenchRaw { .. } => "bench",
             #[allow(unreachable_patterns)]
             _ => "other",
@@ -327,6 +346,17 @@ pub fn parse(method: Method, path: &str) -> Result<Route, ApiError> {
         ["api", "admin", "rooms", room, "close"] => {
             (Route::AdminCloseRoom(RoomKey::parse(room)?), &["POST"])
         }
+        ["api", "admin", "rooms", room, "connections", conn, "close"] => (
+            Route::AdminCloseConnection {
+                room: RoomKey::parse(room)?,
+                conn: id_segment(conn, "connection")?,
+            },
+            &["POST"],
+        ),
+        ["api", "admin", "sessions"] => (Route::AdminSessions, &["GET"]),
+        ["api", "admin", "locks", name, "release"] => {
+            (Route::AdminLockRelease(lock_name(name)?), &["POST"])
+        }
         ["api", "admin", "audit"] => (Route::AdminAudit, &["GET"]),
         ["api", "bench", "raw", room, op @ ("ws" | "status" | "panic")] => {
             let op: &'static str = match *op {
@@ -393,6 +423,14 @@ fn session_id(s: &str) -> Result<String, ApiError> {
 }
 
 fn lock(name: &str, op: LockOp) -> Result<Route, ApiError> {
+    Ok(Route::Lock {
+        name: lock_name(name)?,
+        op,
+    })
+}
+
+/// Checks a lock name: the room-name rules, with its own error code.
+fn lock_name(name: &str) -> Result<String, ApiError> {
     validate_room_name(name).map_err(|_| {
         ApiError::bad_request(
             "invalid_lock_name",
@@ -402,10 +440,7 @@ fn lock(name: &str, op: LockOp) -> Result<Route, ApiError> {
             ),
         )
     })?;
-    Ok(Route::Lock {
-        name: name.to_string(),
-        op,
-    })
+    Ok(name.to_string())
 }
 
 #[cfg(test)]

@@ -395,3 +395,187 @@ pub async fn admin_lists_and_closes_rooms_with_an_audit_trail(ctx: Arc<Ctx>) {
         .unwrap();
     assert_eq!(r.status().as_u16(), 400);
 }
+
+async fn admin_post(base: &str, path: &str, body: Value) -> (u16, Value) {
+    let r = http()
+        .post(format!("{base}{path}"))
+        .bearer_auth(DEV_API_KEY)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+async fn admin_get(base: &str, path: &str) -> Value {
+    let r = http()
+        .get(format!("{base}{path}"))
+        .bearer_auth(DEV_API_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200, "GET {path}");
+    r.json().await.unwrap()
+}
+
+/// The newest audit entry about `subject`.
+async fn last_audit(base: &str, subject: &str) -> Value {
+    admin_get(base, &format!("/api/admin/audit?subject={subject}")).await["entries"][0].clone()
+}
+
+/// Admin: one connection closed with a reason (the others stay), voice and chat sessions
+/// listed while open, and a lock overridden — the holder's token goes stale — with every
+/// action in the audit trail.
+pub async fn admin_closes_a_connection_lists_sessions_and_overrides_a_lock(ctx: Arc<Ctx>) {
+    // One connection of a room, by the id the room lists.
+    let r = room("one-conn");
+    let url = format!("{}/api/rooms/{r}/ws", ctx.ws);
+    let (mut keep, _) = Client::join(&url, Enc::Json, "keeper").await;
+    let (mut gone, _) = Client::join(&url, Enc::Json, "leaver").await;
+    let info = admin_get(&ctx.http, &format!("/api/rooms/{r}")).await;
+    let list = info["connection_list"].as_array().unwrap().clone();
+    assert_eq!(list.len(), 2, "{info}");
+    let conn = list.iter().find(|c| c["name"] == "leaver").unwrap()["conn"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let path = format!("/api/admin/rooms/{r}/connections/{conn}/close");
+    let (status, _) = admin_post(&ctx.http, &path, json!({"reason": ""})).await;
+    assert_eq!(status, 400);
+    let (status, v) = admin_post(&ctx.http, &path, json!({"reason": "spam"})).await;
+    assert_eq!((status, v["closed"].as_bool()), (200, Some(true)), "{v}");
+    let closed = loop {
+        let f = gone.recv().await;
+        if f["type"] == "__close" {
+            break f;
+        }
+    };
+    assert_eq!(
+        (closed["code"].as_u64(), closed["reason"].as_str()),
+        (Some(4000), Some("spam"))
+    );
+    keep.send(json!({"type": "publish", "body": "still here", "id": "k1"}))
+        .await;
+    assert_eq!(keep.recv_type("ack").await["id"], "k1");
+    let (status, v) = admin_post(&ctx.http, &path, json!({"reason": "again"})).await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (404, Some("connection_not_found"))
+    );
+    let e = last_audit(&ctx.http, &format!("room:{r}")).await;
+    assert_eq!(
+        (
+            e["action"].as_str(),
+            e["actor"].as_str(),
+            e["detail"]["conn"].as_str(),
+            e["detail"]["reason"].as_str()
+        ),
+        (
+            Some("connection_closed"),
+            Some("api:dev"),
+            Some(conn.as_str()),
+            Some("spam")
+        )
+    );
+
+    // Voice and chat sessions are listed while they are open, and not after.
+    let t = crate::harness::token(&ctx.http, json!({"sub": "listed-user", "rooms": ["*"]})).await;
+    let sid = room("listed");
+    let voice = Client::connect(
+        &format!("{}/api/voice/{sid}/ws?token={t}", ctx.ws),
+        Enc::Json,
+    )
+    .await;
+    let chat = Client::connect(
+        &format!("{}/api/chat/{sid}/ws?token={t}", ctx.ws),
+        Enc::Json,
+    )
+    .await;
+    let kinds = |v: &Value| -> Vec<String> {
+        let mut k: Vec<String> = v["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["user"] == "listed-user" && s["session"] == sid.as_str())
+            .map(|s| s["kind"].as_str().unwrap().to_string())
+            .collect();
+        k.sort();
+        k
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let v = admin_get(&ctx.http, "/api/admin/sessions").await;
+        if kinds(&v) == ["chat", "voice"] {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "not listed: {v}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    voice.close().await;
+    chat.close().await;
+    loop {
+        let v = admin_get(&ctx.http, "/api/admin/sessions").await;
+        if kinds(&v).is_empty() {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "still listed: {v}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // A lock override: the holder's lease ends, its token is stale, the audit says who and why.
+    let lock = room("override");
+    let (status, held) = admin_post(
+        &ctx.http,
+        &format!("/api/locks/{lock}/acquire"),
+        json!({"owner": "stuck-job", "ttl_ms": 600_000}),
+    )
+    .await;
+    assert_eq!(status, 200, "{held}");
+    let token = held["token"].as_u64().unwrap();
+    let path = format!("/api/admin/locks/{lock}/release");
+    let (status, v) = admin_post(&ctx.http, &path, json!({"reason": "job hung"})).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        (
+            v["released"].as_bool(),
+            v["holder"].as_str(),
+            v["token"].as_u64()
+        ),
+        (Some(true), Some("stuck-job"), Some(token))
+    );
+    let (status, v) = admin_post(
+        &ctx.http,
+        &format!("/api/locks/{lock}/renew"),
+        json!({"token": token, "ttl_ms": 1000}),
+    )
+    .await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (409, Some("stale_token")),
+        "{v}"
+    );
+    let (status, next) = admin_post(
+        &ctx.http,
+        &format!("/api/locks/{lock}/acquire"),
+        json!({"owner": "next-job", "ttl_ms": 10_000}),
+    )
+    .await;
+    assert_eq!(status, 200, "{next}");
+    assert!(next["token"].as_u64().unwrap() > token);
+    let e = last_audit(&ctx.http, &format!("lock:{lock}")).await;
+    assert_eq!(
+        (
+            e["action"].as_str(),
+            e["actor"].as_str(),
+            e["detail"]["reason"].as_str(),
+            e["detail"]["holder"].as_str()
+        ),
+        (
+            Some("lock_override"),
+            Some("api:dev"),
+            Some("job hung"),
+            Some("stuck-job")
+        )
+    );
+}

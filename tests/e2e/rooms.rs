@@ -963,7 +963,10 @@ pub async fn room_figures_count_exactly_and_survive_a_restart(_ctx: Arc<Ctx>) {
     want["connections_closed"] = json!(2);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while info(server.http(), r.clone()).await["stats"] != want {
-        assert!(tokio::time::Instant::now() < deadline, "both closes counted");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "both closes counted"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     server.stop();

@@ -253,6 +253,7 @@ pub async fn voice_and_chat_with_an_openai_compatible_provider(_ctx: Arc<Ctx>) {
             ("LLM_STT_MODEL", "test-stt"),
         ],
     );
+    let metrics_before = metrics(&server.http()).await;
     let url = format!("{}/api/voice/{}/ws", server.ws(), room("voice"));
     let mut c = Client::connect(&url, Enc::Json).await;
     let mut frames = Vec::new();
@@ -356,6 +357,83 @@ pub async fn voice_and_chat_with_an_openai_compatible_provider(_ctx: Arc<Ctx>) {
     let rag = &calls[before].body;
     assert!(rag.contains("Passages:") && rag.contains("1.2%"), "{rag}");
     chat.close().await;
+
+    // The sessions' metrics moved by exactly this workload (the server is this test's own).
+    let want: &[(&str, &str, i64)] = &[
+        (
+            "roomkeeper_ws_connections_opened_total",
+            r#"kind="voice""#,
+            1,
+        ),
+        (
+            "roomkeeper_ws_connections_opened_total",
+            r#"kind="chat""#,
+            1,
+        ),
+        (
+            "roomkeeper_voice_utterances_total",
+            r#"transcribed="true""#,
+            2,
+        ),
+        (
+            "roomkeeper_provider_calls_total",
+            r#"kind="voice",op="transcribe",outcome="ok""#,
+            2,
+        ),
+        (
+            "roomkeeper_provider_calls_total",
+            r#"kind="voice",op="generate",outcome="error""#,
+            1,
+        ),
+        (
+            "roomkeeper_provider_calls_total",
+            r#"kind="chat",op="generate",outcome="ok""#,
+            1,
+        ),
+        ("roomkeeper_chat_messages_total", "", 1),
+        (
+            "roomkeeper_alerts_total",
+            r#"kind="provider_failing",outcome="sent""#,
+            1,
+        ),
+    ];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let now = metrics(&server.http()).await;
+        let moved: Vec<i64> = want
+            .iter()
+            .map(|(n, l, _)| {
+                now[n][l].as_i64().unwrap_or(0) - metrics_before[n][l].as_i64().unwrap_or(0)
+            })
+            .collect();
+        if moved == want.iter().map(|w| w.2).collect::<Vec<_>>() {
+            let latency = &now["roomkeeper_provider_latency_ms_total"];
+            assert!(
+                latency[r#"kind="voice",op="generate""#]
+                    .as_i64()
+                    .unwrap_or(0)
+                    >= 700,
+                "streamed replies take 100 ms a delta: {latency}"
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "metrics moved by {moved:?}, expected {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+async fn metrics(base: &str) -> Value {
+    let r = http()
+        .get(format!("{base}/api/metrics.json"))
+        .bearer_auth(DEV_API_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    r.json().await.unwrap()
 }
 
 /// Without a provider: a typed turn is answered from the knowledge base with its source, and
