@@ -141,7 +141,9 @@ impl Server {
                 panic!("wrangler dev exited early ({status}):\n{}", self.log_tail());
             }
             if let Ok(body) = blocking_get(&url) {
-                if body.contains("\"ok\"") {
+                // Up, whether healthy or answering a configuration error (tests of bad settings
+                // start servers that can only answer errors).
+                if body.contains("\"ok\"") || body.contains("\"config_error\"") {
                     return;
                 }
             }

@@ -124,6 +124,7 @@ fn all(ctx: Arc<Ctx>) -> Vec<Trial> {
         ops::delivery_failures_raise_bounded_alerts,
         ops::admin_lists_and_closes_rooms_with_an_audit_trail,
         ops::admin_closes_a_connection_lists_sessions_and_overrides_a_lock,
+        ops::configuration_errors_are_reported_clearly,
         rooms::room_figures_count_exactly_and_survive_a_restart,
         rooms::presence_counts_each_user_once,
         rooms::recovery_replays_exactly_the_missed_messages,

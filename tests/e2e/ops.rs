@@ -579,3 +579,72 @@ pub async fn admin_closes_a_connection_lists_sessions_and_overrides_a_lock(ctx: 
         )
     );
 }
+
+/// A malformed setting is reported clearly — a JSON `config_error` naming the setting, with
+/// the request id, and a log line — at the first request, never a panic or a blank 500; and
+/// a short secret is refused the same way where it is needed.
+pub async fn configuration_errors_are_reported_clearly(_ctx: Arc<Ctx>) {
+    let persist = TempDir::new("bad-config");
+    let server = Server::start_with(
+        &persist.0,
+        &[("LIMIT_POLICIES", "{not json"), ("AUTH_SECRET", "short")],
+    );
+    // `Server::start_with` waits for `/health`; it answers, but as an error.
+    for path in ["/health", "/api/rooms/lobby"] {
+        let r = http()
+            .get(format!("{}{path}", server.http()))
+            .header("X-Request-Id", "cfg-check-1")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 500, "{path}");
+        assert_eq!(r.headers()["x-request-id"], "cfg-check-1");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"]["code"], "config_error", "{v}");
+        let message = v["error"]["message"].as_str().unwrap();
+        assert!(message.contains("LIMIT_POLICIES"), "{message}");
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !server.log_tail().contains("cfg-check-1") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{}",
+            server.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let log = server.log_tail();
+    let line = log
+        .lines()
+        .find(|l| l.contains("cfg-check-1") && l.contains("config_error"))
+        .unwrap_or_else(|| panic!("a config_error log line with the request id: {log}"));
+    assert!(
+        !line.contains("not json"),
+        "the setting's value is not logged: {line}"
+    );
+    drop(server);
+
+    // A secret that is too short: the routes that need it say so.
+    let persist = TempDir::new("short-secret");
+    let server = Server::start_with(&persist.0, &[("AUTH_SECRET", "short")]);
+    let r = http()
+        .post(format!("{}/api/dev/token", server.http()))
+        .json(&json!({"sub": "x", "rooms": ["*"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 500);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "config_error", "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("AUTH_SECRET"),
+        "{v}"
+    );
+    assert!(
+        !v.to_string().contains("short\""),
+        "the secret is not echoed: {v}"
+    );
+}
