@@ -98,6 +98,11 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
             1,
         ));
     }
+    if fields.get("code").and_then(Value::as_str) == Some("rate_limited") {
+        if let Some(config) = &config {
+            crate::ops::refusal_spike(&env, &ctx, config);
+        }
+    }
     // Summed in the isolate and flushed later: bookkeeping never slows the request down.
     crate::ops::count(&env, &ctx, deltas);
     log(

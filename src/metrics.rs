@@ -138,6 +138,33 @@ impl Pending {
     }
 }
 
+/// Refusals for being over a rate limit (`rate_limited`) that raise a `refusals_spiking`
+/// alert when one router isolate sees this many within [`REFUSAL_SPIKE_WINDOW_MS`] (setting
+/// `REFUSAL_ALERT_THRESHOLD`).
+pub const REFUSAL_ALERT_THRESHOLD: u64 = 100;
+/// The window of [`REFUSAL_ALERT_THRESHOLD`], ms.
+pub const REFUSAL_SPIKE_WINDOW_MS: u64 = 60_000;
+
+/// Counts events in fixed windows and says when a window first reaches a threshold, so a spike
+/// raises one alert per window however long it lasts (alerts are throttled again downstream).
+#[derive(Debug, Default)]
+pub struct SpikeDetector {
+    window_start_ms: u64,
+    count: u64,
+}
+
+impl SpikeDetector {
+    /// Counts one event at `now_ms`; true exactly when this window's count reaches `threshold`.
+    pub fn record(&mut self, now_ms: u64, window_ms: u64, threshold: u64) -> bool {
+        if now_ms >= self.window_start_ms + window_ms {
+            self.window_start_ms = now_ms;
+            self.count = 0;
+        }
+        self.count += 1;
+        self.count == threshold.max(1)
+    }
+}
+
 /// Pseudo-metric for the active-room registry: `room_connections{room}` ±1 per connection.
 pub const ROOM_CONNECTIONS: &str = "room_connections";
 
@@ -297,6 +324,22 @@ mod tests {
         );
         assert!(p.is_empty());
         assert!(p.take().is_empty());
+    }
+
+    #[test]
+    fn a_spike_alerts_once_per_window() {
+        let mut d = SpikeDetector::default();
+        let fired: Vec<bool> = (0..8).map(|i| d.record(1_000 + i, 60_000, 5)).collect();
+        assert_eq!(
+            fired,
+            [false, false, false, false, true, false, false, false]
+        );
+        // A new window counts from zero again.
+        assert!(!d.record(61_000, 60_000, 2));
+        assert!(d.record(61_001, 60_000, 2));
+        // Slow trickles never reach the threshold.
+        let mut d = SpikeDetector::default();
+        assert!((0..10).all(|i| !d.record(i * 60_000, 60_000, 2)));
     }
 
     #[test]

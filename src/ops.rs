@@ -434,8 +434,42 @@ pub(crate) async fn admin_audit(req: Request, env: &Env) -> Result<Response, Api
     json(200, &j!({ "entries": entries }))
 }
 
-/// Raises an alert of `kind` unless the `alerts` policy says this kind has alerted enough
-/// lately; either way it is counted. Returns whether it was sent.
+thread_local! {
+    static REFUSALS: RefCell<metrics::SpikeDetector> = RefCell::new(metrics::SpikeDetector::default());
+}
+
+/// Counts a `rate_limited` refusal in this isolate; the one that makes the window's count reach
+/// `REFUSAL_ALERT_THRESHOLD` ([`metrics::REFUSAL_ALERT_THRESHOLD`] by default) raises a
+/// `refusals_spiking` alert in the background.
+pub(crate) fn refusal_spike(env: &Env, ctx: &Context, config: &Config) {
+    let threshold = crate::glue::setting(env, "REFUSAL_ALERT_THRESHOLD")
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(metrics::REFUSAL_ALERT_THRESHOLD);
+    let now = now_ms();
+    let fire = REFUSALS.with(|d| {
+        d.borrow_mut()
+            .record(now, metrics::REFUSAL_SPIKE_WINDOW_MS, threshold)
+    });
+    if fire {
+        let (env, config) = (env.clone(), config.clone());
+        ctx.wait_until(async move {
+            raise_alert(
+                &env,
+                &config,
+                "refusals_spiking",
+                &format!("refusals:{now}"),
+                Severity::Warning,
+                format!(
+                    "{threshold} rate-limit refusals within {} s",
+                    metrics::REFUSAL_SPIKE_WINDOW_MS / 1000
+                ),
+                Some("see roomkeeper_refusals_total{code=\"rate_limited\"}".into()),
+            )
+            .await;
+        });
+    }
+}
+
 /// Records one provider call (`op`: `transcribe` or `generate`, from the `kind` of session):
 /// `roomkeeper_provider_calls_total{kind,op,outcome}` and the time it took in
 /// `roomkeeper_provider_latency_ms_total{kind,op}`; a failure also raises a `provider_failing`
@@ -475,6 +509,8 @@ pub(crate) async fn provider_call(env: &Env, kind: &str, op: &str, ms: u64, erro
     }
 }
 
+/// Raises an alert of `kind` unless the `alerts` policy says this kind has alerted enough
+/// lately; either way it is counted. Returns whether it was sent.
 pub(crate) async fn raise_alert(
     env: &Env,
     config: &Config,

@@ -125,6 +125,7 @@ fn all(ctx: Arc<Ctx>) -> Vec<Trial> {
         ops::admin_lists_and_closes_rooms_with_an_audit_trail,
         ops::admin_closes_a_connection_lists_sessions_and_overrides_a_lock,
         ops::configuration_errors_are_reported_clearly,
+        ops::refusal_spikes_raise_one_alert,
         rooms::room_figures_count_exactly_and_survive_a_restart,
         rooms::presence_counts_each_user_once,
         rooms::recovery_replays_exactly_the_missed_messages,

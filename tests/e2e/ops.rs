@@ -648,3 +648,53 @@ pub async fn configuration_errors_are_reported_clearly(_ctx: Arc<Ctx>) {
         "the secret is not echoed: {v}"
     );
 }
+
+/// A burst of rate-limit refusals raises one `refusals_spiking` alert (threshold 5 here), not
+/// one per refusal.
+pub async fn refusal_spikes_raise_one_alert(_ctx: Arc<Ctx>) {
+    let persist = TempDir::new("spike");
+    let policies = r#"{"connect":{"rate":1,"period_ms":60000,"burst":2}}"#;
+    let server = Server::start_with(
+        &persist.0,
+        &[
+            ("LIMIT_POLICIES", policies),
+            ("REFUSAL_ALERT_THRESHOLD", "5"),
+        ],
+    );
+    let before = metrics(&server.http()).await;
+    let flooder = reqwest::Client::builder()
+        .no_proxy()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .build()
+        .unwrap();
+    let mut refused = 0;
+    for _ in 0..12 {
+        let r = flooder
+            .get(format!("{}/api/rooms/{}/ws", server.http(), room("spike")))
+            .header("Upgrade", "websocket")
+            .header("Connection", "Upgrade")
+            .header("Sec-WebSocket-Version", "13")
+            .header("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+            .send()
+            .await
+            .unwrap();
+        refused += usize::from(r.status().as_u16() == 429);
+    }
+    assert_eq!(
+        refused, 10,
+        "the burst of 2 connected, the rest were refused"
+    );
+    settle(
+        &server.http(),
+        &before,
+        &[
+            ("roomkeeper_refusals_total", r#"code="rate_limited""#, 10),
+            (
+                "roomkeeper_alerts_total",
+                r#"kind="refusals_spiking",outcome="sent""#,
+                1,
+            ),
+        ],
+    )
+    .await;
+}
