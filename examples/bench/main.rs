@@ -375,9 +375,10 @@ async fn main() {
 
     if let (true, Some(ctx)) = (wanted(&a, "saturation"), &ctx) {
         let mut t = Table::new(
-            "Fan-out saturation (100 subscribers; highest step with zero loss and p99 ≤ 100 ms)",
+            "Fan-out saturation (highest step with zero loss and p99 ≤ 100 ms; steps ×1.5 from 20,000 deliveries/s)",
             &[
                 "target",
+                "subscribers",
                 "msgs/s offered → sent",
                 "deliveries/s",
                 "latency p50 / p99 / max (ms)",
@@ -388,13 +389,24 @@ async fn main() {
                 "other load",
             ],
         );
-        for target in [Target::Raw, Target::Room] {
-            let mut rate = 200.0;
+        // The quick set saturates a room of 100; `--full` (or `--sizes`) also 10 and 1,000.
+        let sizes = a.sizes.clone().unwrap_or_else(|| {
+            if a.full {
+                vec![10, 100, 1000]
+            } else {
+                vec![100]
+            }
+        });
+        for (target, subscribers) in sizes
+            .iter()
+            .flat_map(|&n| [(Target::Raw, n), (Target::Room, n)])
+        {
+            let mut rate = 20_000.0 / subscribers as f64;
             for _ in 0..if a.full { 8 } else { 5 } {
                 let spec = Spec {
                     target,
-                    subscribers: 100,
-                    publishers: 10,
+                    subscribers,
+                    publishers: subscribers.min(10),
                     rate,
                     duration: secs(3, 6),
                     drain: Duration::from_secs(3),
@@ -407,6 +419,7 @@ async fn main() {
                     o.loss() == 0 && o.late == 0 && p99 <= 100.0 && o.achieved_rate >= rate * 0.95;
                 t.row(vec![
                     target.name().into(),
+                    subscribers.to_string(),
                     format!("{rate:.0} → {:.0}", o.achieved_rate),
                     thousands(o.deliveries_per_s()),
                     o.latency.cell(),
