@@ -626,12 +626,7 @@ impl Room {
                 to,
                 except,
             } => {
-                let receivers = self.with_core(|c| {
-                    c.audience(*to, except.as_deref())
-                        .iter()
-                        .map(|(_, conns)| conns.len())
-                        .sum()
-                });
+                let receivers = self.with_core(|c| c.audience_len(*to, except.as_deref()));
                 Event::Message { receivers }
             }
             Effect::Send { frame, .. } => match frame {

@@ -257,13 +257,16 @@ impl Inner {
         let name = quota::quota_name(&a.user, a.anonymous, ip.as_deref());
         let _ = self.kv.put(QUOTA_NAME_KEY, &name);
         match quota::charge(&self.env, &name, Usage::default()).await {
-            Ok(totals) => {
-                let _ = self.kv.put(USAGE_KEY, &totals);
-                if let Some(s) = self.session.borrow_mut().as_mut() {
-                    s.set_user_remaining(totals.remaining(&self.limits, now_ms()));
-                }
-            }
+            Ok(totals) => self.apply_totals(&totals),
             Err(e) => worker::console_error!("voice quota read: {e}"),
+        }
+    }
+
+    /// The user's totals as the Quota object answered: the mirror, and this session's caps.
+    fn apply_totals(&self, totals: &UserUsage) {
+        let _ = self.kv.put(USAGE_KEY, totals);
+        if let Some(s) = self.session.borrow_mut().as_mut() {
+            s.set_user_remaining(totals.remaining(&self.limits, now_ms()));
         }
     }
 
@@ -294,12 +297,7 @@ impl Inner {
             )
             .await;
             match quota::charge(&me.env, &name, u).await {
-                Ok(totals) => {
-                    let _ = me.kv.put(USAGE_KEY, &totals);
-                    if let Some(s) = me.session.borrow_mut().as_mut() {
-                        s.set_user_remaining(totals.remaining(&me.limits, now_ms()));
-                    }
-                }
+                Ok(totals) => me.apply_totals(&totals),
                 Err(e) => worker::console_error!("voice charge to quota {name}: {e}"),
             }
         });

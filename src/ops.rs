@@ -311,18 +311,12 @@ pub(crate) async fn admin_close_room(
     key: &RoomKey,
     key_name: Option<&str>,
 ) -> Result<Response, ApiError> {
-    let c: CloseRequest = crate::api::parse_json(&req.bytes().await.map_err(internal)?)?;
-    if c.reason.trim().is_empty() || c.reason.len() > MAX_CLOSE_REASON_BYTES {
-        return Err(ApiError::bad_request(
-            "invalid_reason",
-            format!("reason is 1-{MAX_CLOSE_REASON_BYTES} bytes"),
-        ));
-    }
+    let reason = close_reason(&mut req).await?;
     let mut r = room_fetch(
         env,
         key,
         "/__close",
-        Some(j!({"reason": c.reason}).to_string()),
+        Some(j!({"reason": reason}).to_string()),
     )
     .await?;
     let status = r.status_code();
@@ -336,7 +330,7 @@ pub(crate) async fn admin_close_room(
         &format!("room:{}", key.as_str()),
         "room_closed",
         &actor,
-        &j!({"reason": c.reason, "closed": v["closed"]}),
+        &j!({"reason": reason, "closed": v["closed"]}),
     )
     .await?;
     json(200, &v)

@@ -970,20 +970,32 @@ impl Room {
     pub fn audience(&self, to: Audience, except: Option<&str>) -> [(Encoding, Vec<&str>); 2] {
         let mut json = Vec::new();
         let mut msgpack = Vec::new();
-        for s in self.sessions.values() {
-            let wanted = match to {
-                Audience::Subscribers => s.perms.subscribe,
-                Audience::Presence => s.perms.presence,
-            };
-            if !s.joined() || !wanted || Some(s.conn.as_str()) == except {
-                continue;
-            }
+        for s in self.receivers(to, except) {
             match s.enc {
                 Encoding::Json => json.push(s.conn.as_str()),
                 Encoding::Msgpack => msgpack.push(s.conn.as_str()),
             }
         }
         [(Encoding::Json, json), (Encoding::Msgpack, msgpack)]
+    }
+
+    /// How many connections [`Self::audience`] would list (without building the lists).
+    pub fn audience_len(&self, to: Audience, except: Option<&str>) -> usize {
+        self.receivers(to, except).count()
+    }
+
+    fn receivers<'a, 'b>(
+        &'a self,
+        to: Audience,
+        except: Option<&'b str>,
+    ) -> impl Iterator<Item = &'a Session> + use<'a, 'b> {
+        self.sessions.values().filter(move |s| {
+            let wanted = match to {
+                Audience::Subscribers => s.perms.subscribe,
+                Audience::Presence => s.perms.presence,
+            };
+            s.joined() && wanted && Some(s.conn.as_str()) != except
+        })
     }
 }
 

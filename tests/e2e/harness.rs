@@ -177,21 +177,38 @@ impl Server {
 
     /// Stops wrangler and workerd (the whole process group): TERM, then KILL.
     pub fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        let group = format!("-{}", child.id());
-        let _ = Command::new("kill").args(["-TERM", "--", &group]).status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        if let Some(child) = self.child.take() {
+            stop_group(child);
         }
-        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
-        let _ = child.wait();
     }
+}
+
+/// Stops a process and its group (wrangler and the workerd it started): TERM, then KILL after
+/// up to 5 s.
+pub fn stop_group(mut child: Child) {
+    let group = format!("-{}", child.id());
+    let _ = Command::new("kill").args(["-TERM", "--", &group]).status();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+    let _ = child.wait();
+}
+
+/// `GET /api/metrics.json` with the development API key.
+pub async fn metrics(base: &str) -> Value {
+    let r = http()
+        .get(format!("{base}/api/metrics.json"))
+        .bearer_auth(DEV_API_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    r.json().await.unwrap()
 }
 
 impl Drop for Server {

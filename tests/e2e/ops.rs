@@ -5,19 +5,8 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::harness::{http, room, Client, Enc, Receiver, Server, TempDir, DEV_API_KEY};
+use crate::harness::{http, metrics, room, Client, Enc, Receiver, Server, TempDir, DEV_API_KEY};
 use crate::Ctx;
-
-async fn metrics(base: &str) -> Value {
-    let r = http()
-        .get(format!("{base}/api/metrics.json"))
-        .bearer_auth(DEV_API_KEY)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 200);
-    r.json().await.unwrap()
-}
 
 fn value(m: &Value, name: &str, labels: &str) -> i64 {
     m[name][labels].as_i64().unwrap_or(0)

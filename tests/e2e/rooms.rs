@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
-use crate::harness::{http, room, token, Client, Enc, Server, TempDir, DEV_API_KEY};
+use crate::harness::{http, metrics, room, token, Client, Enc, Server, TempDir, DEV_API_KEY};
 use crate::Ctx;
 
 fn ws_url(base: &str, room: &str, token: Option<&str>) -> String {
@@ -885,19 +885,7 @@ pub async fn room_figures_count_exactly_and_survive_a_restart(_ctx: Arc<Ctx>) {
         assert_eq!(resp.status().as_u16(), 200);
         resp.json::<Value>().await.unwrap()
     };
-    let metric = |base: String| async move {
-        let m: Value = http()
-            .get(format!("{base}/api/metrics.json"))
-            .bearer_auth(DEV_API_KEY)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        m
-    };
-    let before = metric(server.http()).await;
+    let before = metrics(&server.http()).await;
     let url = ws_url(&server.ws(), &r, None);
     let (mut a, _) = Client::join(&url, Enc::Json, "a").await;
     let (mut b, _) = Client::join(&url, Enc::Json, "b").await;
@@ -938,7 +926,7 @@ pub async fn room_figures_count_exactly_and_survive_a_restart(_ctx: Arc<Ctx>) {
     };
     loop {
         info(server.http(), r.clone()).await;
-        let m = metric(server.http()).await;
+        let m = metrics(&server.http()).await;
         let got = [
             moved(&m, "roomkeeper_room_messages_total", ""),
             moved(&m, "roomkeeper_room_duplicates_total", ""),

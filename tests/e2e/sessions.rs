@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
-use crate::harness::{http, room, Client, Enc, Server, TempDir, DEV_API_KEY};
+use crate::harness::{http, metrics, room, Client, Enc, Server, TempDir, DEV_API_KEY};
 use crate::Ctx;
 
 /// Deltas the fake completion server streams per reply, 100 ms apart.
@@ -423,17 +423,6 @@ pub async fn voice_and_chat_with_an_openai_compatible_provider(_ctx: Arc<Ctx>) {
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-}
-
-async fn metrics(base: &str) -> Value {
-    let r = http()
-        .get(format!("{base}/api/metrics.json"))
-        .bearer_auth(DEV_API_KEY)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 200);
-    r.json().await.unwrap()
 }
 
 /// Without a provider: a typed turn is answered from the knowledge base with its source, and
