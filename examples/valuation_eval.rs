@@ -10,7 +10,9 @@
 //! and 90%; and, because one fold split is one draw, how often the model beats the baseline
 //! over further seeds.
 
-use roomkeeper::valuation::{evaluate_with, parse_sales_csv, Evaluation, FitConfig, Model, Scores};
+use roomkeeper::services::valuation::{
+    evaluate_with, parse_sales_csv, Evaluation, FitConfig, Model, Scores,
+};
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -47,9 +49,9 @@ fn main() -> ExitCode {
 
 fn report(
     path: &str,
-    sales: &[roomkeeper::valuation::Sale],
+    sales: &[roomkeeper::services::valuation::Sale],
     refused: usize,
-) -> Result<(), roomkeeper::valuation::FitError> {
+) -> Result<(), roomkeeper::services::valuation::FitError> {
     println!("# Valuation model: measured\n");
     println!(
         "Data: `{path}` — {} sales imported, {refused} rows refused.\n",

@@ -24,10 +24,10 @@ use worker::{
 };
 
 use crate::config::Config;
-use crate::error::ApiError;
-use crate::glue::{internal, setting};
+use crate::glue::router::{internal, setting};
+use crate::http::error::ApiError;
+use crate::http::route::RoomKey;
 use crate::objects::socket::send_js;
-use crate::route::RoomKey;
 
 /// Durable Object binding of the bench object (top-level `wrangler.toml` only).
 const BENCH_BINDING: &str = "BENCH";

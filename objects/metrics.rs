@@ -57,7 +57,7 @@ impl DurableObject for Metrics {
                 let deltas: Vec<Delta> = req.json().await?;
                 let now = worker::Date::now().as_millis() as i64;
                 // A router batch carries an id: a retried batch that already landed is skipped.
-                if let Some(batch) = req.headers().get(crate::ops::BATCH_ID_HEADER)? {
+                if let Some(batch) = req.headers().get(crate::glue::ops::BATCH_ID_HEADER)? {
                     sql.exec(
                         "CREATE TABLE IF NOT EXISTS batches (id TEXT PRIMARY KEY, at INTEGER NOT NULL)",
                         None,

@@ -1,14 +1,9 @@
-//! Durable Object glue, one file per object kind. Each object is a thin shell over a plain
+//! Durable Object glue, one folder per capability. Each object is a thin shell over a plain
 //! core type: it loads state, feeds inputs to the core and performs the effects it returns.
 
-pub mod batch;
 pub mod bench;
-pub mod chat;
-pub mod limiter;
-pub mod lock;
+pub mod coordination;
 pub mod metrics;
-pub mod quota;
-pub mod room;
-pub mod session;
+pub mod rooms;
+pub mod sessions;
 pub mod socket;
-pub mod voice;

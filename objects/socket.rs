@@ -9,7 +9,7 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use worker::WebSocket;
 
-use crate::protocol::Encoded;
+use crate::rooms::protocol::Encoded;
 
 #[wasm_bindgen]
 extern "C" {

@@ -4,10 +4,10 @@
 //! so tests feed it a map and the glue feeds it `env.var`. A malformed setting is reported by
 //! name (never by value, which may be a secret) instead of panicking.
 
-use crate::cors::AllowList;
-use crate::limiter::Policies;
+use crate::coordination::limiter::Policies;
+use crate::http::cors::AllowList;
 use crate::obs::Level;
-use crate::room::RoomLimits;
+use crate::rooms::room::RoomLimits;
 
 /// The service's settings.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -33,35 +33,18 @@
 //!
 //! Time is always passed in as `now_ms`; nothing in the core reads a clock.
 
-pub mod api;
 pub mod auth;
-pub mod batch;
-pub mod chatbot;
 pub mod config;
-pub mod cors;
-pub mod error;
-pub mod leads;
-pub mod limiter;
-pub mod lock;
+pub mod coordination;
+pub mod http;
 pub mod metrics;
-pub mod notify;
 pub mod obs;
-pub mod protocol;
-pub mod providers;
-pub mod room;
-pub mod room_stats;
-pub mod route;
-pub mod valuation;
-pub mod voice;
+pub mod rooms;
+pub mod services;
+pub mod sessions;
 
-#[cfg(target_arch = "wasm32")]
-mod coord;
 #[cfg(target_arch = "wasm32")]
 mod glue;
 #[cfg(target_arch = "wasm32")]
 #[path = "../objects/mod.rs"]
 mod objects;
-#[cfg(target_arch = "wasm32")]
-mod ops;
-#[cfg(target_arch = "wasm32")]
-mod services;

@@ -77,23 +77,23 @@ pub const METRICS: &[(&str, &str)] = &[
         "Chat messages answered",
     ),
     (
-        crate::room_stats::MESSAGES,
+        crate::rooms::stats::MESSAGES,
         "Messages stored by rooms (duplicates excluded)",
     ),
     (
-        crate::room_stats::DUPLICATES,
+        crate::rooms::stats::DUPLICATES,
         "Room publishes answered as duplicates",
     ),
     (
-        crate::room_stats::DELIVERIES,
+        crate::rooms::stats::DELIVERIES,
         "Room messages sent, one per message per receiving connection",
     ),
     (
-        crate::room_stats::BYTES_IN,
+        crate::rooms::stats::BYTES_IN,
         "Bytes of WebSocket frames received by rooms",
     ),
     (
-        crate::room_stats::REFUSALS,
+        crate::rooms::stats::REFUSALS,
         "Room frames refused with an error frame, by code",
     ),
 ];
@@ -264,7 +264,7 @@ pub fn json(samples: &[Sample]) -> serde_json::Value {
 pub fn close_class(code: u16) -> &'static str {
     match code {
         1000 | 1005 => "normal",
-        c if crate::protocol::close::should_reconnect(c) => "reconnect",
+        c if crate::rooms::protocol::close::should_reconnect(c) => "reconnect",
         _ => "terminal",
     }
 }

@@ -13,9 +13,9 @@ use proptest::prelude::*;
 use serde_json::{json, Value};
 
 use roomkeeper::auth::{self, Claims, Perm};
-use roomkeeper::protocol::{decode, encode_batch, ClientFrame, Encoded, Encoding, RawFrame};
-use roomkeeper::route::{self, Method};
-use roomkeeper::valuation::parse_sales_csv;
+use roomkeeper::http::route::{self, Method};
+use roomkeeper::rooms::protocol::{decode, encode_batch, ClientFrame, Encoded, Encoding, RawFrame};
+use roomkeeper::services::valuation::parse_sales_csv;
 
 const SECRET: &[u8] = b"fuzz-secret-0123456789";
 
@@ -108,7 +108,7 @@ fn near_frame() -> impl Strategy<Value = Value> {
 fn check_decoded(
     size: usize,
     limit: usize,
-    r: Result<ClientFrame, roomkeeper::protocol::FrameError>,
+    r: Result<ClientFrame, roomkeeper::rooms::protocol::FrameError>,
 ) {
     match r {
         Err(e) => {
@@ -289,7 +289,7 @@ proptest! {
     fn batches_of_any_messages_decode_to_their_parts(
         bodies in proptest::collection::vec(json_value(), 0..40),
     ) {
-        use roomkeeper::protocol::{MemberInfo, Message, ServerFrame};
+        use roomkeeper::rooms::protocol::{MemberInfo, Message, ServerFrame};
         let frames: Vec<ServerFrame> = bodies
             .into_iter()
             .enumerate()

@@ -1,8 +1,10 @@
 //! Black-box properties of the limiter and lock cores, driven the way the Durable Object glue
 //! drives them: state reloaded from JSON before every operation and written back after it.
 
-use roomkeeper::limiter::{self, GcraState, Policies, Policy};
-use roomkeeper::lock::{AcquireOutcome, Event, LockError, LockState, MAX_WAIT_MS, MIN_TTL_MS};
+use roomkeeper::coordination::limiter::{self, GcraState, Policies, Policy};
+use roomkeeper::coordination::lock::{
+    AcquireOutcome, Event, LockError, LockState, MAX_WAIT_MS, MIN_TTL_MS,
+};
 
 /// A deterministic xorshift64 generator, so failures replay exactly.
 struct XorShift(u64);

@@ -29,7 +29,7 @@ pub const BURSTS: &[(u32, u32)] = &[(500, 1200), (2500, 1200), (4500, 1000)];
 const TOTAL_MS: u32 = 6_500;
 /// The VAD's hangover with the default settings (`VadConfig::default().hangover_ms`).
 pub fn hangover_ms() -> u32 {
-    roomkeeper::voice::VadConfig::default().hangover_ms
+    roomkeeper::sessions::voice::VadConfig::default().hangover_ms
 }
 
 /// What a voice run measured.
@@ -67,7 +67,7 @@ impl VoiceOutcome {
 
 /// Runs `sessions` voice sessions at once, each streaming the signal once.
 pub async fn run(ctx: &Ctx, sessions: usize) -> Result<VoiceOutcome, String> {
-    let pcm = roomkeeper::voice::synth::speech_like(BURSTS, TOTAL_MS, RATE);
+    let pcm = roomkeeper::sessions::voice::synth::speech_like(BURSTS, TOTAL_MS, RATE);
     let frames: Vec<Vec<u8>> = pcm
         .chunks((RATE * FRAME_MS / 1000) as usize)
         .map(|c| c.iter().flat_map(|s| s.to_le_bytes()).collect())

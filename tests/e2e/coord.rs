@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use tokio::net::TcpSocket;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-use roomkeeper::limiter::{self, GcraState, Policy};
+use roomkeeper::coordination::limiter::{self, GcraState, Policy};
 
 use crate::harness::{http, room, Server, TempDir, DEV_API_KEY};
 use crate::Ctx;

@@ -500,7 +500,7 @@ pub async fn signed_webhooks_become_payment_notifications(ctx: Arc<Ctx>) {
             .body(body)
             .send()
     };
-    let sig = roomkeeper::notify::sign(SECRET, now, event.as_bytes());
+    let sig = roomkeeper::services::notify::sign(SECRET, now, event.as_bytes());
     let r = send(now, sig.clone(), event.clone()).await.unwrap();
     assert_eq!(r.status().as_u16(), 202);
     let v: Value = r.json().await.unwrap();
@@ -527,7 +527,7 @@ pub async fn signed_webhooks_become_payment_notifications(ctx: Arc<Ctx>) {
     let old = now - 3600;
     let r = send(
         old,
-        roomkeeper::notify::sign(SECRET, old, event.as_bytes()),
+        roomkeeper::services::notify::sign(SECRET, old, event.as_bytes()),
         event.clone(),
     )
     .await

@@ -261,7 +261,8 @@ pub async fn voice_and_chat_with_an_openai_compatible_provider(_ctx: Arc<Ctx>) {
     until(&mut c, "started", &mut frames).await;
 
     // Two bursts of speech-like sound with silence around and between them.
-    let pcm = roomkeeper::voice::synth::speech_like(&[(400, 1000), (3600, 1000)], 6500, 16000);
+    let pcm =
+        roomkeeper::sessions::voice::synth::speech_like(&[(400, 1000), (3600, 1000)], 6500, 16000);
     stream_realtime(&mut c, &pcm, &mut frames).await;
     while of_type(&frames, "reply_done").len() < 2 {
         let v = c.recv().await;
@@ -441,7 +442,7 @@ pub async fn voice_without_a_provider_is_honest(ctx: Arc<Ctx>) {
 
     c.send(start_frame(16000)).await;
     until(&mut c, "started", &mut frames).await;
-    let pcm = roomkeeper::voice::synth::speech_like(&[(300, 900)], 2000, 16000);
+    let pcm = roomkeeper::sessions::voice::synth::speech_like(&[(300, 900)], 2000, 16000);
     let mut frames = Vec::new();
     stream_realtime(&mut c, &pcm, &mut frames).await;
     c.send(json!({"type": "stop"})).await;
@@ -688,7 +689,7 @@ pub async fn voice_context_survives_a_restart(_ctx: Arc<Ctx>) {
     provider.fail_stt.store(true, Ordering::SeqCst);
     c.send(start_frame(16000)).await;
     until(&mut c, "started", &mut frames).await;
-    let pcm = roomkeeper::voice::synth::speech_like(&[(300, 800)], 1800, 16000);
+    let pcm = roomkeeper::sessions::voice::synth::speech_like(&[(300, 800)], 1800, 16000);
     let mut frames = Vec::new();
     stream_realtime(&mut c, &pcm, &mut frames).await;
     c.send(json!({"type": "stop"})).await;
@@ -758,7 +759,7 @@ pub async fn voice_stream_resumes_after_hibernation(ctx: Arc<Ctx>) {
     until(&mut c, "started", &mut frames).await;
     stream_realtime(&mut c, &vec![0i16; 8000], &mut frames).await;
     tokio::time::sleep(Duration::from_secs(35)).await;
-    let pcm = roomkeeper::voice::synth::speech_like(&[(200, 800)], 1500, 16000);
+    let pcm = roomkeeper::sessions::voice::synth::speech_like(&[(200, 800)], 1500, 16000);
     let mut frames = Vec::new();
     stream_realtime(&mut c, &pcm, &mut frames).await;
     c.send(json!({"type": "stop"})).await;
@@ -832,7 +833,7 @@ pub async fn daily_caps_hold_across_a_users_sessions(_ctx: Arc<Ctx>) {
     let mut frames = Vec::new();
     one.send(start_frame(16000)).await;
     until(&mut one, "started", &mut frames).await;
-    let pcm = roomkeeper::voice::synth::speech_like(&[(200, 1000)], 1600, 16000);
+    let pcm = roomkeeper::sessions::voice::synth::speech_like(&[(200, 1000)], 1600, 16000);
     stream_realtime(&mut one, &pcm, &mut frames).await;
     drain(&mut one, Duration::from_millis(500), &mut frames).await;
     let refused = of_type(&frames, "error")

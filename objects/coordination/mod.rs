@@ -1,0 +1,4 @@
+//! The Limiter and Lock objects.
+
+pub mod limiter;
+pub mod lock;

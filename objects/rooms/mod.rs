@@ -1,0 +1,4 @@
+//! The Room object and its batch window.
+
+pub mod room;
+pub mod window;

@@ -1,0 +1,900 @@
+//! The Room Durable Object: one per room.
+//!
+//! It accepts sockets with the hibernation API, keeps each socket's [`Session`] in the
+//! socket's attachment, and stores the room's ordered stream and de-duplication keys in its
+//! SQLite storage ([`SqlStore`]). After an eviction or a restart the next event finds `core`
+//! empty and rebuilds it from storage and attachments.
+//!
+//! Effects from [`crate::rooms::room::Room`] are performed in order. SQLite writes are synchronous and
+//! workerd's output gate holds outgoing frames until they are durable, so a message is never
+//! delivered or acknowledged before it is stored.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+
+use serde::Deserialize;
+use worker::{
+    durable_object, DurableObject, Env, Error, Request, Response, ResponseBuilder, Result,
+    SqlStorage, SqlStorageValue, State, WebSocket, WebSocketIncomingMessage, WebSocketPair,
+};
+
+use crate::config::Config;
+use crate::glue::router::{error_response, internal, json, now_ms, read_json, ROOM_KEY_HEADER};
+use crate::http::bodies::RoomBroadcast;
+use crate::http::error::ApiError;
+use crate::http::route::PRIVATE_ROOM_ID_LEN;
+use crate::metrics::{self, Delta, ROOM_CONNECTIONS};
+use crate::objects::rooms::window::Batch;
+use crate::objects::socket::{send_js, to_js};
+use crate::obs;
+use crate::rooms::protocol::{Encoded, Encoding, MemberInfo, Message, RawFrame, ServerFrame};
+use crate::rooms::room::{
+    Admission, Audience, Effect, PublishError, Room as Core, RoomLimits, Session, Store,
+    StoreError, ADMISSION_HEADER, MAX_HISTORY_PAGE,
+};
+use crate::rooms::stats::{Event, RoomStats, Saved};
+
+/// Request sent by the auto-response heartbeat, answered without waking the object.
+pub const HEARTBEAT_PING: &str = r#"{"type":"ping"}"#;
+/// The heartbeat's answer.
+pub const HEARTBEAT_PONG: &str = r#"{"type":"pong"}"#;
+
+/// The Room object.
+#[durable_object]
+pub struct Room {
+    state: State,
+    env: Env,
+    /// The core, loaded on first use after construction (or after waking).
+    core: RefCell<Option<Core>>,
+    /// Open sockets by connection id, rebuilt with the core.
+    sockets: RefCell<HashMap<String, WebSocket>>,
+    /// The scheduled alarm as last seen: `None` = not yet read from storage.
+    alarm: Cell<Option<Option<u64>>>,
+    /// `LOG_LEVEL`, read with the core.
+    log_level: Cell<obs::Level>,
+    /// Messages waiting for the batch window to close (`ROOM_BATCH_WINDOW_MS`).
+    batch: Batch,
+    /// The room's figures (`GET /api/rooms/:room`), loaded with the core.
+    stats: RefCell<RoomStats>,
+}
+
+/// The room's stream in the object's SQLite storage.
+#[derive(Clone)]
+pub struct SqlStore(SqlStorage);
+
+#[derive(Deserialize)]
+struct Row {
+    seq: i64,
+    ts: i64,
+    from_id: String,
+    from_name: String,
+    body: String,
+}
+
+#[derive(Deserialize)]
+struct One<T> {
+    v: Option<T>,
+}
+
+fn store_err(e: impl std::fmt::Display) -> StoreError {
+    StoreError(e.to_string())
+}
+
+impl SqlStore {
+    fn exec(
+        &self,
+        q: &str,
+        b: Vec<SqlStorageValue>,
+    ) -> std::result::Result<worker::SqlCursor, StoreError> {
+        self.0.exec(q, Some(b)).map_err(store_err)
+    }
+
+    fn messages(
+        &self,
+        q: &str,
+        b: Vec<SqlStorageValue>,
+    ) -> std::result::Result<Vec<Message>, StoreError> {
+        let rows: Vec<Row> = self.exec(q, b)?.to_array().map_err(store_err)?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(Message {
+                    offset: r.seq as u64,
+                    ts: r.ts as u64,
+                    from: MemberInfo {
+                        id: r.from_id,
+                        name: r.from_name,
+                        meta: None,
+                        conns: 0,
+                    },
+                    body: serde_json::from_str(&r.body).map_err(store_err)?,
+                })
+            })
+            .collect()
+    }
+
+    fn one<T: serde::de::DeserializeOwned>(
+        &self,
+        q: &str,
+        b: Vec<SqlStorageValue>,
+    ) -> std::result::Result<Option<T>, StoreError> {
+        let rows: Vec<One<T>> = self.exec(q, b)?.to_array().map_err(store_err)?;
+        Ok(rows.into_iter().next().and_then(|r| r.v))
+    }
+
+    fn schema(&self) -> std::result::Result<(), StoreError> {
+        for q in [
+            "CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL)",
+            "CREATE TABLE IF NOT EXISTS messages (seq INTEGER PRIMARY KEY, ts INTEGER NOT NULL, \
+             from_id TEXT NOT NULL, from_name TEXT NOT NULL, body TEXT NOT NULL)",
+            "CREATE INDEX IF NOT EXISTS messages_ts ON messages (ts)",
+            "CREATE TABLE IF NOT EXISTS dedupe (k TEXT PRIMARY KEY, seq INTEGER NOT NULL, ts INTEGER NOT NULL)",
+        ] {
+            self.exec(q, vec![])?;
+        }
+        Ok(())
+    }
+
+    fn meta(&self, key: &str) -> std::result::Result<Option<String>, StoreError> {
+        self.one("SELECT v FROM meta WHERE k = ?", vec![key.into()])
+    }
+
+    fn set_meta(&self, key: &str, value: &str) -> std::result::Result<(), StoreError> {
+        self.exec(
+            "INSERT INTO meta (k, v) VALUES (?, ?) ON CONFLICT(k) DO UPDATE SET v = excluded.v",
+            vec![key.into(), value.into()],
+        )
+        .map(|_| ())
+    }
+}
+
+const COLUMNS: &str = "SELECT seq, ts, from_id, from_name, body FROM messages";
+/// Meta key of the room's saved figures ([`crate::rooms::stats::Counts`] as JSON).
+const STATS_META: &str = "stats";
+
+impl Store for SqlStore {
+    fn append(&mut self, m: &Message) -> std::result::Result<(), StoreError> {
+        self.exec(
+            "INSERT INTO messages (seq, ts, from_id, from_name, body) VALUES (?, ?, ?, ?, ?)",
+            vec![
+                (m.offset as i64).into(),
+                (m.ts as i64).into(),
+                m.from.id.as_str().into(),
+                m.from.name.as_str().into(),
+                serde_json::to_string(&m.body).map_err(store_err)?.into(),
+            ],
+        )
+        .map(|_| ())
+    }
+
+    fn after(&self, after: u64, limit: usize) -> std::result::Result<Vec<Message>, StoreError> {
+        self.messages(
+            &format!("{COLUMNS} WHERE seq > ? ORDER BY seq LIMIT ?"),
+            vec![(after as i64).into(), (limit as i64).into()],
+        )
+    }
+
+    fn latest(&self, limit: usize) -> std::result::Result<Vec<Message>, StoreError> {
+        let mut v = self.messages(
+            &format!("{COLUMNS} ORDER BY seq DESC LIMIT ?"),
+            vec![(limit as i64).into()],
+        )?;
+        v.reverse();
+        Ok(v)
+    }
+
+    fn first_offset(&self) -> std::result::Result<Option<u64>, StoreError> {
+        Ok(self
+            .one::<i64>("SELECT MIN(seq) AS v FROM messages", vec![])?
+            .map(|v| v as u64))
+    }
+
+    fn trim_through(&mut self, offset: u64) -> std::result::Result<(), StoreError> {
+        self.exec(
+            "DELETE FROM messages WHERE seq <= ?",
+            vec![(offset as i64).into()],
+        )
+        .map(|_| ())
+    }
+
+    fn trim_older(&mut self, ts: u64) -> std::result::Result<(), StoreError> {
+        self.exec(
+            "DELETE FROM messages WHERE ts < ?",
+            vec![(ts as i64).into()],
+        )
+        .map(|_| ())
+    }
+
+    fn dedupe_get(&self, key: &str) -> std::result::Result<Option<u64>, StoreError> {
+        Ok(self
+            .one::<i64>("SELECT seq AS v FROM dedupe WHERE k = ?", vec![key.into()])?
+            .map(|v| v as u64))
+    }
+
+    fn dedupe_put(
+        &mut self,
+        key: &str,
+        offset: u64,
+        ts: u64,
+    ) -> std::result::Result<(), StoreError> {
+        self.exec(
+            "INSERT OR REPLACE INTO dedupe (k, seq, ts) VALUES (?, ?, ?)",
+            vec![key.into(), (offset as i64).into(), (ts as i64).into()],
+        )
+        .map(|_| ())
+    }
+
+    fn dedupe_expire(&mut self, ts: u64) -> std::result::Result<(), StoreError> {
+        self.exec("DELETE FROM dedupe WHERE ts < ?", vec![(ts as i64).into()])
+            .map(|_| ())
+    }
+}
+
+impl DurableObject for Room {
+    fn new(state: State, env: Env) -> Self {
+        Self {
+            state,
+            env,
+            core: RefCell::new(None),
+            sockets: RefCell::new(HashMap::new()),
+            alarm: Cell::new(None),
+            log_level: Cell::new(obs::Level::Info),
+            batch: Batch::default(),
+            stats: RefCell::new(RoomStats::default()),
+        }
+    }
+
+    async fn fetch(&self, req: Request) -> Result<Response> {
+        let result = self.handle(req).await;
+        // Any request is an event: it reports figures that are due (e.g. an idle room's).
+        self.flush_stats();
+        match result {
+            Ok(r) => Ok(r),
+            Err(e) => error_response(&e),
+        }
+    }
+
+    async fn websocket_message(
+        &self,
+        ws: WebSocket,
+        message: WebSocketIncomingMessage,
+    ) -> Result<()> {
+        self.ensure_loaded()
+            .map_err(|e| Error::RustError(e.to_string()))?;
+        let Some(session) = ws.deserialize_attachment::<Session>()? else {
+            return Ok(());
+        };
+        let len = match &message {
+            WebSocketIncomingMessage::String(s) => s.len(),
+            WebSocketIncomingMessage::Binary(b) => b.len(),
+        };
+        self.stats.borrow_mut().record(Event::FrameIn(len));
+        let raw = match &message {
+            WebSocketIncomingMessage::String(s) => RawFrame::Text(s),
+            WebSocketIncomingMessage::Binary(b) => RawFrame::Binary(b),
+        };
+        let effects = if self.batch_window() > 0 {
+            // The batch window holds this message's writes for the window's one commit.
+            let mut store = self.batch.store(self.store());
+            self.with_core(|c| c.receive(&mut store, &session.conn, raw, now_ms()))
+        } else {
+            let mut store = self.store();
+            self.with_core(|c| c.receive(&mut store, &session.conn, raw, now_ms()))
+        };
+        self.perform(effects).await
+    }
+
+    async fn websocket_close(
+        &self,
+        ws: WebSocket,
+        code: usize,
+        _reason: String,
+        _clean: bool,
+    ) -> Result<()> {
+        if let Ok(Some(s)) = ws.deserialize_attachment::<Session>() {
+            let fields = serde_json::json!({"conn": s.conn, "user": s.user, "code": code});
+            self.log(obs::Level::Info, "close", None, fields);
+        }
+        self.forget(&ws, code as u16).await?;
+        // Complete the closing handshake; the socket may already be gone, which is fine.
+        let code = if code == 1005 || code == 1006 {
+            1000
+        } else {
+            code as u16
+        };
+        let _ = ws.close(Some(code), Some("closed"));
+        Ok(())
+    }
+
+    async fn websocket_error(&self, ws: WebSocket, _error: Error) -> Result<()> {
+        self.forget(&ws, 1006).await
+    }
+
+    async fn alarm(&self) -> Result<Response> {
+        self.alarm.set(Some(None));
+        self.ensure_loaded()
+            .map_err(|e| Error::RustError(e.to_string()))?;
+        let mut store = self.store();
+        let effects = self
+            .with_core(|c| c.maintain(&mut store, now_ms()))
+            .map_err(|e| Error::RustError(e.to_string()))?;
+        self.perform(effects).await?;
+        Response::empty()
+    }
+}
+
+impl Room {
+    fn store(&self) -> SqlStore {
+        SqlStore(self.state.storage().sql())
+    }
+
+    async fn handle(&self, req: Request) -> std::result::Result<Response, ApiError> {
+        let path = req.path();
+        if path == "/__init" {
+            let store = self.store();
+            store.schema().map_err(internal)?;
+            store.set_meta("private", "1").map_err(internal)?;
+            return Response::empty()
+                .map(|r| r.with_status(204))
+                .map_err(internal);
+        }
+        // The object cannot learn its own name, so the router tells it on every request.
+        let key = req
+            .headers()
+            .get(ROOM_KEY_HEADER)
+            .ok()
+            .flatten()
+            .ok_or_else(|| ApiError::bad_request("not_routed", "reach rooms through the router"))?;
+        self.ensure_known(&key)?;
+        match path.as_str() {
+            "/__ws" => self.accept(&req),
+            "/__broadcast" => self.broadcast_http(req).await,
+            "/__info" => {
+                let mut info =
+                    serde_json::to_value(self.with_core(|c| c.info())).map_err(internal)?;
+                info["stats"] =
+                    serde_json::to_value(self.stats.borrow().total()).map_err(internal)?;
+                info["connection_list"] = self.with_core(|c| c.connection_list()).into();
+                json(200, &info)
+            }
+            "/__history" => self.history(&req),
+            "/__close" => self.close_all(req).await,
+            "/__close_conn" => self.close_one(req).await,
+            _ => Err(ApiError::not_found("not_found", "no such room operation")),
+        }
+    }
+
+    /// Records the room's key on first contact; refuses private ids that were never created.
+    fn ensure_known(&self, key: &str) -> std::result::Result<(), ApiError> {
+        let store = self.store();
+        store.schema().map_err(internal)?;
+        if key.len() == PRIVATE_ROOM_ID_LEN && store.meta("private").map_err(internal)?.is_none() {
+            return Err(ApiError::not_found(
+                "room_not_found",
+                "no such private room",
+            ));
+        }
+        if store.meta("key").map_err(internal)?.is_none() {
+            store.set_meta("key", key).map_err(internal)?;
+        }
+        self.ensure_loaded().map_err(internal)
+    }
+
+    fn accept(&self, req: &Request) -> std::result::Result<Response, ApiError> {
+        let admission: Admission = req
+            .headers()
+            .get(ADMISSION_HEADER)
+            .ok()
+            .flatten()
+            .and_then(|h| serde_json::from_str(&h).ok())
+            .ok_or_else(|| ApiError::bad_request("not_admitted", "connect through the router"))?;
+        if !self.with_core(|c| c.has_room_for_connection()) {
+            return Err(ApiError::conflict(
+                "room_full",
+                "the room has reached its connection limit",
+            ));
+        }
+        let pair = WebSocketPair::new().map_err(internal)?;
+        let conn = uuid::Uuid::new_v4().simple().to_string();
+        let conn_id = conn.clone();
+        let session = admission.session(&conn);
+        self.state
+            .accept_websocket_with_tags(&pair.server, &[conn.as_str()]);
+        pair.server
+            .serialize_attachment(&session)
+            .map_err(internal)?;
+        self.state.set_websocket_auto_response(
+            &worker::WebSocketRequestResponsePair::new(HEARTBEAT_PING, HEARTBEAT_PONG)
+                .map_err(|e| internal(format!("{e:?}")))?,
+        );
+        self.sockets.borrow_mut().insert(conn, pair.server);
+        self.stats.borrow_mut().record(Event::Opened);
+        self.count(vec![
+            Delta::new(
+                "roomkeeper_ws_connections_opened_total",
+                &[("kind", "room")],
+                1,
+            ),
+            Delta::new(ROOM_CONNECTIONS, &[("room", &admission.room)], 1),
+        ]);
+        if let Some(Effect::AlarmAt(t)) = self.with_core(|c| c.attach(session)) {
+            let storage = self.state.storage();
+            let known = self.alarm.get();
+            self.state.wait_until(async move {
+                // Token expiry must close the socket even if nothing else happens.
+                let current = match known {
+                    Some(a) => a,
+                    None => storage.get_alarm().await.ok().flatten().map(|v| v as u64),
+                };
+                if current.is_none_or(|c| c > t) {
+                    let _ = storage.set_alarm(at(t)).await;
+                }
+            });
+            self.alarm.set(None);
+        }
+        let request_id = req.headers().get(obs::REQUEST_ID_HEADER).ok().flatten();
+        self.log(
+            obs::Level::Info,
+            "connect",
+            request_id.as_deref(),
+            serde_json::json!({"room": admission.room, "conn": conn_id, "user": admission.user,
+                "anonymous": admission.anonymous, "encoding": admission.enc.as_str()}),
+        );
+        let mut builder = ResponseBuilder::new().with_status(101);
+        if let Some(p) = &admission.subprotocol {
+            builder = builder
+                .with_header("Sec-WebSocket-Protocol", p)
+                .map_err(internal)?;
+        }
+        Ok(builder.with_websocket(pair.client).empty())
+    }
+
+    async fn broadcast_http(&self, mut req: Request) -> std::result::Result<Response, ApiError> {
+        let b: RoomBroadcast = read_json(&mut req).await?;
+        let limits = self.with_core(|c| *c.limits());
+        let name = b.name.unwrap_or_else(|| "api".into());
+        let chars = name.trim().chars().count();
+        if chars == 0 || chars > limits.max_name_chars {
+            return Err(ApiError::bad_request(
+                "invalid_name",
+                format!("name is 1-{} characters", limits.max_name_chars),
+            ));
+        }
+        let from = MemberInfo {
+            id: format!("api:{}", b.key_name.as_deref().unwrap_or("key")),
+            name,
+            meta: None,
+            conns: 0,
+        };
+        let key = b.idempotency_key.as_deref();
+        let dedupe = key.map(|k| format!("api/{k}"));
+        let now = now_ms();
+        let result = if self.batch_window() > 0 {
+            let mut store = self.batch.store(self.store());
+            self.with_core(|c| c.publish(&mut store, from, b.body, key, dedupe.as_deref(), now))
+        } else {
+            let mut store = self.store();
+            self.with_core(|c| c.publish(&mut store, from, b.body, key, dedupe.as_deref(), now))
+        };
+        match result {
+            Ok((published, effects)) => {
+                self.perform(effects).await.map_err(internal)?;
+                // The answer promises the message is stored: write it now even if its batch
+                // is still open (the output gate holds the answer until the write is durable).
+                self.batch.flush_writes(&mut self.store());
+                json(
+                    200,
+                    &serde_json::json!({
+                        "offset": published.offset,
+                        "duplicate": published.duplicate,
+                        "epoch": self.with_core(|c| c.epoch().to_string()),
+                    }),
+                )
+            }
+            Err(PublishError::TooLarge { .. }) => Err(ApiError::PayloadTooLarge {
+                limit: limits.max_body_bytes,
+            }),
+            Err(e @ PublishError::InvalidId) => Err(ApiError::bad_request(
+                "invalid_idempotency_key",
+                e.to_string(),
+            )),
+            Err(PublishError::Store(e)) => Err(internal(e)),
+        }
+    }
+
+    fn history(&self, req: &Request) -> std::result::Result<Response, ApiError> {
+        let url = req.url().map_err(internal)?;
+        let mut since = 0u64;
+        let mut limit = 100usize;
+        for (k, v) in url.query_pairs() {
+            let bad = |what: &str| {
+                ApiError::bad_request("invalid_query", format!("{what} must be a whole number"))
+            };
+            match k.as_ref() {
+                "since" => since = v.parse().map_err(|_| bad("since"))?,
+                "limit" => limit = v.parse().map_err(|_| bad("limit"))?,
+                _ => {}
+            }
+        }
+        if limit == 0 || limit > MAX_HISTORY_PAGE {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                format!("limit is 1-{MAX_HISTORY_PAGE}"),
+            ));
+        }
+        let mut store = self.store();
+        self.batch.flush_writes(&mut store);
+        let page = self
+            .with_core(|c| c.history(&store, since, limit))
+            .map_err(internal)?;
+        json(200, &page)
+    }
+
+    /// Builds the core from storage and socket attachments if this instance has not yet.
+    fn ensure_loaded(&self) -> std::result::Result<(), StoreError> {
+        if self.batch.take_failed() {
+            // Held writes of a batch failed: memory is ahead of storage, so start over.
+            *self.core.borrow_mut() = None;
+        }
+        if self.core.borrow().is_some() {
+            return Ok(());
+        }
+        let store = self.store();
+        store.schema()?;
+        let key = store.meta("key")?.unwrap_or_default();
+        let epoch = match store.meta("epoch")? {
+            Some(e) => e,
+            None => {
+                let e = uuid::Uuid::new_v4().simple().to_string()[..16].to_string();
+                store.set_meta("epoch", &e)?;
+                e
+            }
+        };
+        let last_offset = store
+            .one::<i64>("SELECT MAX(seq) AS v FROM messages", vec![])?
+            .unwrap_or(0) as u64;
+        // The offset must never go back even if history was trimmed to nothing.
+        let last_offset = last_offset.max(
+            store
+                .one::<i64>("SELECT MAX(seq) AS v FROM dedupe", vec![])?
+                .unwrap_or(0) as u64,
+        );
+        let last_offset = last_offset.max(
+            store
+                .meta("last_offset")?
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
+        );
+        let config = Config::from_lookup(|k| self.env.var(k).ok().map(|v| v.to_string())).ok();
+        let limits = config.as_ref().map(|c| c.room).unwrap_or_default();
+        self.log_level
+            .set(config.as_ref().map_or(obs::Level::Info, |c| c.log_level));
+        let mut core = Core::new(key, epoch, last_offset, limits);
+        let mut sockets = self.sockets.borrow_mut();
+        for ws in self.state.get_websockets() {
+            if let Ok(Some(session)) = ws.deserialize_attachment::<Session>() {
+                sockets.insert(session.conn.clone(), ws);
+                core.attach(session);
+            }
+        }
+        *self.core.borrow_mut() = Some(core);
+        let saved: Option<Saved> = store
+            .meta(STATS_META)?
+            .and_then(|v| serde_json::from_str(&v).ok());
+        *self.stats.borrow_mut() = RoomStats::load(saved, now_ms());
+        Ok(())
+    }
+
+    fn with_core<T>(&self, f: impl FnOnce(&mut Core) -> T) -> T {
+        let mut guard = self.core.borrow_mut();
+        f(guard.as_mut().expect("ensure_loaded ran first"))
+    }
+
+    async fn forget(&self, ws: &WebSocket, code: u16) -> Result<()> {
+        self.ensure_loaded()
+            .map_err(|e| Error::RustError(e.to_string()))?;
+        let Some(session) = ws.deserialize_attachment::<Session>()? else {
+            return Ok(());
+        };
+        self.sockets.borrow_mut().remove(&session.conn);
+        self.count_close(&session.conn, code);
+        let effects = self.with_core(|c| c.detach(&session.conn));
+        self.perform(effects).await
+    }
+
+    /// Counts a connection's close once: only while the core still holds its session.
+    fn count_close(&self, conn: &str, code: u16) {
+        if self.with_core(|c| c.session(conn).is_none()) {
+            return;
+        }
+        self.stats.borrow_mut().record(Event::Closed);
+        let room = self.with_core(|c| c.key().to_string());
+        self.count(vec![
+            Delta::new(
+                "roomkeeper_ws_connections_closed_total",
+                &[("kind", "room"), ("class", metrics::close_class(code))],
+                1,
+            ),
+            Delta::new(ROOM_CONNECTIONS, &[("room", &room)], -1),
+        ]);
+    }
+
+    /// Counts what an effect does in the room's figures.
+    fn observe(&self, effect: &Effect) {
+        let event = match effect {
+            Effect::Broadcast {
+                frame: ServerFrame::Message(_),
+                to,
+                except,
+            } => {
+                let receivers = self.with_core(|c| c.audience_len(*to, except.as_deref()));
+                Event::Message { receivers }
+            }
+            Effect::Send { frame, .. } => match frame {
+                ServerFrame::Ack {
+                    duplicate: true, ..
+                } => Event::Duplicate,
+                ServerFrame::Error { code, .. } => {
+                    self.stats.borrow_mut().record(Event::Refused(code));
+                    return;
+                }
+                ServerFrame::Welcome {
+                    recovered: Some(r), ..
+                } => Event::Rejoin(*r),
+                _ => return,
+            },
+            _ => return,
+        };
+        self.stats.borrow_mut().record(event);
+    }
+
+    /// Saves the room's figures if they changed (in the event's own transaction) and reports
+    /// what is new to the Metrics object if the last report is [`crate::rooms::stats::FLUSH_MS`]
+    /// old.
+    fn flush_stats(&self) {
+        let deltas = self.stats.borrow_mut().take_deltas(now_ms());
+        let save = self.stats.borrow_mut().take_save();
+        if let Some(saved) = save {
+            let result = serde_json::to_string(&saved)
+                .map_err(|e| StoreError(e.to_string()))
+                .and_then(|v| self.store().set_meta(STATS_META, &v));
+            if let Err(e) = result {
+                internal(format!("saving room figures: {e}"));
+            }
+        }
+        if let Some(d) = deltas.filter(|d| !d.is_empty()) {
+            self.count(d);
+        }
+    }
+
+    /// Sends counter deltas to the Metrics object without holding up the event.
+    fn count(&self, deltas: Vec<Delta>) {
+        let env = self.env.clone();
+        self.state
+            .wait_until(async move { crate::glue::ops::add(&env, deltas).await });
+    }
+
+    /// `POST /__close {"reason"}` (admin): closes every connection with 4000.
+    async fn close_all(&self, mut req: Request) -> std::result::Result<Response, ApiError> {
+        #[derive(Deserialize)]
+        struct Body {
+            reason: String,
+        }
+        let b: Body = read_json(&mut req).await?;
+        let conns: Vec<String> = self.sockets.borrow().keys().cloned().collect();
+        let effects = conns
+            .iter()
+            .map(|c| Effect::Close {
+                conn: c.clone(),
+                code: crate::rooms::protocol::close::ROOM_CLOSED,
+                reason: b.reason.clone(),
+            })
+            .collect();
+        self.perform(effects).await.map_err(internal)?;
+        json(200, &serde_json::json!({ "closed": conns.len() }))
+    }
+
+    /// `POST /__close_conn {"conn","reason"}` (admin): closes one connection with 4000.
+    async fn close_one(&self, mut req: Request) -> std::result::Result<Response, ApiError> {
+        #[derive(Deserialize)]
+        struct Body {
+            conn: String,
+            reason: String,
+        }
+        let b: Body = read_json(&mut req).await?;
+        let user = self
+            .with_core(|c| c.session(&b.conn).map(|s| s.user.clone()))
+            .filter(|_| self.sockets.borrow().contains_key(&b.conn))
+            .ok_or_else(|| {
+                ApiError::not_found(
+                    "connection_not_found",
+                    "no such open connection in this room",
+                )
+            })?;
+        let effects = vec![Effect::Close {
+            conn: b.conn.clone(),
+            code: crate::rooms::protocol::close::ROOM_CLOSED,
+            reason: b.reason,
+        }];
+        self.perform(effects).await.map_err(internal)?;
+        json(
+            200,
+            &serde_json::json!({ "closed": true, "conn": b.conn, "user": user }),
+        )
+    }
+
+    async fn perform(&self, effects: Vec<Effect>) -> Result<()> {
+        let mut alarm_at: Option<u64> = None;
+        let limits = self.core.borrow().as_ref().map(|c| *c.limits());
+        let window_ms = limits.map_or(0, |l| l.batch_window_ms);
+        for effect in effects {
+            self.observe(&effect);
+            if window_ms > 0 && self.batched(&effect, window_ms, limits) {
+                continue;
+            }
+            match effect {
+                Effect::Send { conn, frame } => {
+                    if let ServerFrame::Welcome {
+                        recovered: Some(r), ..
+                    } = &frame
+                    {
+                        let outcome = if *r { "recovered" } else { "reloaded" };
+                        self.count(vec![Delta::new(
+                            "roomkeeper_recoveries_total",
+                            &[("outcome", outcome)],
+                            1,
+                        )]);
+                    }
+                    let sockets = self.sockets.borrow();
+                    let enc = self.with_core(|c| c.session(&conn).map(|s| s.enc));
+                    if let (Some(ws), Some(enc)) = (sockets.get(&conn), enc) {
+                        send(ws, &frame.encode(enc));
+                    }
+                }
+                Effect::Broadcast { frame, to, except } => {
+                    self.broadcast(&frame, to, except.as_deref())
+                }
+                Effect::Save(session) => {
+                    if let Some(ws) = self.sockets.borrow().get(&session.conn) {
+                        ws.serialize_attachment(&session)?;
+                    }
+                }
+                Effect::Close { conn, code, reason } => {
+                    self.count_close(&conn, code);
+                    if let Some(ws) = self.sockets.borrow_mut().remove(&conn) {
+                        let _ = ws.close(Some(code), Some(reason));
+                    }
+                    // A forced close announces the departure at once; the close event
+                    // that follows finds the session already gone.
+                    for e in self.with_core(|c| c.detach(&conn)) {
+                        if let Effect::Broadcast { frame, to, except } = e {
+                            self.broadcast(&frame, to, except.as_deref());
+                        }
+                    }
+                }
+                Effect::AlarmAt(t) => alarm_at = Some(alarm_at.map_or(t, |a| a.min(t))),
+            }
+        }
+        self.flush_stats();
+        if let Some(t) = alarm_at {
+            self.schedule_alarm(t).await?;
+        }
+        Ok(())
+    }
+
+    fn log(
+        &self,
+        level: obs::Level,
+        event: &str,
+        request_id: Option<&str>,
+        fields: serde_json::Value,
+    ) {
+        crate::glue::router::log(self.log_level.get(), level, event, request_id, fields);
+    }
+
+    /// Sends one frame to an audience, encoding it once per encoding in use, not once per
+    /// receiver.
+    fn broadcast(&self, frame: &ServerFrame, to: Audience, except: Option<&str>) {
+        let sockets = self.sockets.borrow();
+        let core = self.core.borrow();
+        let Some(core) = core.as_ref() else { return };
+        for (enc, conns) in core.audience(to, except) {
+            if conns.is_empty() {
+                continue;
+            }
+            // One JS value for every receiver: the frame crosses into JS once, not per socket.
+            let value = to_js(&frame.encode(enc));
+            for conn in conns {
+                if let Some(ws) = sockets.get(conn) {
+                    // A socket that closed under us is not an error: its close event follows.
+                    let _ = send_js(ws, &value);
+                }
+            }
+        }
+    }
+
+    /// The sockets of the room's subscribers, grouped by encoding (a batch's receivers).
+    fn subscriber_sockets(&self) -> Vec<(Encoding, Vec<WebSocket>)> {
+        let sockets = self.sockets.borrow();
+        let core = self.core.borrow();
+        let Some(core) = core.as_ref() else {
+            return Vec::new();
+        };
+        core.audience(Audience::Subscribers, None)
+            .into_iter()
+            .map(|(enc, conns)| {
+                let group = conns.iter().filter_map(|c| sockets.get(*c).cloned());
+                (enc, group.collect())
+            })
+            .collect()
+    }
+
+    /// `ROOM_BATCH_WINDOW_MS` of this room (0: off).
+    fn batch_window(&self) -> u64 {
+        self.core
+            .borrow()
+            .as_ref()
+            .map_or(0, |c| c.limits().batch_window_ms)
+    }
+
+    /// With the batch window on: queues a message broadcast or an acknowledgement that must
+    /// follow the open batch (returns true: nothing more to do), or sends the open batch
+    /// before any other frame leaves (returns false: perform the effect as usual).
+    fn batched(&self, effect: &Effect, window_ms: u64, limits: Option<RoomLimits>) -> bool {
+        match effect {
+            Effect::Broadcast {
+                frame: frame @ ServerFrame::Message(_),
+                to: Audience::Subscribers,
+                except: None,
+            } => {
+                let max = limits.map_or(1, |l| l.batch_max_messages);
+                let store = self.store();
+                let receivers = || self.subscriber_sockets();
+                self.batch
+                    .push(&self.state, &store, frame, window_ms, max, receivers);
+                true
+            }
+            Effect::Send {
+                conn,
+                frame: frame @ ServerFrame::Ack { .. },
+            } if self.batch.is_open() => {
+                let enc = self.with_core(|c| c.session(conn).map(|s| s.enc));
+                if let (Some(ws), Some(enc)) = (self.sockets.borrow().get(conn).cloned(), enc) {
+                    self.batch.after(ws, frame.encode(enc));
+                }
+                true
+            }
+            Effect::Save(_) | Effect::AlarmAt(_) => false,
+            _ => {
+                self.batch.flush(&mut self.store());
+                false
+            }
+        }
+    }
+
+    /// Makes sure an alarm fires no later than `t`, reading storage only once per instance.
+    async fn schedule_alarm(&self, t: u64) -> Result<()> {
+        let current = match self.alarm.get() {
+            Some(a) => a,
+            None => self.state.storage().get_alarm().await?.map(|v| v as u64),
+        };
+        if current.is_none_or(|c| c > t) {
+            self.state.storage().set_alarm(at(t)).await?;
+            self.alarm.set(Some(Some(t)));
+        } else {
+            self.alarm.set(Some(current));
+        }
+        Ok(())
+    }
+}
+
+fn send(ws: &WebSocket, frame: &Encoded) {
+    // A socket that closed under us is not an error for the room: its close event follows.
+    let _ = send_js(ws, &to_js(frame));
+}
+
+/// An absolute alarm time (an `i64` would be read as an offset from now).
+fn at(t_ms: u64) -> worker::ScheduledTime {
+    worker::ScheduledTime::new(js_sys::Date::new(&wasm_bindgen::JsValue::from_f64(
+        t_ms as f64,
+    )))
+}

@@ -1,0 +1,83 @@
+//! The Quota Durable Object: one per user (`user:<sub>`, or `ip:<address>` for anonymous
+//! connections), holding the user's consumption today ([`UserUsage`]) across all of their
+//! voice sessions, so the daily caps (`VOICE_USER_DAILY_AUDIO_MS`, `VOICE_USER_DAILY_TOKENS`)
+//! hold however many sessions a user opens. The UTC day rolls over inside
+//! [`UserUsage::charge`]; the totals are in SQLite, so they survive restarts.
+//!
+//! Internal API (reached only through the `QUOTA` binding, from the Voice object):
+//! `POST /charge` with a [`Usage`] adds it (all zero only reads) and answers the user's
+//! [`UserUsage`] after it.
+
+use worker::{durable_object, DurableObject, Env, Request, Response, Result, State};
+
+use crate::glue::router::{error_response, internal, json, now_ms, read_json};
+use crate::http::error::ApiError;
+use crate::objects::sessions::session::Kv;
+use crate::sessions::voice::{Usage, UserUsage};
+
+/// Durable Object binding of the Quota object.
+pub(crate) const QUOTA_BINDING: &str = "QUOTA";
+/// Storage key of the user's totals.
+const TOTALS_KEY: &str = "user_usage";
+
+/// The Quota object.
+#[durable_object]
+pub struct Quota {
+    kv: Kv,
+}
+
+impl DurableObject for Quota {
+    fn new(state: State, _env: Env) -> Self {
+        Self {
+            kv: Kv(state.storage().sql()),
+        }
+    }
+
+    async fn fetch(&self, mut req: Request) -> Result<Response> {
+        if req.path() != "/charge" {
+            return error_response(&ApiError::not_found("not_found", "no such quota operation"));
+        }
+        let result = async {
+            let delta: Usage = read_json(&mut req).await?;
+            // No await from the read to the write: one step for this user's only writer.
+            let mut totals: UserUsage = self.kv.get(TOTALS_KEY).unwrap_or_default();
+            totals.charge(delta, now_ms());
+            self.kv.put(TOTALS_KEY, &totals).map_err(internal)?;
+            json(200, &totals)
+        }
+        .await;
+        result.or_else(|e| error_response(&e))
+    }
+}
+
+/// The quota object's name for a connecting user: the token's subject, or the client's address
+/// for an anonymous connection (whose user id is new on every connection).
+pub(crate) fn quota_name(user: &str, anonymous: bool, client_ip: Option<&str>) -> String {
+    if anonymous {
+        format!("ip:{}", client_ip.unwrap_or("unknown"))
+    } else {
+        format!("user:{user}")
+    }
+}
+
+/// Charges `delta` to the quota object `name` (all zero only reads) and returns the user's
+/// totals after it.
+pub(crate) async fn charge(env: &Env, name: &str, delta: Usage) -> Result<UserUsage> {
+    let stub = env
+        .durable_object(QUOTA_BINDING)?
+        .id_from_name(name)?
+        .get_stub()?;
+    let mut init = worker::RequestInit::new();
+    init.with_method(worker::Method::Post)
+        .with_body(Some(serde_json::to_string(&delta)?.into()));
+    let req = Request::new_with_init("https://quota.internal/charge", &init)?;
+    let mut resp = stub.fetch_with_request(req).await?;
+    if resp.status_code() != 200 {
+        return Err(worker::Error::RustError(format!(
+            "quota answered {}: {}",
+            resp.status_code(),
+            resp.text().await.unwrap_or_default()
+        )));
+    }
+    resp.json().await
+}

@@ -1,0 +1,336 @@
+//! What the two session objects ([`super::voice::Voice`], [`super::chat::Chat`]) share: the
+//! router's side of `GET /api/voice/:session/ws` and `GET /api/chat/:session/ws`, socket
+//! acceptance, a small key-value table in the object's SQLite storage, background tasks, and
+//! the provider choice.
+//!
+//! One object per user and session id: the object's name is `<user>:<session>`, so two users
+//! with the same session id never share a conversation, and a user's own session survives
+//! reconnects. Anonymous users get a fresh random id per connection, so an anonymous session is
+//! effectively per connection (docs/SESSIONS.md).
+
+use std::future::Future;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use worker::{
+    Env, Headers, Method as WMethod, Request, RequestInit, Response, ResponseBuilder, SqlStorage,
+    State, WebSocket, WebSocketPair,
+};
+
+use crate::auth;
+use crate::config::Config;
+use crate::glue::router::{auth_secret, internal, now_ms, owned, setting};
+use crate::http::error::ApiError;
+use crate::http::route::Route;
+use crate::metrics::{Delta, ROOM_CONNECTIONS};
+use crate::obs;
+use crate::sessions::providers::Backend;
+
+/// Durable Object binding of the Voice object.
+pub(crate) const VOICE_BINDING: &str = "VOICE";
+/// Durable Object binding of the Chat object.
+pub(crate) const CHAT_BINDING: &str = "CHAT";
+/// Internal header carrying a [`SessionAdmission`] from the router to the object.
+pub(crate) const SESSION_HEADER: &str = "X-Roomkeeper-Session";
+/// Heartbeat request answered without waking the object (as on room sockets).
+pub(crate) const HEARTBEAT_PING: &str = r#"{"type":"ping"}"#;
+/// The heartbeat's answer.
+pub(crate) const HEARTBEAT_PONG: &str = r#"{"type":"pong"}"#;
+
+/// Who connected to which session, decided by the router.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct SessionAdmission {
+    /// User id: the token's subject, or `anon-…`.
+    pub user: String,
+    /// Whether the user is anonymous.
+    pub anonymous: bool,
+    /// The session id from the path.
+    pub session: String,
+    /// Connection id, given by the object when it accepts the socket.
+    #[serde(default)]
+    pub conn: String,
+    /// Voice only: the format of the audio stream in progress, so an object evicted while the
+    /// socket idled mid-stream resumes the stream instead of refusing audio as `not_started`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<crate::sessions::voice::AudioFormat>,
+}
+
+/// The connecting user: a verified token's subject (from `Authorization: Bearer` or
+/// `?token=`), or a fresh anonymous id where anonymous access is on. A session belongs to its
+/// user, so any valid token opens the user's own sessions (room scopes do not apply).
+fn connecting_user(req: &Request, env: &Env, config: &Config) -> Result<(String, bool), ApiError> {
+    let header = req.headers().get("Authorization").map_err(internal)?;
+    let url = req.url().map_err(internal)?;
+    let token = auth::bearer(header.as_deref())
+        .map(str::to_string)
+        .or_else(|| {
+            url.query_pairs()
+                .find(|(k, _)| k == "token")
+                .map(|(_, v)| v.into_owned())
+        });
+    let Some(token) = token else {
+        if config.allow_anonymous {
+            let id = uuid::Uuid::new_v4().simple().to_string();
+            return Ok((format!("anon-{}", &id[..12]), true));
+        }
+        return Err(ApiError::unauthorized(
+            "token_required",
+            "this service needs a connection token (Authorization: Bearer or ?token=)",
+        ));
+    };
+    let secret = auth_secret(env)?;
+    let claims = auth::verify(&token, secret.as_bytes(), now_ms() / 1000)
+        .map_err(|e| ApiError::unauthorized(e.code(), e.to_string()))?;
+    Ok((claims.sub, false))
+}
+
+/// `GET /api/voice/:session/ws` and `GET /api/chat/:session/ws`: checks the upgrade,
+/// authenticates, and forwards to the `<user>:<session>` object, whose 101 goes back as is.
+pub(crate) async fn socket(
+    req: Request,
+    env: &Env,
+    config: &Config,
+    route: &Route,
+    request_id: &str,
+) -> Result<Response, ApiError> {
+    let (binding, session) = match route {
+        Route::VoiceSocket(s) => (VOICE_BINDING, s),
+        Route::ChatSocket(s) => (CHAT_BINDING, s),
+        _ => return Err(internal("not a session route")),
+    };
+    let upgrade = req.headers().get("Upgrade").map_err(internal)?;
+    if !upgrade.is_some_and(|u| u.eq_ignore_ascii_case("websocket")) {
+        return Err(ApiError::UpgradeRequired);
+    }
+    // A malformed provider setting is a configuration error, refused like any other.
+    Backend::select(|k| setting(env, k), false).map_err(|message| ApiError::Config {
+        message: format!("provider settings: {message}"),
+    })?;
+    let (user, anonymous) = connecting_user(&req, env, config)?;
+    let admission = SessionAdmission {
+        user,
+        anonymous,
+        session: session.clone(),
+        conn: String::new(),
+        format: None,
+    };
+    let headers = Headers::new();
+    for (k, v) in req.headers().entries() {
+        if !k.eq_ignore_ascii_case(SESSION_HEADER) {
+            headers.set(&k, &v).map_err(internal)?;
+        }
+    }
+    headers
+        .set(
+            SESSION_HEADER,
+            &serde_json::to_string(&admission).map_err(internal)?,
+        )
+        .map_err(internal)?;
+    headers
+        .set(obs::REQUEST_ID_HEADER, request_id)
+        .map_err(internal)?;
+    let mut init = RequestInit::new();
+    init.with_method(WMethod::Get).with_headers(headers);
+    let fwd = Request::new_with_init("https://session.internal/__ws", &init).map_err(internal)?;
+    let name = format!("{}:{}", admission.user, admission.session);
+    let stub = env
+        .durable_object(binding)
+        .map_err(internal)?
+        .id_from_name(&name)
+        .map_err(internal)?
+        .get_stub()
+        .map_err(internal)?;
+    let response = stub.fetch_with_request(fwd).await.map_err(internal)?;
+    owned(response).await
+}
+
+/// Inside an object: accepts the socket of a forwarded upgrade with the hibernation API,
+/// storing the admission as its attachment. Earlier sockets of the same session are closed
+/// with 4000 (`replaced`): one live socket per session keeps replies in one place.
+pub(crate) fn accept(
+    state: &State,
+    env: &Env,
+    req: &Request,
+    kind: &str,
+    backend: &Backend,
+) -> Result<Response, ApiError> {
+    let raw = req
+        .headers()
+        .get(SESSION_HEADER)
+        .map_err(internal)?
+        .ok_or_else(|| ApiError::not_found("not_found", "no such operation"))?;
+    let mut admission: SessionAdmission = serde_json::from_str(&raw).map_err(internal)?;
+    admission.conn = uuid::Uuid::new_v4().simple().to_string();
+    for old in state.get_websockets() {
+        count_closed(
+            state,
+            env,
+            kind,
+            &old,
+            crate::rooms::protocol::close::ROOM_CLOSED,
+        );
+        let _ = old.close(
+            Some(crate::rooms::protocol::close::ROOM_CLOSED),
+            Some("replaced"),
+        );
+    }
+    let pair = WebSocketPair::new().map_err(internal)?;
+    state.accept_web_socket(&pair.server);
+    pair.server
+        .serialize_attachment(&admission)
+        .map_err(internal)?;
+    state.set_websocket_auto_response(
+        &worker::WebSocketRequestResponsePair::new(HEARTBEAT_PING, HEARTBEAT_PONG)
+            .map_err(|e| internal(format!("{e:?}")))?,
+    );
+    count(
+        state,
+        env,
+        vec![
+            Delta::new(
+                "roomkeeper_ws_connections_opened_total",
+                &[("kind", kind)],
+                1,
+            ),
+            Delta::new(
+                ROOM_CONNECTIONS,
+                &[("room", &registry_name(kind, &admission))],
+                1,
+            ),
+        ],
+    );
+    let request_id = req.headers().get(obs::REQUEST_ID_HEADER).ok().flatten();
+    crate::glue::router::log(
+        obs::Level::Info,
+        obs::Level::Info,
+        "connect",
+        request_id.as_deref(),
+        serde_json::json!({"kind": kind, "session": admission.session, "conn": admission.conn,
+            "user": admission.user, "anonymous": admission.anonymous, "provider": backend.name()}),
+    );
+    Ok(ResponseBuilder::new()
+        .with_status(101)
+        .with_websocket(pair.client)
+        .empty())
+}
+
+/// The session's name in the active-session registry (`GET /api/admin/sessions`), kept in the
+/// Metrics object beside the rooms: `<kind>/<user>:<session>` (room names never contain `/`).
+fn registry_name(kind: &str, a: &SessionAdmission) -> String {
+    format!("{kind}/{}:{}", a.user, a.session)
+}
+
+/// Sends counter deltas to the Metrics object in the background of the event.
+pub(crate) fn count(state: &State, env: &Env, deltas: Vec<Delta>) {
+    let env = env.clone();
+    state.wait_until(async move { crate::glue::ops::add(&env, deltas).await });
+}
+
+/// Counts a session socket's close once (the attachment's connection id is cleared, so a
+/// later close or error event of the same socket is not counted again).
+pub(crate) fn count_closed(state: &State, env: &Env, kind: &str, ws: &WebSocket, code: u16) {
+    let Some(mut a) = admission(ws) else { return };
+    if a.conn.is_empty() {
+        return;
+    }
+    count(
+        state,
+        env,
+        vec![
+            Delta::new(
+                "roomkeeper_ws_connections_closed_total",
+                &[("kind", kind), ("class", crate::metrics::close_class(code))],
+                1,
+            ),
+            Delta::new(ROOM_CONNECTIONS, &[("room", &registry_name(kind, &a))], -1),
+        ],
+    );
+    a.conn.clear();
+    let _ = ws.serialize_attachment(&a);
+}
+
+/// The admission stored on a socket.
+pub(crate) fn admission(ws: &WebSocket) -> Option<SessionAdmission> {
+    ws.deserialize_attachment().ok().flatten()
+}
+
+/// The configured provider ([`Backend::select`]); a bad setting falls back to built-in with a
+/// log line rather than breaking every session.
+pub(crate) fn backend(env: &Env) -> Backend {
+    Backend::select(|k| setting(env, k), env.ai("AI").is_ok()).unwrap_or_else(|e| {
+        worker::console_error!("provider settings: {e}");
+        Backend::Builtin
+    })
+}
+
+/// A `u64` setting, or `default` when unset or not a number.
+pub(crate) fn setting_u64(env: &Env, name: &str, default: u64) -> u64 {
+    setting(env, name)
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(default)
+}
+
+/// A small key-value table (`kv`) of JSON values in an object's SQLite storage.
+#[derive(Clone)]
+pub(crate) struct Kv(pub SqlStorage);
+
+#[derive(Deserialize)]
+struct Row {
+    v: String,
+}
+
+impl Kv {
+    fn schema(&self) -> worker::Result<()> {
+        self.0.exec(
+            "CREATE TABLE IF NOT EXISTS kv (k TEXT PRIMARY KEY, v TEXT NOT NULL)",
+            None,
+        )?;
+        Ok(())
+    }
+
+    /// The value under `key`, if any (and it parses).
+    pub fn get<T: DeserializeOwned>(&self, key: &str) -> Option<T> {
+        self.schema().ok()?;
+        let rows: Vec<Row> = self
+            .0
+            .exec("SELECT v FROM kv WHERE k = ?", Some(vec![key.into()]))
+            .ok()?
+            .to_array()
+            .ok()?;
+        rows.into_iter()
+            .next()
+            .and_then(|r| serde_json::from_str(&r.v).ok())
+    }
+
+    /// Stores `value` under `key`.
+    pub fn put<T: Serialize>(&self, key: &str, value: &T) -> worker::Result<()> {
+        self.schema()?;
+        let v =
+            serde_json::to_string(value).map_err(|e| worker::Error::RustError(e.to_string()))?;
+        self.0.exec(
+            "INSERT INTO kv (k, v) VALUES (?, ?) ON CONFLICT(k) DO UPDATE SET v = excluded.v",
+            Some(vec![key.into(), v.into()]),
+        )?;
+        Ok(())
+    }
+}
+
+/// An owned handle on the runtime's state object, for [`spawn`] from background tasks.
+pub(crate) fn raw_state(state: &State) -> worker::worker_sys::DurableObjectState {
+    use worker::wasm_bindgen::JsCast;
+    let v: &worker::wasm_bindgen::JsValue = state.as_raw().as_ref();
+    v.clone().unchecked_into()
+}
+
+/// Runs `fut` in the background of the object's current event: the handler returns at once
+/// (so later frames keep flowing) and the runtime keeps the object alive until it completes.
+pub(crate) fn spawn(
+    state: &worker::worker_sys::DurableObjectState,
+    fut: impl Future<Output = ()> + 'static,
+) {
+    let promise = worker::wasm_bindgen_futures::future_to_promise(async move {
+        fut.await;
+        Ok(worker::wasm_bindgen::JsValue::UNDEFINED)
+    });
+    let _ = state.wait_until(&promise);
+}

@@ -1,0 +1,465 @@
+//! The Voice Durable Object: one per user and voice session (`<user>:<session>`).
+//!
+//! A thin shell over [`crate::sessions::voice::VoiceSession`]: each socket message becomes an
+//! [`Input`], and the [`Effect`]s that come back are performed in order. Sends, persistence
+//! and charging are synchronous; transcription and generation are provider calls
+//! ([`crate::sessions::providers`]) run in the background of the event (`waitUntil`) so that audio frames
+//! keep flowing while a reply streams. Their results are fed back as inputs; deltas of one
+//! reply are forwarded in order by the one task that reads its stream, and a `Cancel` marks
+//! the turn so the task stops reading (the core drops late deltas of old turns as well).
+//!
+//! The session snapshot (context window, usage, turn counters) is stored in SQLite after every
+//! change, so the conversation survives hibernation and restarts. An audio stream in progress
+//! is resumed: its format is kept in the socket's attachment, and an object woken by audio
+//! restarts the capture in that format (an utterance cut by the eviction is lost; evictions
+//! only happen after the socket has been idle, so normally there is none).
+
+use std::cell::RefCell;
+use std::collections::HashSet;
+use std::rc::Rc;
+
+use worker::worker_sys::DurableObjectState;
+use worker::{
+    durable_object, DurableObject, Env, Request, Response, Result, State, WebSocket,
+    WebSocketIncomingMessage,
+};
+
+use super::quota;
+use super::session::{self, Kv};
+use crate::glue::router::{error_response, now_ms};
+use crate::sessions::chat;
+use crate::sessions::providers::{self, net, Backend};
+use crate::sessions::voice::{
+    decode_control, AudioFormat, ControlFrame, Effect, Input, Role, ServerFrame, Snapshot, Usage,
+    UserUsage, VoiceLimits, VoiceSession,
+};
+
+/// Error code sent when the transcription provider fails (the utterance is then reported
+/// with `transcribed: false`).
+pub const TRANSCRIPTION_FAILED: &str = "transcription_failed";
+
+/// The Voice object.
+#[durable_object]
+pub struct Voice {
+    state: State,
+    inner: Rc<Inner>,
+}
+
+/// Everything background tasks need, shared by `Rc`.
+struct Inner {
+    raw: DurableObjectState,
+    env: Env,
+    kv: Kv,
+    backend: Backend,
+    limits: VoiceLimits,
+    /// The session, restored from storage on first use after construction.
+    session: RefCell<Option<VoiceSession>>,
+    /// Turns cancelled while their stream is still being read.
+    cancelled: RefCell<HashSet<u64>>,
+}
+
+const SNAPSHOT_KEY: &str = "snapshot";
+/// The user's totals today as the Quota object last reported them (a mirror: the Quota object
+/// is the authority across the user's sessions).
+const USAGE_KEY: &str = "user_usage";
+/// The name of the user's Quota object.
+const QUOTA_NAME_KEY: &str = "quota_name";
+
+fn limits(env: &Env) -> VoiceLimits {
+    let d = VoiceLimits::default();
+    VoiceLimits {
+        session_audio_ms: session::setting_u64(env, "VOICE_SESSION_AUDIO_MS", d.session_audio_ms),
+        session_tokens: session::setting_u64(env, "VOICE_SESSION_TOKENS", d.session_tokens),
+        user_daily_audio_ms: session::setting_u64(
+            env,
+            "VOICE_USER_DAILY_AUDIO_MS",
+            d.user_daily_audio_ms,
+        ),
+        user_daily_tokens: session::setting_u64(
+            env,
+            "VOICE_USER_DAILY_TOKENS",
+            d.user_daily_tokens,
+        ),
+        max_reply_tokens: session::setting_u64(
+            env,
+            "VOICE_MAX_REPLY_TOKENS",
+            u64::from(d.max_reply_tokens),
+        )
+        .min(u64::from(u32::MAX)) as u32,
+        ..d
+    }
+}
+
+impl DurableObject for Voice {
+    fn new(state: State, env: Env) -> Self {
+        let inner = Rc::new(Inner {
+            raw: session::raw_state(&state),
+            kv: Kv(state.storage().sql()),
+            backend: session::backend(&env),
+            limits: limits(&env),
+            env,
+            session: RefCell::new(None),
+            cancelled: RefCell::new(HashSet::new()),
+        });
+        Self { state, inner }
+    }
+
+    async fn fetch(&self, req: Request) -> Result<Response> {
+        if req.path() != "/__ws" {
+            return Response::error("not found", 404);
+        }
+        // A new connection replaces any earlier one: end its session cleanly first.
+        if !self.state.get_websockets().is_empty() {
+            self.inner.disconnect();
+        }
+        self.inner.read_quota(&req).await;
+        match session::accept(
+            &self.state,
+            &self.inner.env,
+            &req,
+            "voice",
+            &self.inner.backend,
+        ) {
+            Ok(r) => Ok(r),
+            Err(e) => error_response(&e),
+        }
+    }
+
+    async fn websocket_message(
+        &self,
+        ws: WebSocket,
+        message: WebSocketIncomingMessage,
+    ) -> Result<()> {
+        let adm = session::admission(&ws);
+        if self.inner.session.borrow().is_none() {
+            if let Some(format) = adm.as_ref().and_then(|a| a.format) {
+                self.inner.resume(format);
+            }
+        }
+        let fx = match &message {
+            WebSocketIncomingMessage::String(s) => {
+                let fx = self.inner.step(Input::Control(s));
+                // Remember the stream's format on the socket (it survives eviction).
+                let format = match decode_control(s) {
+                    Ok(ControlFrame::Start { format })
+                        if fx
+                            .iter()
+                            .any(|e| matches!(e, Effect::Send(ServerFrame::Started { .. }))) =>
+                    {
+                        Some(Some(format))
+                    }
+                    Ok(ControlFrame::Stop {}) => Some(None),
+                    _ => None,
+                };
+                if let (Some(format), Some(mut a)) = (format, adm) {
+                    a.format = format;
+                    let _ = ws.serialize_attachment(&a);
+                }
+                fx
+            }
+            WebSocketIncomingMessage::Binary(b) => self.inner.step(Input::Audio(b)),
+        };
+        self.inner.perform(&ws, fx);
+        Ok(())
+    }
+
+    async fn websocket_close(
+        &self,
+        ws: WebSocket,
+        code: usize,
+        _reason: String,
+        _clean: bool,
+    ) -> Result<()> {
+        self.closed(&ws);
+        let code = if code == 1005 || code == 1006 {
+            1000
+        } else {
+            code as u16
+        };
+        session::count_closed(&self.state, &self.inner.env, "voice", &ws, code);
+        let _ = ws.close(Some(code), Some("closed"));
+        Ok(())
+    }
+
+    async fn websocket_error(&self, ws: WebSocket, _error: worker::Error) -> Result<()> {
+        self.closed(&ws);
+        session::count_closed(&self.state, &self.inner.env, "voice", &ws, 1006);
+        Ok(())
+    }
+}
+
+impl Voice {
+    /// The session ends when its last socket goes (a replaced socket's late close does not
+    /// end the session of the socket that replaced it).
+    fn closed(&self, ws: &WebSocket) {
+        let mine = session::admission(ws).map(|a| a.conn);
+        let others = self
+            .state
+            .get_websockets()
+            .iter()
+            .filter_map(session::admission)
+            .any(|a| Some(a.conn) != mine);
+        if !others {
+            self.inner.disconnect();
+        }
+    }
+}
+
+impl Inner {
+    fn with_session<R>(&self, f: impl FnOnce(&mut VoiceSession) -> R) -> R {
+        let mut slot = self.session.borrow_mut();
+        let s = slot.get_or_insert_with(|| {
+            let snapshot: Snapshot = self.kv.get(SNAPSHOT_KEY).unwrap_or_default();
+            let user: UserUsage = self.kv.get(USAGE_KEY).unwrap_or_default();
+            let remaining = user.remaining(&self.limits, now_ms());
+            VoiceSession::restore(snapshot, self.limits, remaining)
+        });
+        f(s)
+    }
+
+    /// Ends the in-memory session (persisting and charging what it owes); the next event
+    /// restores a fresh one from storage.
+    fn disconnect(self: &Rc<Self>) {
+        if self.session.borrow().is_none() {
+            return;
+        }
+        let fx = self.with_session(|s| s.apply(Input::Disconnected, now_ms()));
+        for e in fx {
+            match e {
+                Effect::Persist(s) => self.persist(&s),
+                Effect::Charge(u) => self.charge(u),
+                Effect::Cancel { turn } => {
+                    self.cancelled.borrow_mut().insert(turn);
+                }
+                _ => {}
+            }
+        }
+        *self.session.borrow_mut() = None;
+    }
+
+    fn persist(&self, s: &Snapshot) {
+        if let Err(e) = self.kv.put(SNAPSHOT_KEY, s) {
+            worker::console_error!("voice persist: {e}");
+        }
+    }
+
+    /// Reads the user's totals from their Quota object into the mirror before a session
+    /// starts (a Quota object that cannot answer leaves the last mirror in place).
+    async fn read_quota(&self, req: &Request) {
+        let admission = req
+            .headers()
+            .get(session::SESSION_HEADER)
+            .ok()
+            .flatten()
+            .and_then(|h| serde_json::from_str::<session::SessionAdmission>(&h).ok());
+        let Some(a) = admission else { return };
+        let ip = req.headers().get("CF-Connecting-IP").ok().flatten();
+        let name = quota::quota_name(&a.user, a.anonymous, ip.as_deref());
+        let _ = self.kv.put(QUOTA_NAME_KEY, &name);
+        match quota::charge(&self.env, &name, Usage::default()).await {
+            Ok(totals) => self.apply_totals(&totals),
+            Err(e) => worker::console_error!("voice quota read: {e}"),
+        }
+    }
+
+    /// The user's totals as the Quota object answered: the mirror, and this session's caps.
+    fn apply_totals(&self, totals: &UserUsage) {
+        let _ = self.kv.put(USAGE_KEY, totals);
+        if let Some(s) = self.session.borrow_mut().as_mut() {
+            s.set_user_remaining(totals.remaining(&self.limits, now_ms()));
+        }
+    }
+
+    /// Adds a charge to the mirror at once, then to the user's Quota object in the
+    /// background; its answer (the user's totals across all sessions) becomes the mirror and
+    /// resets this session's caps, so the user's other sessions count too.
+    fn charge(self: &Rc<Self>, u: Usage) {
+        let mut user: UserUsage = self.kv.get(USAGE_KEY).unwrap_or_default();
+        user.charge(u, now_ms());
+        if let Err(e) = self.kv.put(USAGE_KEY, &user) {
+            worker::console_error!("voice charge: {e}");
+        }
+        let Some(name) = self.kv.get::<String>(QUOTA_NAME_KEY) else {
+            return;
+        };
+        let me = self.clone();
+        session::spawn(&self.raw, async move {
+            crate::glue::ops::add(
+                &me.env,
+                [
+                    ("roomkeeper_voice_audio_ms_total", u.audio_ms),
+                    ("roomkeeper_voice_tokens_total", u.tokens),
+                ]
+                .into_iter()
+                .filter(|(_, n)| *n > 0)
+                .map(|(m, n)| crate::metrics::Delta::new(m, &[], n as i64))
+                .collect(),
+            )
+            .await;
+            match quota::charge(&me.env, &name, u).await {
+                Ok(totals) => me.apply_totals(&totals),
+                Err(e) => worker::console_error!("voice charge to quota {name}: {e}"),
+            }
+        });
+    }
+
+    /// Feeds one input to the session; returns the effects to perform.
+    fn step(&self, input: Input<'_>) -> Vec<Effect> {
+        self.with_session(|s| s.apply(input, now_ms()))
+    }
+
+    /// Feeds one input to the session and performs its effects.
+    fn apply(self: &Rc<Self>, ws: &WebSocket, input: Input<'_>) {
+        let fx = self.step(input);
+        self.perform(ws, fx);
+    }
+
+    /// After an eviction mid-stream: restarts the capture in the stream's format (silently;
+    /// the client never stopped). The real-time allowance restarts from now.
+    fn resume(&self, format: AudioFormat) {
+        let start = serde_json::json!({"type": "start", "format": format}).to_string();
+        let _ = self.step(Input::Control(&start));
+    }
+
+    fn perform(self: &Rc<Self>, ws: &WebSocket, fx: Vec<Effect>) {
+        for e in fx {
+            match e {
+                Effect::Send(f) => {
+                    if let ServerFrame::Utterance { transcribed, .. } = &f {
+                        let label = if *transcribed { "true" } else { "false" };
+                        let delta = crate::metrics::Delta::new(
+                            "roomkeeper_voice_utterances_total",
+                            &[("transcribed", label)],
+                            1,
+                        );
+                        let env = self.env.clone();
+                        session::spawn(&self.raw, async move {
+                            crate::glue::ops::add(&env, vec![delta]).await
+                        });
+                    }
+                    let _ = ws.send_with_str(f.to_json());
+                }
+                Effect::Transcribe { utterance, wav } => {
+                    let (me, ws) = (self.clone(), ws.clone());
+                    session::spawn(&self.raw, async move {
+                        me.transcribe(&ws, utterance, wav).await;
+                    });
+                }
+                Effect::Generate {
+                    turn,
+                    context,
+                    max_tokens,
+                } => {
+                    let (me, ws) = (self.clone(), ws.clone());
+                    session::spawn(&self.raw, async move {
+                        me.generate(&ws, turn, context, max_tokens).await;
+                    });
+                }
+                Effect::Cancel { turn } => {
+                    self.cancelled.borrow_mut().insert(turn);
+                }
+                Effect::Persist(s) => self.persist(&s),
+                Effect::Charge(u) => self.charge(u),
+                Effect::Close { code, reason } => {
+                    let _ = ws.close(Some(code), Some(reason));
+                }
+            }
+        }
+    }
+
+    async fn transcribe(self: Rc<Self>, ws: &WebSocket, utterance: u32, wav: Vec<u8>) {
+        let started = now_ms();
+        let result = net::transcribe(&self.backend, &self.env, &wav).await;
+        if self.backend != Backend::Builtin {
+            let error = result.as_ref().err().map(ToString::to_string);
+            let ms = now_ms().saturating_sub(started);
+            crate::glue::ops::provider_call(&self.env, "voice", "transcribe", ms, error).await;
+        }
+        let transcript = match result {
+            Ok(t) => t,
+            Err(e) => {
+                let frame = ServerFrame::Error {
+                    code: TRANSCRIPTION_FAILED.into(),
+                    message: format!("the utterance could not be transcribed: {e}"),
+                };
+                let _ = ws.send_with_str(frame.to_json());
+                None
+            }
+        };
+        self.apply(
+            ws,
+            Input::Transcribed {
+                utterance,
+                transcript,
+            },
+        );
+    }
+
+    fn is_cancelled(&self, turn: u64) -> bool {
+        self.cancelled.borrow().contains(&turn)
+    }
+
+    async fn generate(
+        self: Rc<Self>,
+        ws: &WebSocket,
+        turn: u64,
+        context: Vec<crate::sessions::voice::ContextTurn>,
+        max_tokens: u32,
+    ) {
+        let result = if self.backend == Backend::Builtin {
+            // Built-in: answer the user's last turn from the knowledge base, as is.
+            let question = context
+                .iter()
+                .rev()
+                .find(|t| t.role == Role::User)
+                .map_or("", |t| t.text.as_str());
+            let a = chat::answer(question);
+            let mut text = a.text.clone();
+            if let Some(s) = a.sources.first() {
+                text.push_str(&format!(" (Source: {} — {}.)", s.title, s.heading));
+            }
+            let reply = chat::Reply {
+                text,
+                sources: a.sources,
+            };
+            for f in chat::reply_frames(None, &reply) {
+                if let chat::ServerFrame::ReplyDelta { text, .. } = f {
+                    if self.is_cancelled(turn) {
+                        break;
+                    }
+                    self.apply(ws, Input::ReplyDelta { turn, text });
+                }
+            }
+            Ok(None)
+        } else {
+            let messages = providers::voice_messages(&context);
+            let me = self.clone();
+            let started = now_ms();
+            let result = net::generate(&self.backend, &self.env, &messages, max_tokens, |text| {
+                if me.is_cancelled(turn) {
+                    return false;
+                }
+                me.apply(ws, Input::ReplyDelta { turn, text });
+                true
+            })
+            .await;
+            let error = result.as_ref().err().map(ToString::to_string);
+            let ms = now_ms().saturating_sub(started);
+            crate::glue::ops::provider_call(&self.env, "voice", "generate", ms, error).await;
+            result
+        };
+        if !self.is_cancelled(turn) {
+            match result {
+                Ok(tokens) => self.apply(ws, Input::ReplyDone { turn, tokens }),
+                Err(e) => self.apply(
+                    ws,
+                    Input::ReplyFailed {
+                        turn,
+                        message: e.to_string(),
+                    },
+                ),
+            }
+        }
+        self.cancelled.borrow_mut().remove(&turn);
+    }
+}

@@ -1,0 +1,6 @@
+//! The HTTP edge's pure parts: the one error type, request routing, CORS and request bodies.
+
+pub mod bodies;
+pub mod cors;
+pub mod error;
+pub mod route;

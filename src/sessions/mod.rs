@@ -1,0 +1,6 @@
+//! Sessions: the voice agent and the chatbot, and the AI provider seam they share. The
+//! Durable Object glue is `objects/sessions/`.
+
+pub mod chat;
+pub mod providers;
+pub mod voice;

@@ -1,0 +1,657 @@
+//! The AI provider seam: which backend answers transcription and generation, and the wire
+//! shapes of the OpenAI-compatible HTTP backend.
+//!
+//! Three providers sit behind one seam (docs/SESSIONS.md):
+//!
+//! - [`Backend::Http`]: an OpenAI-compatible server (a GPU box running vLLM, llama.cpp,
+//!   faster-whisper…) at `LLM_BASE_URL`, with the secret `LLM_API_KEY`:
+//!   `POST {base}/v1/audio/transcriptions` (multipart: a WAV `file` and `model`) and
+//!   `POST {base}/v1/chat/completions` with `stream: true` (server-sent events).
+//! - [`Backend::WorkersAi`]: the Workers AI binding `AI`, bound only in `[env.production]`
+//!   because the binding cannot run offline.
+//! - [`Backend::Builtin`]: nothing configured. Typed turns are answered by retrieval from the
+//!   knowledge base ([`crate::sessions::chat::answer`]); audio is segmented but never transcribed.
+//!
+//! Everything here but the `net` module (wasm32 only) is pure and unit-tested: settings to a
+//! [`Backend`], the multipart body, the chat request, and [`SseParser`], which turns the
+//! bytes of a streamed completion into [`SseEvent`]s whatever the chunking.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::sessions::voice::{ContextTurn, Role, SYSTEM_PROMPT};
+
+/// Default chat model of the HTTP backend (`LLM_CHAT_MODEL`).
+pub const DEFAULT_HTTP_CHAT_MODEL: &str = "default";
+/// Default transcription model of the HTTP backend (`LLM_STT_MODEL`).
+pub const DEFAULT_HTTP_STT_MODEL: &str = "whisper-1";
+/// Default chat model of the Workers AI binding.
+pub const DEFAULT_AI_CHAT_MODEL: &str = "@cf/meta/llama-3.1-8b-instruct";
+/// Default transcription model of the Workers AI binding.
+pub const DEFAULT_AI_STT_MODEL: &str = "@cf/openai/whisper";
+/// Longest wait for a transcription, ms.
+pub const TRANSCRIBE_TIMEOUT_MS: u64 = 15_000;
+/// Longest wait for the response head of a generation and between two of its chunks, ms.
+pub const GENERATE_IDLE_TIMEOUT_MS: u64 = 20_000;
+/// Largest transcription response body accepted, bytes.
+pub const MAX_TRANSCRIPT_BODY_BYTES: usize = 64 * 1024;
+/// Longest server-sent-events line buffered, bytes; longer lines are a protocol error.
+pub const MAX_SSE_LINE_BYTES: usize = 64 * 1024;
+/// Multipart boundary of transcription requests (cannot occur in the fixed text parts, and a
+/// WAV body is framed by the closing delimiter which the server finds by scanning).
+pub const MULTIPART_BOUNDARY: &str = "roomkeeper-7d1f0c2b9e4a";
+
+/// Which provider answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Backend {
+    /// An OpenAI-compatible HTTP server.
+    Http {
+        /// Base URL without the `/v1` path, e.g. `http://gpu.internal:8000`.
+        base_url: String,
+        /// Bearer token (`LLM_API_KEY`), if the server wants one.
+        api_key: Option<String>,
+        /// Chat completion model.
+        chat_model: String,
+        /// Transcription model.
+        stt_model: String,
+        /// `LLM_TIMEOUT_MS`: overrides [`TRANSCRIBE_TIMEOUT_MS`] and
+        /// [`GENERATE_IDLE_TIMEOUT_MS`] (e.g. for a slow GPU, or a test).
+        timeout_ms: Option<u64>,
+    },
+    /// The Workers AI binding `AI` (production only).
+    WorkersAi {
+        /// Text generation model.
+        chat_model: String,
+        /// Speech-to-text model.
+        stt_model: String,
+    },
+    /// Nothing configured: retrieval answers, untranscribed audio.
+    Builtin,
+}
+
+impl Backend {
+    /// Chooses the backend from settings: `LLM_BASE_URL` first, then the `AI` binding when
+    /// it exists, else built-in. An `LLM_BASE_URL` that is not http(s) is a configuration
+    /// error, refused rather than silently ignored.
+    pub fn select(
+        lookup: impl Fn(&str) -> Option<String>,
+        has_ai_binding: bool,
+    ) -> Result<Self, String> {
+        let get = |k: &str| {
+            lookup(k)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
+        if let Some(base) = get("LLM_BASE_URL") {
+            if !(base.starts_with("http://") || base.starts_with("https://")) {
+                return Err("LLM_BASE_URL must start with http:// or https://".into());
+            }
+            return Ok(Self::Http {
+                base_url: base.trim_end_matches('/').to_string(),
+                api_key: get("LLM_API_KEY"),
+                chat_model: get("LLM_CHAT_MODEL").unwrap_or(DEFAULT_HTTP_CHAT_MODEL.into()),
+                stt_model: get("LLM_STT_MODEL").unwrap_or(DEFAULT_HTTP_STT_MODEL.into()),
+                timeout_ms: match get("LLM_TIMEOUT_MS") {
+                    None => None,
+                    Some(v) => Some(
+                        v.parse::<u64>()
+                            .ok()
+                            .filter(|ms| (100..=600_000).contains(ms))
+                            .ok_or("LLM_TIMEOUT_MS must be 100-600000 (ms)")?,
+                    ),
+                },
+            });
+        }
+        if has_ai_binding {
+            return Ok(Self::WorkersAi {
+                chat_model: get("AI_CHAT_MODEL").unwrap_or(DEFAULT_AI_CHAT_MODEL.into()),
+                stt_model: get("AI_STT_MODEL").unwrap_or(DEFAULT_AI_STT_MODEL.into()),
+            });
+        }
+        Ok(Self::Builtin)
+    }
+
+    /// A short name for logs and the `provider` field of docs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Http { .. } => "http",
+            Self::WorkersAi { .. } => "workers-ai",
+            Self::Builtin => "builtin",
+        }
+    }
+}
+
+/// Why a provider call failed. Messages are safe to show the user (no URLs or keys).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProviderError {
+    /// No answer in time.
+    #[error("the provider did not answer in time")]
+    Timeout,
+    /// A non-2xx status.
+    #[error("the provider answered with status {0}")]
+    Status(u16),
+    /// The connection failed.
+    #[error("the provider could not be reached")]
+    Network,
+    /// The answer was not in the expected shape.
+    #[error("the provider's answer was malformed")]
+    Malformed,
+}
+
+/// One chat message of a completion request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    /// `system`, `user` or `assistant`.
+    pub role: String,
+    /// The text.
+    pub content: String,
+}
+
+impl ChatMessage {
+    fn new(role: &str, content: impl Into<String>) -> Self {
+        Self {
+            role: role.into(),
+            content: content.into(),
+        }
+    }
+}
+
+/// The messages for a voice reply: [`SYSTEM_PROMPT`], then the context oldest first.
+/// Interrupted assistant turns are marked so the model knows it was cut off.
+pub fn voice_messages(context: &[ContextTurn]) -> Vec<ChatMessage> {
+    let mut out = vec![ChatMessage::new("system", SYSTEM_PROMPT)];
+    for t in context {
+        match t.role {
+            Role::User => out.push(ChatMessage::new("user", t.text.clone())),
+            Role::Assistant if t.interrupted => out.push(ChatMessage::new(
+                "assistant",
+                format!("{} [interrupted by the user]", t.text),
+            )),
+            Role::Assistant => out.push(ChatMessage::new("assistant", t.text.clone())),
+        }
+    }
+    out
+}
+
+/// System prompt of chatbot answers generated from retrieved passages.
+pub const CHAT_RAG_PROMPT: &str = "You are the support assistant of Kestrel & Lowe, an estate \
+agency. Answer the customer's question using only the passages from the agency's guides given \
+below. Be brief and friendly. If the passages do not answer the question, say that you do not \
+know and offer to pass the question to the team. Never invent fees, dates or promises.";
+
+/// The messages for a chatbot answer grounded in `passages` (`(title, text)` pairs).
+pub fn rag_messages(question: &str, passages: &[(String, String)]) -> Vec<ChatMessage> {
+    let mut context = String::new();
+    for (title, text) in passages {
+        context.push_str(&format!("[{title}]\n{text}\n\n"));
+    }
+    vec![
+        ChatMessage::new("system", CHAT_RAG_PROMPT),
+        ChatMessage::new(
+            "user",
+            format!("Passages:\n\n{context}Question: {question}"),
+        ),
+    ]
+}
+
+/// The JSON body of a streamed chat completion.
+pub fn chat_request(model: &str, messages: &[ChatMessage], max_tokens: u32) -> String {
+    json!({
+        "model": model,
+        "messages": messages,
+        "max_tokens": max_tokens,
+        "stream": true,
+        "stream_options": {"include_usage": true},
+    })
+    .to_string()
+}
+
+/// The `Content-Type` of [`transcription_body`].
+pub fn transcription_content_type() -> String {
+    format!("multipart/form-data; boundary={MULTIPART_BOUNDARY}")
+}
+
+/// A `multipart/form-data` transcription request: `model`, `response_format=json` and the
+/// WAV as `file` (`utterance.wav`, `audio/wav`).
+pub fn transcription_body(model: &str, wav: &[u8]) -> Vec<u8> {
+    let b = MULTIPART_BOUNDARY;
+    let mut out = Vec::with_capacity(wav.len() + 512);
+    for (name, value) in [("model", model), ("response_format", "json")] {
+        out.extend_from_slice(
+            format!("--{b}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n")
+                .as_bytes(),
+        );
+    }
+    out.extend_from_slice(
+        format!(
+            "--{b}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"utterance.wav\"\r\n\
+             Content-Type: audio/wav\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    out.extend_from_slice(wav);
+    out.extend_from_slice(format!("\r\n--{b}--\r\n").as_bytes());
+    out
+}
+
+/// Reads a transcription answer: `{"text": "…"}`.
+pub fn parse_transcription(body: &[u8]) -> Result<String, ProviderError> {
+    if body.len() > MAX_TRANSCRIPT_BODY_BYTES {
+        return Err(ProviderError::Malformed);
+    }
+    let v: Value = serde_json::from_slice(body).map_err(|_| ProviderError::Malformed)?;
+    v.get("text")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .ok_or(ProviderError::Malformed)
+}
+
+/// Something a streamed completion said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SseEvent {
+    /// Reply text to append.
+    Delta(String),
+    /// Tokens the provider counted for the completion (from a `usage` chunk).
+    Usage(u32),
+    /// `data: [DONE]`: the stream is complete.
+    Done,
+}
+
+/// Incremental parser of an OpenAI-style server-sent-events stream. Feed it chunks as they
+/// arrive; lines split across chunks are reassembled, comments and other fields ignored.
+#[derive(Debug, Default)]
+pub struct SseParser {
+    line: Vec<u8>,
+}
+
+impl SseParser {
+    /// A parser at the start of a stream.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Parses `chunk`, returning the events of every line it completes.
+    pub fn push(&mut self, chunk: &[u8]) -> Result<Vec<SseEvent>, ProviderError> {
+        let mut events = Vec::new();
+        for &b in chunk {
+            if b == b'\n' {
+                let line = std::mem::take(&mut self.line);
+                Self::line(&line, &mut events)?;
+            } else if self.line.len() >= MAX_SSE_LINE_BYTES {
+                return Err(ProviderError::Malformed);
+            } else {
+                self.line.push(b);
+            }
+        }
+        Ok(events)
+    }
+
+    /// Ends the stream: a last line without a newline is parsed too.
+    pub fn finish(&mut self) -> Result<Vec<SseEvent>, ProviderError> {
+        let mut events = Vec::new();
+        let line = std::mem::take(&mut self.line);
+        Self::line(&line, &mut events)?;
+        Ok(events)
+    }
+
+    fn line(line: &[u8], events: &mut Vec<SseEvent>) -> Result<(), ProviderError> {
+        let line = std::str::from_utf8(line).map_err(|_| ProviderError::Malformed)?;
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        let Some(data) = line.strip_prefix("data:") else {
+            return Ok(()); // blank separators, `:` comments, `event:`/`id:` fields
+        };
+        let data = data.trim();
+        if data == "[DONE]" {
+            events.push(SseEvent::Done);
+            return Ok(());
+        }
+        let v: Value = serde_json::from_str(data).map_err(|_| ProviderError::Malformed)?;
+        if let Some(text) = v
+            .pointer("/choices/0/delta/content")
+            .and_then(Value::as_str)
+            .filter(|t| !t.is_empty())
+        {
+            events.push(SseEvent::Delta(text.to_string()));
+        }
+        if let Some(n) = v
+            .pointer("/usage/completion_tokens")
+            .and_then(Value::as_u64)
+        {
+            events.push(SseEvent::Usage(n.min(u64::from(u32::MAX)) as u32));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+pub(crate) mod net {
+    //! The provider calls over `worker::Fetch` (HTTP backend) and the `AI` binding.
+
+    use std::time::Duration;
+
+    use futures_util::future::{select, Either};
+    use futures_util::StreamExt;
+    use serde_json::{json, Value};
+    use worker::{AbortController, Delay, Env, Fetch, Headers, Method, Request, RequestInit};
+
+    use super::*;
+
+    async fn timed<T>(
+        ms: u64,
+        fut: impl std::future::Future<Output = T>,
+    ) -> Result<T, ProviderError> {
+        let fut = Box::pin(fut);
+        let delay = Box::pin(Delay::from(Duration::from_millis(ms)));
+        match select(fut, delay).await {
+            Either::Left((v, _)) => Ok(v),
+            Either::Right(_) => Err(ProviderError::Timeout),
+        }
+    }
+
+    fn post(
+        url: &str,
+        api_key: Option<&str>,
+        content_type: &str,
+        body: &[u8],
+    ) -> Result<Request, ProviderError> {
+        let headers = Headers::new();
+        let _ = headers.set("Content-Type", content_type);
+        if let Some(k) = api_key {
+            let _ = headers.set("Authorization", &format!("Bearer {k}"));
+        }
+        let mut init = RequestInit::new();
+        init.with_method(Method::Post)
+            .with_headers(headers)
+            .with_body(Some(js_sys::Uint8Array::from(body).into()));
+        Request::new_with_init(url, &init).map_err(|_| ProviderError::Network)
+    }
+
+    /// Transcribes a WAV: `Ok(None)` when the backend cannot transcribe (built-in).
+    pub(crate) async fn transcribe(
+        backend: &Backend,
+        env: &Env,
+        wav: &[u8],
+    ) -> Result<Option<String>, ProviderError> {
+        match backend {
+            Backend::Builtin => Ok(None),
+            Backend::Http {
+                base_url,
+                api_key,
+                stt_model,
+                timeout_ms,
+                ..
+            } => {
+                let req = post(
+                    &format!("{base_url}/v1/audio/transcriptions"),
+                    api_key.as_deref(),
+                    &transcription_content_type(),
+                    &transcription_body(stt_model, wav),
+                )?;
+                timed(timeout_ms.unwrap_or(TRANSCRIBE_TIMEOUT_MS), async {
+                    let mut r = Fetch::Request(req)
+                        .send()
+                        .await
+                        .map_err(|_| ProviderError::Network)?;
+                    if !(200..300).contains(&r.status_code()) {
+                        return Err(ProviderError::Status(r.status_code()));
+                    }
+                    let body = r.bytes().await.map_err(|_| ProviderError::Network)?;
+                    parse_transcription(&body).map(Some)
+                })
+                .await?
+            }
+            // Not run by the tests: the binding exists only in production.
+            Backend::WorkersAi { stt_model, .. } => {
+                let ai = env.ai("AI").map_err(|_| ProviderError::Network)?;
+                let out: Value = timed(
+                    TRANSCRIBE_TIMEOUT_MS,
+                    ai.run(stt_model, json!({ "audio": wav })),
+                )
+                .await?
+                .map_err(|_| ProviderError::Network)?;
+                out.get("text")
+                    .and_then(Value::as_str)
+                    .map(|t| Some(t.to_string()))
+                    .ok_or(ProviderError::Malformed)
+            }
+        }
+    }
+
+    /// Streams a completion of `messages`, calling `on_delta` with each piece of text in
+    /// order; `on_delta` returning false stops the stream (and aborts the request). Returns
+    /// the provider's token count when it reports one. The built-in backend cannot generate
+    /// (callers answer by retrieval instead) and yields `Ok(None)` with no deltas.
+    pub(crate) async fn generate(
+        backend: &Backend,
+        env: &Env,
+        messages: &[ChatMessage],
+        max_tokens: u32,
+        mut on_delta: impl FnMut(String) -> bool,
+    ) -> Result<Option<u32>, ProviderError> {
+        match backend {
+            Backend::Builtin => Ok(None),
+            Backend::Http {
+                base_url,
+                api_key,
+                chat_model,
+                timeout_ms,
+                ..
+            } => {
+                let idle = timeout_ms.unwrap_or(GENERATE_IDLE_TIMEOUT_MS);
+                let req = post(
+                    &format!("{base_url}/v1/chat/completions"),
+                    api_key.as_deref(),
+                    "application/json",
+                    chat_request(chat_model, messages, max_tokens).as_bytes(),
+                )?;
+                let abort = AbortController::default();
+                let signal = abort.signal();
+                let mut r = timed(idle, Fetch::Request(req).send_with_signal(&signal))
+                    .await?
+                    .map_err(|_| ProviderError::Network)?;
+                if !(200..300).contains(&r.status_code()) {
+                    return Err(ProviderError::Status(r.status_code()));
+                }
+                let mut stream = r.stream().map_err(|_| ProviderError::Malformed)?;
+                let mut parser = SseParser::new();
+                let mut tokens = None;
+                loop {
+                    let chunk = timed(idle, stream.next()).await;
+                    let ended = chunk.as_ref().is_ok_and(|c| c.is_none());
+                    let events = match chunk {
+                        Err(e) => {
+                            abort.abort();
+                            return Err(e);
+                        }
+                        Ok(None) => parser.finish()?,
+                        Ok(Some(Err(_))) => return Err(ProviderError::Network),
+                        Ok(Some(Ok(bytes))) => parser.push(&bytes)?,
+                    };
+                    for ev in events {
+                        match ev {
+                            SseEvent::Delta(t) => {
+                                if !on_delta(t) {
+                                    abort.abort();
+                                    return Ok(tokens);
+                                }
+                            }
+                            SseEvent::Usage(n) => tokens = Some(n),
+                            SseEvent::Done => return Ok(tokens),
+                        }
+                    }
+                    if ended {
+                        return Ok(tokens);
+                    }
+                }
+            }
+            // Not run by the tests: the binding exists only in production. Workers AI answers
+            // in one piece here (no streaming), delivered as one delta.
+            Backend::WorkersAi { chat_model, .. } => {
+                let ai = env.ai("AI").map_err(|_| ProviderError::Network)?;
+                let out: Value = timed(
+                    GENERATE_IDLE_TIMEOUT_MS,
+                    ai.run(
+                        chat_model,
+                        json!({ "messages": messages, "max_tokens": max_tokens }),
+                    ),
+                )
+                .await?
+                .map_err(|_| ProviderError::Network)?;
+                let text = out
+                    .get("response")
+                    .and_then(Value::as_str)
+                    .ok_or(ProviderError::Malformed)?;
+                on_delta(text.to_string());
+                Ok(None)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lookup<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        move |k| {
+            pairs
+                .iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    #[test]
+    fn backend_selection() {
+        assert_eq!(Backend::select(lookup(&[]), false), Ok(Backend::Builtin));
+        assert_eq!(
+            Backend::select(lookup(&[]), true).unwrap().name(),
+            "workers-ai"
+        );
+        let http = Backend::select(
+            lookup(&[
+                ("LLM_BASE_URL", "http://127.0.0.1:9000/"),
+                ("LLM_API_KEY", "k"),
+                ("LLM_CHAT_MODEL", "m"),
+            ]),
+            true,
+        )
+        .unwrap();
+        assert_eq!(
+            http,
+            Backend::Http {
+                base_url: "http://127.0.0.1:9000".into(),
+                api_key: Some("k".into()),
+                chat_model: "m".into(),
+                stt_model: DEFAULT_HTTP_STT_MODEL.into(),
+                timeout_ms: None,
+            }
+        );
+        let timed = |v: &str| {
+            Backend::select(
+                lookup(&[("LLM_BASE_URL", "http://x"), ("LLM_TIMEOUT_MS", v)]),
+                false,
+            )
+        };
+        assert!(matches!(
+            timed("1500"),
+            Ok(Backend::Http {
+                timeout_ms: Some(1500),
+                ..
+            })
+        ));
+        assert!(timed("0").is_err() && timed("soon").is_err());
+        assert!(Backend::select(lookup(&[("LLM_BASE_URL", "ftp://x")]), false).is_err());
+        assert_eq!(
+            Backend::select(lookup(&[("LLM_BASE_URL", "  ")]), false),
+            Ok(Backend::Builtin)
+        );
+    }
+
+    #[test]
+    fn multipart_body_carries_model_and_wav() {
+        let wav = crate::sessions::voice::wav_bytes(&[1, -1, 2], 16000);
+        let body = transcription_body("whisper-1", &wav);
+        let text = String::from_utf8_lossy(&body);
+        assert!(text.starts_with(&format!("--{MULTIPART_BOUNDARY}\r\n")));
+        assert!(text.contains("name=\"model\"\r\n\r\nwhisper-1\r\n"));
+        assert!(text.contains("filename=\"utterance.wav\"\r\nContent-Type: audio/wav\r\n\r\nRIFF"));
+        assert!(body.ends_with(format!("\r\n--{MULTIPART_BOUNDARY}--\r\n").as_bytes()));
+        let start = body.windows(4).position(|w| w == b"RIFF").unwrap();
+        assert_eq!(&body[start..start + wav.len()], &wav[..]);
+        assert!(transcription_content_type().ends_with(MULTIPART_BOUNDARY));
+    }
+
+    #[test]
+    fn transcription_answers() {
+        assert_eq!(
+            parse_transcription(br#"{"text":" hello "}"#),
+            Ok(" hello ".into())
+        );
+        assert_eq!(parse_transcription(b"{}"), Err(ProviderError::Malformed));
+        assert_eq!(parse_transcription(b"nope"), Err(ProviderError::Malformed));
+    }
+
+    #[test]
+    fn chat_request_streams() {
+        let msgs = voice_messages(&[]);
+        let v: Value = serde_json::from_str(&chat_request("m", &msgs, 50)).unwrap();
+        assert_eq!(v["stream"], true);
+        assert_eq!(v["max_tokens"], 50);
+        assert_eq!(v["messages"][0]["role"], "system");
+        let r = rag_messages("fees?", &[("Fees".into(), "1%".into())]);
+        assert!(r[1].content.contains("[Fees]\n1%"));
+        assert!(r[1].content.ends_with("Question: fees?"));
+    }
+
+    #[test]
+    fn sse_parses_across_chunk_boundaries() {
+        let stream = "data: {\"choices\":[{\"delta\":{\"role\":\"assistant\"}}]}\n\n\
+                      : keep-alive\n\
+                      data: {\"choices\":[{\"delta\":{\"content\":\"Hel\"}}]}\r\n\r\n\
+                      data: {\"choices\":[{\"delta\":{\"content\":\"lo\"}}]}\n\n\
+                      data: {\"choices\":[],\"usage\":{\"completion_tokens\":7}}\n\n\
+                      data: [DONE]\n\n";
+        for split in [1, 3, 17, stream.len()] {
+            let mut p = SseParser::new();
+            let mut events = Vec::new();
+            for chunk in stream.as_bytes().chunks(split) {
+                events.extend(p.push(chunk).unwrap());
+            }
+            events.extend(p.finish().unwrap());
+            assert_eq!(
+                events,
+                vec![
+                    SseEvent::Delta("Hel".into()),
+                    SseEvent::Delta("lo".into()),
+                    SseEvent::Usage(7),
+                    SseEvent::Done
+                ],
+                "split {split}"
+            );
+        }
+    }
+
+    #[test]
+    fn sse_refuses_garbage_and_huge_lines() {
+        assert_eq!(
+            SseParser::new().push(b"data: {nope\n"),
+            Err(ProviderError::Malformed)
+        );
+        let long = vec![b'a'; MAX_SSE_LINE_BYTES + 1];
+        assert_eq!(SseParser::new().push(&long), Err(ProviderError::Malformed));
+        let mut p = SseParser::new();
+        assert_eq!(p.push(b"data: [DONE]").unwrap(), vec![]);
+        assert_eq!(p.finish().unwrap(), vec![SseEvent::Done]);
+    }
+
+    #[test]
+    fn voice_messages_mark_interruptions() {
+        let mut ctx = crate::sessions::voice::Context::default();
+        ctx.push(Role::User, "hi", false);
+        ctx.push(Role::Assistant, "Hello the", true);
+        let m = voice_messages(&ctx.to_vec());
+        assert_eq!(m.len(), 3);
+        assert_eq!(m[2].content, "Hello the [interrupted by the user]");
+    }
+}
