@@ -24,7 +24,8 @@ use worker::{
 };
 
 use crate::config::Config;
-use crate::glue::router::{internal, setting};
+use crate::glue::http::internal;
+use crate::glue::settings::setting;
 use crate::http::error::ApiError;
 use crate::http::route::RoomKey;
 use crate::objects::socket::send_js;

@@ -6,10 +6,8 @@
 use serde::Deserialize;
 use worker::{durable_object, DurableObject, Env, Request, Response, Result, State};
 
+use crate::internal::{Binding, Op};
 use crate::metrics::{Delta, Sample, ROOM_CONNECTIONS};
-
-/// The one object's name.
-pub const GLOBAL: &str = "global";
 
 /// How long applied router batch ids are remembered for de-duplicating retries (ms): far
 /// longer than any retry of a batch takes.
@@ -52,12 +50,12 @@ impl DurableObject for Metrics {
              updated_at INTEGER NOT NULL)",
             None,
         )?;
-        match req.path().as_str() {
-            "/__add" => {
+        match Op::decode(Binding::Metrics, &req.path()) {
+            Some(Op::MetricsAdd) => {
                 let deltas: Vec<Delta> = req.json().await?;
                 let now = worker::Date::now().as_millis() as i64;
                 // A router batch carries an id: a retried batch that already landed is skipped.
-                if let Some(batch) = req.headers().get(crate::glue::ops::BATCH_ID_HEADER)? {
+                if let Some(batch) = req.headers().get(crate::metrics::BATCH_ID_HEADER)? {
                     sql.exec(
                         "CREATE TABLE IF NOT EXISTS batches (id TEXT PRIMARY KEY, at INTEGER NOT NULL)",
                         None,
@@ -106,7 +104,7 @@ impl DurableObject for Metrics {
                 }
                 Response::empty()
             }
-            "/__all" => {
+            Some(Op::MetricsAll) => {
                 let rows: Vec<Row> = sql
                     .exec(
                         "SELECT name, labels, value FROM counters ORDER BY name, labels",
@@ -123,7 +121,7 @@ impl DurableObject for Metrics {
                     .collect();
                 Response::from_json(&samples)
             }
-            "/__rooms" => {
+            Some(Op::MetricsRooms) => {
                 let rows: Vec<RoomRow> = sql
                     .exec(
                         "SELECT room, connections, updated_at FROM rooms WHERE connections > 0 \
@@ -139,7 +137,7 @@ impl DurableObject for Metrics {
             }
             // Voice and chat sessions share the registry as `voice/<user>:<session>` and
             // `chat/<user>:<session>` (room names never contain `/`).
-            "/__sessions" => {
+            Some(Op::MetricsSessions) => {
                 let rows: Vec<RoomRow> = sql
                     .exec(
                         "SELECT room, connections, updated_at FROM rooms WHERE connections > 0 \

@@ -1,16 +1,259 @@
-//! Configuration read from Worker variables and secrets.
+//! Every setting of the service in one table, and their parsing.
 //!
-//! Parsing is pure: [`Config::from_lookup`] takes a function that returns a setting by name,
-//! so tests feed it a map and the glue feeds it `env.var`. A malformed setting is reported by
-//! name (never by value, which may be a secret) instead of panicking.
+//! [`SETTINGS`] lists each setting once: its name, whether it is a secret, its default and a
+//! one-line meaning. The README's configuration table is checked against it (a unit test
+//! below), so the two cannot drift. [`Config::from_lookup`] parses every `[vars]` setting in
+//! one pass, and the glue calls it once per isolate; the secrets are parsed where they are
+//! used (a missing `API_KEYS` must not take `/health` down), by the functions named here.
+//!
+//! Parsing is pure: `from_lookup` takes a function that returns a setting by name, so tests
+//! feed it a map and the glue feeds it `env.var`. A malformed setting is a [`ConfigError`]
+//! naming it (never its value, which may be a secret), which the edge answers as
+//! `config_error`: nothing falls back to a default silently, and nothing panics.
 
 use crate::coordination::limiter::Policies;
 use crate::http::cors::AllowList;
 use crate::obs::Level;
 use crate::rooms::room::RoomLimits;
+use crate::services::leads::Country;
+use crate::services::notify::DeliveryPolicy;
+use crate::sessions::providers::{Backend, DEFAULT_AI_CHAT_MODEL, DEFAULT_AI_STT_MODEL};
+use crate::sessions::voice::VoiceLimits;
 
-/// The service's settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One setting: what the README's configuration table says of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Setting {
+    /// The `[vars]` or secret name.
+    pub name: &'static str,
+    /// Whether it belongs in a secret (`wrangler secret put`) rather than `[vars]`.
+    pub secret: bool,
+    /// The default as documented (what an unset setting means).
+    pub default: &'static str,
+    /// What it does, in one line (Markdown).
+    pub doc: &'static str,
+}
+
+const fn var(name: &'static str, default: &'static str, doc: &'static str) -> Setting {
+    Setting {
+        name,
+        secret: false,
+        default,
+        doc,
+    }
+}
+
+const fn secret(name: &'static str, default: &'static str, doc: &'static str) -> Setting {
+    Setting {
+        name,
+        secret: true,
+        default,
+        doc,
+    }
+}
+
+/// Every setting the service reads, in the README's order.
+pub const SETTINGS: &[Setting] = &[
+    var(
+        "ENVIRONMENT",
+        "`local`",
+        "shown by `/health`; `local` enables `POST /api/dev/token`",
+    ),
+    var("LOG_LEVEL", "`info`", "`debug`, `info`, `warn` or `error`"),
+    var(
+        "CORS_ORIGINS",
+        "local: `http://localhost:8787,http://127.0.0.1:8787`",
+        "browser origins allowed besides the Worker's own; comma-separated, or `*`",
+    ),
+    var(
+        "ALLOW_ANONYMOUS",
+        "`false` (local: `true`)",
+        "whether sockets may connect without a token",
+    ),
+    secret(
+        "AUTH_SECRET",
+        "local: a dev value in `[vars]`",
+        "HS256 key for connection tokens, ≥ 16 bytes",
+    ),
+    secret(
+        "API_KEYS",
+        "local: `dev:roomkeeper-local-dev-api-key`",
+        "comma-separated `name:key` (or bare keys), each key ≥ 16 bytes",
+    ),
+    var(
+        "ROOM_MAX_FRAME_BYTES",
+        "16384",
+        "largest accepted WebSocket frame (checked before parsing)",
+    ),
+    var(
+        "ROOM_MAX_BODY_BYTES",
+        "8192",
+        "largest message body, as compact JSON",
+    ),
+    var("ROOM_MAX_NAME_CHARS", "32", "longest display name"),
+    var(
+        "ROOM_MAX_META_BYTES",
+        "256",
+        "largest member metadata, as compact JSON",
+    ),
+    var("ROOM_MAX_MEMBERS", "1000", "distinct users per room"),
+    var("ROOM_MAX_CONNECTIONS", "2000", "open connections per room"),
+    var(
+        "ROOM_HISTORY_MAX_MESSAGES",
+        "1000",
+        "history kept, by count",
+    ),
+    var(
+        "ROOM_HISTORY_MAX_AGE_MS",
+        "86400000",
+        "history kept, by age",
+    ),
+    var(
+        "ROOM_DEDUPE_WINDOW_MS",
+        "600000",
+        "how long publish ids / idempotency keys are remembered",
+    ),
+    var(
+        "ROOM_PUBLISH_RATE",
+        "20",
+        "publishes per second per connection (sustained)",
+    ),
+    var(
+        "ROOM_PUBLISH_BURST",
+        "40",
+        "publishes at once per connection",
+    ),
+    var(
+        "ROOM_MAX_STRIKES",
+        "20",
+        "refused frames in a row before close 4500",
+    ),
+    var(
+        "ROOM_BATCH_WINDOW_MS",
+        "0 (off)",
+        "batch window, 0–1000 ms: messages a socket would receive within it arrive as one \
+         `batch` frame ([protocol](docs/PROTOCOL.md#batching))",
+    ),
+    var(
+        "ROOM_BATCH_MAX_MESSAGES",
+        "64",
+        "most messages in one batch frame (1–1000); a full batch leaves at once",
+    ),
+    var(
+        "BENCH_ROUTES",
+        "`false`",
+        "`true` serves the bench-only routes `/api/bench/raw/…` outside `ENVIRONMENT=local` \
+         (needs the `BENCH` binding, top level only)",
+    ),
+    var(
+        "LIMIT_POLICIES",
+        "built-in (`connect` 20/10 s, `api` 600/60 s, `publish`); local: generous",
+        "JSON `{\"name\":{\"rate\",\"period_ms\",\"burst\"}}` laid over the defaults \
+         ([docs/COORDINATION.md](docs/COORDINATION.md))",
+    ),
+    var(
+        "REFUSAL_ALERT_THRESHOLD",
+        "100",
+        "rate-limit refusals within a minute (per router isolate) that raise one \
+         `refusals_spiking` alert ([operations](docs/OPERATIONS.md#alerts))",
+    ),
+    var(
+        "LEADS_DEFAULT_COUNTRY",
+        "`US` (local: `CA`)",
+        "country (ISO code) for national phone numbers",
+    ),
+    secret(
+        "NOTIFY_DESTINATIONS",
+        "none (notifications are `skipped`, ops room only)",
+        "JSON `{\"hot-leads\": URL, \"leads-incoming\": URL, \"ops\": URL}`",
+    ),
+    var(
+        "NOTIFY_BACKOFF_BASE_MS",
+        "5000",
+        "first retry delay of a webhook delivery, 1–3600000 ms",
+    ),
+    var(
+        "NOTIFY_BACKOFF_MAX_MS",
+        "600000",
+        "longest retry delay of a webhook delivery, 1–86400000 ms",
+    ),
+    var(
+        "NOTIFY_MAX_ATTEMPTS",
+        "10",
+        "delivery attempts before a notification is dead-lettered, 1–50",
+    ),
+    secret(
+        "WEBHOOK_SECRETS",
+        "local: `{\"payments\": \"roomkeeper-local-webhook-secret\"}`",
+        "HMAC secret per inbound webhook source",
+    ),
+    var(
+        "LLM_BASE_URL",
+        "none (built-in provider)",
+        "OpenAI-compatible backend for voice and chat sessions \
+         ([docs/SESSIONS.md](docs/SESSIONS.md))",
+    ),
+    secret(
+        "LLM_API_KEY",
+        "none",
+        "bearer token for that backend, if it wants one",
+    ),
+    var("LLM_CHAT_MODEL", "`default`", "chat model of that backend"),
+    var(
+        "LLM_STT_MODEL",
+        "`whisper-1`",
+        "transcription model of that backend",
+    ),
+    var(
+        "LLM_TIMEOUT_MS",
+        "15000 (transcription) / 20000 (generation)",
+        "timeout of that backend, 100–600000 ms",
+    ),
+    var(
+        "AI_CHAT_MODEL",
+        "`@cf/meta/llama-3.1-8b-instruct`",
+        "text model of the Workers AI binding (production only)",
+    ),
+    var(
+        "AI_STT_MODEL",
+        "`@cf/openai/whisper`",
+        "speech-to-text model of the Workers AI binding (production only)",
+    ),
+    var(
+        "VOICE_SESSION_AUDIO_MS",
+        "1800000",
+        "audio one voice session may stream",
+    ),
+    var(
+        "VOICE_SESSION_TOKENS",
+        "20000",
+        "reply tokens one voice session may generate",
+    ),
+    var(
+        "VOICE_MAX_REPLY_TOKENS",
+        "400",
+        "most tokens one voice reply may use",
+    ),
+    var(
+        "VOICE_USER_DAILY_AUDIO_MS",
+        "7200000",
+        "audio per user per UTC day across all of a user's voice sessions (kept in the \
+         user's `Quota` object; anonymous users by address)",
+    ),
+    var(
+        "VOICE_USER_DAILY_TOKENS",
+        "100000",
+        "reply tokens per user per UTC day across all of a user's voice sessions",
+    ),
+];
+
+/// The README's row for a setting.
+pub fn readme_row(s: &Setting) -> String {
+    let secret = if s.secret { " (secret)" } else { "" };
+    format!("| `{}`{secret} | {} | {} |", s.name, s.default, s.doc)
+}
+
+/// The service's settings (every `[vars]` setting, parsed).
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// `ENVIRONMENT`: `local`, `staging` or `production` (shown by `/health`; `local` enables
     /// the dev token endpoint).
@@ -25,6 +268,21 @@ pub struct Config {
     pub policies: Policies,
     /// `LOG_LEVEL`: `debug`, `info` (default), `warn` or `error`.
     pub log_level: Level,
+    /// `BENCH_ROUTES`: serve the bench routes outside `ENVIRONMENT=local`.
+    pub bench_routes: bool,
+    /// `REFUSAL_ALERT_THRESHOLD`: refusals per minute per isolate that raise an alert.
+    pub refusal_alert_threshold: u64,
+    /// `LEADS_DEFAULT_COUNTRY`: the country of national phone numbers.
+    pub leads_country: &'static Country,
+    /// `NOTIFY_*`: webhook delivery retries.
+    pub delivery: DeliveryPolicy,
+    /// `LLM_*` (and `AI_*` once the `AI` binding is known): the AI provider; see
+    /// [`Config::backend`].
+    pub provider: Backend,
+    /// `AI_CHAT_MODEL`, `AI_STT_MODEL`: the models of the Workers AI binding.
+    pub ai_models: (String, String),
+    /// `VOICE_*`: voice session and per-user caps.
+    pub voice: VoiceLimits,
 }
 
 /// A setting that is present but malformed.
@@ -65,20 +323,82 @@ impl Config {
             })?,
             None => AllowList::Origins(Vec::new()),
         };
-        let allow_anonymous = match lookup("ALLOW_ANONYMOUS").as_deref().map(str::trim) {
-            None | Some("false") | Some("0") | Some("") => false,
-            Some("true") | Some("1") => true,
-            Some(_) => {
-                return Err(ConfigError {
-                    name: "ALLOW_ANONYMOUS",
-                    why: "expected true or false".into(),
-                })
-            }
+        let leads_country = Country::from_iso(
+            lookup("LEADS_DEFAULT_COUNTRY").as_deref().unwrap_or("US"),
+        )
+        .map_err(|e| ConfigError {
+            name: "LEADS_DEFAULT_COUNTRY",
+            why: e.to_string(),
+        })?;
+        let d = DeliveryPolicy::DEFAULT;
+        let delivery = DeliveryPolicy {
+            base_ms: number(&lookup, "NOTIFY_BACKOFF_BASE_MS", d.base_ms, 1, 3_600_000)?,
+            max_ms: number(&lookup, "NOTIFY_BACKOFF_MAX_MS", d.max_ms, 1, 86_400_000)?,
+            max_attempts: number(
+                &lookup,
+                "NOTIFY_MAX_ATTEMPTS",
+                u64::from(d.max_attempts),
+                1,
+                50,
+            )? as u32,
+        };
+        let provider = Backend::select(&lookup, false).map_err(|why| ConfigError {
+            name: if why.starts_with("LLM_TIMEOUT_MS") {
+                "LLM_TIMEOUT_MS"
+            } else {
+                "LLM_BASE_URL"
+            },
+            why,
+        })?;
+        let model = |name: &str, default: &str| {
+            lookup(name)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+                .unwrap_or_else(|| default.to_string())
+        };
+        let v = VoiceLimits::default();
+        let voice = VoiceLimits {
+            session_audio_ms: number(
+                &lookup,
+                "VOICE_SESSION_AUDIO_MS",
+                v.session_audio_ms,
+                0,
+                u64::MAX,
+            )?,
+            session_tokens: number(
+                &lookup,
+                "VOICE_SESSION_TOKENS",
+                v.session_tokens,
+                0,
+                u64::MAX,
+            )?,
+            user_daily_audio_ms: number(
+                &lookup,
+                "VOICE_USER_DAILY_AUDIO_MS",
+                v.user_daily_audio_ms,
+                0,
+                u64::MAX,
+            )?,
+            user_daily_tokens: number(
+                &lookup,
+                "VOICE_USER_DAILY_TOKENS",
+                v.user_daily_tokens,
+                0,
+                u64::MAX,
+            )?,
+            max_reply_tokens: number(
+                &lookup,
+                "VOICE_MAX_REPLY_TOKENS",
+                u64::from(v.max_reply_tokens),
+                1,
+                u64::from(u32::MAX),
+            )? as u32,
+            ..v
         };
         Ok(Self {
             environment: lookup("ENVIRONMENT").unwrap_or_else(|| "local".into()),
             cors,
-            allow_anonymous,
+            allow_anonymous: flag(&lookup, "ALLOW_ANONYMOUS")?,
             room: room_limits(&lookup)?,
             log_level: match lookup("LOG_LEVEL") {
                 Some(l) => Level::parse(&l).ok_or(ConfigError {
@@ -94,7 +414,46 @@ impl Config {
                 })?,
                 None => Policies::default(),
             },
+            bench_routes: flag(&lookup, "BENCH_ROUTES")?,
+            refusal_alert_threshold: number(
+                &lookup,
+                "REFUSAL_ALERT_THRESHOLD",
+                crate::metrics::REFUSAL_ALERT_THRESHOLD,
+                1,
+                1_000_000_000,
+            )?,
+            leads_country,
+            delivery,
+            provider,
+            ai_models: (
+                model("AI_CHAT_MODEL", DEFAULT_AI_CHAT_MODEL),
+                model("AI_STT_MODEL", DEFAULT_AI_STT_MODEL),
+            ),
+            voice,
         })
+    }
+
+    /// The AI provider, given whether the `AI` binding exists: `LLM_BASE_URL` first, then
+    /// the binding, else built-in ([`Backend::select`]'s order).
+    pub fn backend(&self, has_ai_binding: bool) -> Backend {
+        match &self.provider {
+            Backend::Builtin if has_ai_binding => Backend::WorkersAi {
+                chat_model: self.ai_models.0.clone(),
+                stt_model: self.ai_models.1.clone(),
+            },
+            b => b.clone(),
+        }
+    }
+}
+
+fn flag(lookup: &impl Fn(&str) -> Option<String>, name: &'static str) -> Result<bool, ConfigError> {
+    match lookup(name).as_deref().map(str::trim) {
+        None | Some("false") | Some("0") | Some("") => Ok(false),
+        Some("true") | Some("1") => Ok(true),
+        Some(_) => Err(ConfigError {
+            name,
+            why: "expected true or false".into(),
+        }),
     }
 }
 
@@ -219,6 +578,93 @@ mod tests {
         assert_eq!(
             cfg(&[("ROOM_BATCH_WINDOW_MS", "5000")]).unwrap_err().name,
             "ROOM_BATCH_WINDOW_MS"
+        );
+    }
+
+    #[test]
+    fn every_other_setting_is_checked_and_named() {
+        let c = cfg(&[]).unwrap();
+        assert!(!c.bench_routes);
+        assert_eq!(
+            c.refusal_alert_threshold,
+            crate::metrics::REFUSAL_ALERT_THRESHOLD
+        );
+        assert_eq!(c.leads_country.iso, "US");
+        assert_eq!(c.delivery, DeliveryPolicy::DEFAULT);
+        assert_eq!(c.voice, VoiceLimits::default());
+        assert_eq!(c.backend(false), Backend::Builtin);
+        assert_eq!(c.backend(true).name(), "workers-ai");
+        for (name, bad) in [
+            ("BENCH_ROUTES", "yes"),
+            ("REFUSAL_ALERT_THRESHOLD", "0"),
+            ("LEADS_DEFAULT_COUNTRY", "ZZ"),
+            ("NOTIFY_BACKOFF_BASE_MS", "soon"),
+            ("NOTIFY_BACKOFF_MAX_MS", "-1"),
+            ("NOTIFY_MAX_ATTEMPTS", "51"),
+            ("LLM_BASE_URL", "ftp://x"),
+            ("VOICE_SESSION_AUDIO_MS", "1e6"),
+            ("VOICE_SESSION_TOKENS", "many"),
+            ("VOICE_MAX_REPLY_TOKENS", "0"),
+            ("VOICE_USER_DAILY_AUDIO_MS", "x"),
+            ("VOICE_USER_DAILY_TOKENS", "-5"),
+            ("ALLOW_ANONYMOUS", "maybe"),
+        ] {
+            assert_eq!(cfg(&[(name, bad)]).unwrap_err().name, name, "{name}={bad}");
+        }
+        let c = cfg(&[
+            ("NOTIFY_MAX_ATTEMPTS", "3"),
+            ("VOICE_SESSION_TOKENS", "7"),
+            ("LEADS_DEFAULT_COUNTRY", "ca"),
+        ])
+        .unwrap();
+        assert_eq!(c.delivery.max_attempts, 3);
+        assert_eq!(c.voice.session_tokens, 7);
+        assert_eq!(c.leads_country.iso, "CA");
+    }
+
+    #[test]
+    fn parsing_reads_only_listed_settings() {
+        let asked = std::cell::RefCell::new(Vec::new());
+        Config::from_lookup(|k| {
+            asked.borrow_mut().push(k.to_string());
+            // With a backend configured, its other settings are read too.
+            (k == "LLM_BASE_URL").then(|| "http://127.0.0.1:9".to_string())
+        })
+        .unwrap();
+        let listed: Vec<&str> = SETTINGS.iter().map(|s| s.name).collect();
+        for name in asked.borrow().iter() {
+            assert!(
+                listed.contains(&name.as_str()),
+                "{name} is read but not in SETTINGS"
+            );
+        }
+        // Every listed `[vars]` setting is parsed here; secrets are parsed where used.
+        for s in SETTINGS.iter().filter(|s| !s.secret) {
+            assert!(
+                asked.borrow().iter().any(|a| a == s.name),
+                "{} is never read",
+                s.name
+            );
+        }
+    }
+
+    #[test]
+    fn readme_configuration_table_matches_settings() {
+        let readme = include_str!("../README.md");
+        let start = readme
+            .find("| setting | default | meaning |")
+            .expect("README has a configuration table");
+        let rows: Vec<&str> = readme[start..]
+            .lines()
+            .skip(2)
+            .take_while(|l| l.starts_with('|'))
+            .collect();
+        let expected: Vec<String> = SETTINGS.iter().map(readme_row).collect();
+        assert_eq!(
+            rows,
+            expected,
+            "README's configuration table differs from config::SETTINGS; it should read:\n{}",
+            expected.join("\n")
         );
     }
 }

@@ -37,6 +37,7 @@ pub mod auth;
 pub mod config;
 pub mod coordination;
 pub mod http;
+pub mod internal;
 pub mod metrics;
 pub mod obs;
 pub mod rooms;

@@ -269,6 +269,12 @@ pub fn close_class(code: u16) -> &'static str {
     }
 }
 
+/// The name of the one service-wide Metrics object.
+pub const OBJECT_NAME: &str = "global";
+
+/// Header carrying a flush batch's id, so the Metrics object applies each batch once.
+pub const BATCH_ID_HEADER: &str = "X-Metrics-Batch";
+
 #[cfg(test)]
 mod tests {
     use super::*;

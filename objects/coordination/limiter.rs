@@ -14,24 +14,13 @@
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use worker::{durable_object, DurableObject, Env, Request, Response, Result, SqlStorage, State};
 
-use crate::coordination::limiter::{self, Decision, GcraState, Policy};
-use crate::glue::router::{error_response, internal, json, now_ms, read_json};
+use crate::coordination::limiter::{self, CheckRequest, Decision, GcraState};
+use crate::glue::http::{error_response, internal, json, now_ms, read_json};
 use crate::http::error::ApiError;
-
-/// One check, as the router sends it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct CheckRequest {
-    /// The policy's name: the bucket this check draws from.
-    pub policy_name: String,
-    /// The policy's current numbers.
-    pub policy: Policy,
-    /// Requests this check spends (0 only peeks).
-    pub cost: u32,
-}
+use crate::internal::{Binding, Op};
 
 /// The Limiter object.
 #[durable_object]
@@ -69,7 +58,7 @@ impl DurableObject for Limiter {
 
 impl Limiter {
     async fn handle(&self, mut req: Request) -> std::result::Result<Response, ApiError> {
-        if req.path() != "/check" {
+        if Op::decode(Binding::Limiter, &req.path()) != Some(Op::LimiterCheck) {
             return Err(ApiError::not_found(
                 "not_found",
                 "no such limiter operation",

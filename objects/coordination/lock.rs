@@ -29,46 +29,19 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use futures_util::future::{select, Either};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::json;
 use worker::{
     durable_object, Delay, DurableObject, Env, Method, Request, Response, Result, SqlStorage, State,
 };
 
-use crate::coordination::lock::{AcquireOutcome, Event, Lease, LockError, LockState};
-use crate::glue::router::{error_response, internal, json as json_response, now_ms, read_json};
+use crate::coordination::lock::{
+    AcquireOutcome, AcquireRequest, Event, Lease, LockError, LockState, ReleaseRequest,
+    RenewRequest,
+};
+use crate::glue::http::{error_response, internal, json as json_response, now_ms, read_json};
 use crate::http::error::ApiError;
-
-/// `POST /api/locks/:name/acquire`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct AcquireRequest {
-    /// Label of the would-be holder (shown by status).
-    pub owner: String,
-    /// Lease duration once granted, in milliseconds.
-    pub ttl_ms: u64,
-    /// How long to wait in the queue if the lock is held (0: answer at once).
-    #[serde(default)]
-    pub wait_ms: u64,
-}
-
-/// `POST /api/locks/:name/renew`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RenewRequest {
-    /// The fencing token of the lease to extend.
-    pub token: u64,
-    /// New lease duration from now, in milliseconds.
-    pub ttl_ms: u64,
-}
-
-/// `POST /api/locks/:name/release`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct ReleaseRequest {
-    /// The fencing token of the lease to end.
-    pub token: u64,
-}
+use crate::internal::{Binding, Op};
 
 /// How a waiting caller's wait ended.
 #[derive(Debug)]
@@ -130,27 +103,27 @@ impl DurableObject for Lock {
 
 impl Lock {
     async fn handle(&self, mut req: Request) -> std::result::Result<Response, ApiError> {
-        match (req.method(), req.path().as_str()) {
-            (Method::Get, "/status") => {
+        match (req.method(), Op::decode(Binding::Lock, &req.path())) {
+            (Method::Get, Some(Op::LockStatus)) => {
                 json_response(200, &self.with_core(|s| s.status(now_ms()))?)
             }
-            (Method::Post, "/acquire") => {
+            (Method::Post, Some(Op::LockAcquire)) => {
                 let r: AcquireRequest = read_json(&mut req).await?;
                 self.acquire(r).await
             }
-            (Method::Post, "/renew") => {
+            (Method::Post, Some(Op::LockRenew)) => {
                 let r: RenewRequest = read_json(&mut req).await?;
                 let result = self.apply(|s, now| s.renew(r.token, r.ttl_ms, now)).await?;
                 json_response(200, &result.map_err(lock_error)?)
             }
-            (Method::Post, "/release") => {
+            (Method::Post, Some(Op::LockRelease)) => {
                 let r: ReleaseRequest = read_json(&mut req).await?;
                 self.apply(|s, now| s.release(r.token, now))
                     .await?
                     .map_err(lock_error)?;
                 json_response(200, &json!({ "released": true, "token": r.token }))
             }
-            (Method::Post, "/force_release") => {
+            (Method::Post, Some(Op::LockForceRelease)) => {
                 let ended = self
                     .apply(|s, now| {
                         let (ended, events) = s.force_release(now);

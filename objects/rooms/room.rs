@@ -19,7 +19,8 @@ use worker::{
 };
 
 use crate::config::Config;
-use crate::glue::router::{error_response, internal, json, now_ms, read_json, ROOM_KEY_HEADER};
+use crate::glue::http::{error_response, internal, json, now_ms, read_json};
+use crate::glue::rooms::ROOM_KEY_HEADER;
 use crate::http::bodies::RoomBroadcast;
 use crate::http::error::ApiError;
 use crate::http::route::PRIVATE_ROOM_ID_LEN;
@@ -670,7 +671,7 @@ impl Room {
     fn count(&self, deltas: Vec<Delta>) {
         let env = self.env.clone();
         self.state
-            .wait_until(async move { crate::glue::ops::add(&env, deltas).await });
+            .wait_until(async move { crate::glue::ops::metrics::add(&env, deltas).await });
     }
 
     /// `POST /__close {"reason"}` (admin): closes every connection with 4000.
@@ -788,7 +789,7 @@ impl Room {
         request_id: Option<&str>,
         fields: serde_json::Value,
     ) {
-        crate::glue::router::log(self.log_level.get(), level, event, request_id, fields);
+        crate::glue::http::log(self.log_level.get(), level, event, request_id, fields);
     }
 
     /// Sends one frame to an audience, encoding it once per encoding in use, not once per

@@ -23,7 +23,7 @@ use worker::{
 };
 
 use super::session::{self, Kv};
-use crate::glue::router::{error_response, now_ms};
+use crate::glue::http::{error_response, now_ms};
 use crate::http::error::ApiError;
 use crate::services::leads::{LeadInput, Timeline};
 use crate::sessions::chat::{

@@ -10,13 +10,13 @@
 
 use worker::{durable_object, DurableObject, Env, Request, Response, Result, State};
 
-use crate::glue::router::{error_response, internal, json, now_ms, read_json};
+use crate::glue::http::{error_response, internal, json, now_ms, read_json};
+use crate::glue::stub::{stub, Call};
 use crate::http::error::ApiError;
+use crate::internal::{Binding, Op};
 use crate::objects::sessions::session::Kv;
 use crate::sessions::voice::{Usage, UserUsage};
 
-/// Durable Object binding of the Quota object.
-pub(crate) const QUOTA_BINDING: &str = "QUOTA";
 /// Storage key of the user's totals.
 const TOTALS_KEY: &str = "user_usage";
 
@@ -34,7 +34,7 @@ impl DurableObject for Quota {
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
-        if req.path() != "/charge" {
+        if Op::decode(Binding::Quota, &req.path()) != Some(Op::QuotaCharge) {
             return error_response(&ApiError::not_found("not_found", "no such quota operation"));
         }
         let result = async {
@@ -63,15 +63,12 @@ pub(crate) fn quota_name(user: &str, anonymous: bool, client_ip: Option<&str>) -
 /// Charges `delta` to the quota object `name` (all zero only reads) and returns the user's
 /// totals after it.
 pub(crate) async fn charge(env: &Env, name: &str, delta: Usage) -> Result<UserUsage> {
-    let stub = env
-        .durable_object(QUOTA_BINDING)?
-        .id_from_name(name)?
-        .get_stub()?;
-    let mut init = worker::RequestInit::new();
-    init.with_method(worker::Method::Post)
-        .with_body(Some(serde_json::to_string(&delta)?.into()));
-    let req = Request::new_with_init("https://quota.internal/charge", &init)?;
-    let mut resp = stub.fetch_with_request(req).await?;
+    let stub =
+        stub(env, Binding::Quota, name).map_err(|e| worker::Error::RustError(e.to_string()))?;
+    let mut resp = Call::new(Op::QuotaCharge)
+        .body(serde_json::to_string(&delta)?)
+        .send(&stub)
+        .await?;
     if resp.status_code() != 200 {
         return Err(worker::Error::RustError(format!(
             "quota answered {}: {}",

@@ -13,136 +13,25 @@ use std::future::Future;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use worker::{
-    Env, Headers, Method as WMethod, Request, RequestInit, Response, ResponseBuilder, SqlStorage,
-    State, WebSocket, WebSocketPair,
+    Env, Request, Response, ResponseBuilder, SqlStorage, State, WebSocket, WebSocketPair,
 };
 
-use crate::auth;
-use crate::config::Config;
-use crate::glue::router::{auth_secret, internal, now_ms, owned, setting};
+use crate::glue::http::internal;
+use crate::glue::settings::setting;
 use crate::http::error::ApiError;
-use crate::http::route::Route;
 use crate::metrics::{Delta, ROOM_CONNECTIONS};
 use crate::obs;
+pub(crate) use crate::sessions::admission::{SessionAdmission, SESSION_HEADER};
 use crate::sessions::providers::Backend;
 
 /// Durable Object binding of the Voice object.
 pub(crate) const VOICE_BINDING: &str = "VOICE";
 /// Durable Object binding of the Chat object.
 pub(crate) const CHAT_BINDING: &str = "CHAT";
-/// Internal header carrying a [`SessionAdmission`] from the router to the object.
-pub(crate) const SESSION_HEADER: &str = "X-Roomkeeper-Session";
 /// Heartbeat request answered without waking the object (as on room sockets).
 pub(crate) const HEARTBEAT_PING: &str = r#"{"type":"ping"}"#;
 /// The heartbeat's answer.
 pub(crate) const HEARTBEAT_PONG: &str = r#"{"type":"pong"}"#;
-
-/// Who connected to which session, decided by the router.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct SessionAdmission {
-    /// User id: the token's subject, or `anon-…`.
-    pub user: String,
-    /// Whether the user is anonymous.
-    pub anonymous: bool,
-    /// The session id from the path.
-    pub session: String,
-    /// Connection id, given by the object when it accepts the socket.
-    #[serde(default)]
-    pub conn: String,
-    /// Voice only: the format of the audio stream in progress, so an object evicted while the
-    /// socket idled mid-stream resumes the stream instead of refusing audio as `not_started`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub format: Option<crate::sessions::voice::AudioFormat>,
-}
-
-/// The connecting user: a verified token's subject (from `Authorization: Bearer` or
-/// `?token=`), or a fresh anonymous id where anonymous access is on. A session belongs to its
-/// user, so any valid token opens the user's own sessions (room scopes do not apply).
-fn connecting_user(req: &Request, env: &Env, config: &Config) -> Result<(String, bool), ApiError> {
-    let header = req.headers().get("Authorization").map_err(internal)?;
-    let url = req.url().map_err(internal)?;
-    let token = auth::bearer(header.as_deref())
-        .map(str::to_string)
-        .or_else(|| {
-            url.query_pairs()
-                .find(|(k, _)| k == "token")
-                .map(|(_, v)| v.into_owned())
-        });
-    let Some(token) = token else {
-        if config.allow_anonymous {
-            let id = uuid::Uuid::new_v4().simple().to_string();
-            return Ok((format!("anon-{}", &id[..12]), true));
-        }
-        return Err(ApiError::unauthorized(
-            "token_required",
-            "this service needs a connection token (Authorization: Bearer or ?token=)",
-        ));
-    };
-    let secret = auth_secret(env)?;
-    let claims = auth::verify(&token, secret.as_bytes(), now_ms() / 1000)
-        .map_err(|e| ApiError::unauthorized(e.code(), e.to_string()))?;
-    Ok((claims.sub, false))
-}
-
-/// `GET /api/voice/:session/ws` and `GET /api/chat/:session/ws`: checks the upgrade,
-/// authenticates, and forwards to the `<user>:<session>` object, whose 101 goes back as is.
-pub(crate) async fn socket(
-    req: Request,
-    env: &Env,
-    config: &Config,
-    route: &Route,
-    request_id: &str,
-) -> Result<Response, ApiError> {
-    let (binding, session) = match route {
-        Route::VoiceSocket(s) => (VOICE_BINDING, s),
-        Route::ChatSocket(s) => (CHAT_BINDING, s),
-        _ => return Err(internal("not a session route")),
-    };
-    let upgrade = req.headers().get("Upgrade").map_err(internal)?;
-    if !upgrade.is_some_and(|u| u.eq_ignore_ascii_case("websocket")) {
-        return Err(ApiError::UpgradeRequired);
-    }
-    // A malformed provider setting is a configuration error, refused like any other.
-    Backend::select(|k| setting(env, k), false).map_err(|message| ApiError::Config {
-        message: format!("provider settings: {message}"),
-    })?;
-    let (user, anonymous) = connecting_user(&req, env, config)?;
-    let admission = SessionAdmission {
-        user,
-        anonymous,
-        session: session.clone(),
-        conn: String::new(),
-        format: None,
-    };
-    let headers = Headers::new();
-    for (k, v) in req.headers().entries() {
-        if !k.eq_ignore_ascii_case(SESSION_HEADER) {
-            headers.set(&k, &v).map_err(internal)?;
-        }
-    }
-    headers
-        .set(
-            SESSION_HEADER,
-            &serde_json::to_string(&admission).map_err(internal)?,
-        )
-        .map_err(internal)?;
-    headers
-        .set(obs::REQUEST_ID_HEADER, request_id)
-        .map_err(internal)?;
-    let mut init = RequestInit::new();
-    init.with_method(WMethod::Get).with_headers(headers);
-    let fwd = Request::new_with_init("https://session.internal/__ws", &init).map_err(internal)?;
-    let name = format!("{}:{}", admission.user, admission.session);
-    let stub = env
-        .durable_object(binding)
-        .map_err(internal)?
-        .id_from_name(&name)
-        .map_err(internal)?
-        .get_stub()
-        .map_err(internal)?;
-    let response = stub.fetch_with_request(fwd).await.map_err(internal)?;
-    owned(response).await
-}
 
 /// Inside an object: accepts the socket of a forwarded upgrade with the hibernation API,
 /// storing the admission as its attachment. Earlier sockets of the same session are closed
@@ -200,7 +89,7 @@ pub(crate) fn accept(
         ],
     );
     let request_id = req.headers().get(obs::REQUEST_ID_HEADER).ok().flatten();
-    crate::glue::router::log(
+    crate::glue::http::log(
         obs::Level::Info,
         obs::Level::Info,
         "connect",
@@ -223,7 +112,7 @@ fn registry_name(kind: &str, a: &SessionAdmission) -> String {
 /// Sends counter deltas to the Metrics object in the background of the event.
 pub(crate) fn count(state: &State, env: &Env, deltas: Vec<Delta>) {
     let env = env.clone();
-    state.wait_until(async move { crate::glue::ops::add(&env, deltas).await });
+    state.wait_until(async move { crate::glue::ops::metrics::add(&env, deltas).await });
 }
 
 /// Counts a session socket's close once (the attachment's connection id is cleared, so a

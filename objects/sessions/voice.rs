@@ -26,7 +26,7 @@ use worker::{
 
 use super::quota;
 use super::session::{self, Kv};
-use crate::glue::router::{error_response, now_ms};
+use crate::glue::http::{error_response, now_ms};
 use crate::sessions::chat;
 use crate::sessions::providers::{self, net, Backend};
 use crate::sessions::voice::{

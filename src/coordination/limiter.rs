@@ -454,6 +454,18 @@ pub fn retry_after_secs(decision: &Decision) -> Option<u64> {
     (!decision.allowed).then(|| decision.retry_after_ms.div_ceil(1000).max(1))
 }
 
+/// One check, as the router sends it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckRequest {
+    /// The policy's name: the bucket this check draws from.
+    pub policy_name: String,
+    /// The policy's current numbers.
+    pub policy: Policy,
+    /// Requests this check spends (0 only peeks).
+    pub cost: u32,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

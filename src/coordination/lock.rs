@@ -449,6 +449,37 @@ impl LockState {
     }
 }
 
+/// `POST /api/locks/:name/acquire`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcquireRequest {
+    /// Label of the would-be holder (shown by status).
+    pub owner: String,
+    /// Lease duration once granted, in milliseconds.
+    pub ttl_ms: u64,
+    /// How long to wait in the queue if the lock is held (0: answer at once).
+    #[serde(default)]
+    pub wait_ms: u64,
+}
+
+/// `POST /api/locks/:name/renew`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RenewRequest {
+    /// The fencing token of the lease to extend.
+    pub token: u64,
+    /// New lease duration from now, in milliseconds.
+    pub ttl_ms: u64,
+}
+
+/// `POST /api/locks/:name/release`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseRequest {
+    /// The fencing token of the lease to end.
+    pub token: u64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,21 +14,21 @@ use std::net::IpAddr;
 
 use serde::Deserialize;
 use serde_json::{json, Value};
-use worker::{Env, Method, Request, RequestInit, Response};
+use worker::{Env, Request, Response};
 
 use crate::config::Config;
 use crate::coordination::limiter::{self, Decision, Policy};
-use crate::glue::router::{internal, json as json_response, read_json};
+use crate::glue::http::{internal, json as json_response, read_json};
 use crate::http::bodies;
 use crate::http::error::ApiError;
 use crate::http::route::LockOp;
-use crate::objects::coordination::limiter::CheckRequest;
-use crate::objects::coordination::lock::{AcquireRequest, ReleaseRequest, RenewRequest};
+use crate::internal::Op;
 
-/// Durable Object binding of the Limiter object.
-pub(crate) const LIMITER_BINDING: &str = "LIMITER";
-/// Durable Object binding of the Lock object.
-pub(crate) const LOCK_BINDING: &str = "LOCK";
+use crate::coordination::limiter::CheckRequest;
+use crate::coordination::lock::{AcquireRequest, ReleaseRequest, RenewRequest};
+
+use super::http::read_body;
+use super::stub::{stub, Call};
 
 /// `POST /api/limits/:policy/:key` body; an empty body means `{"cost": 1}`.
 #[derive(Debug, Deserialize)]
@@ -58,7 +58,7 @@ pub(crate) async fn limit_check(
         .policies
         .get(policy_name)
         .map_err(|e| ApiError::not_found(e.code(), e.to_string()))?;
-    let bytes = req.bytes().await.map_err(internal)?;
+    let bytes = read_body(&mut req, bodies::MAX_API_BODY_BYTES).await?;
     let body = if bytes.iter().all(u8::is_ascii_whitespace) {
         LimitCheckBody { cost: 1 }
     } else {
@@ -153,7 +153,13 @@ pub(crate) async fn lock(
         LockOp::Renew => Some(to_json(&read_json::<RenewRequest>(&mut req).await?)?),
         LockOp::Release => Some(to_json(&read_json::<ReleaseRequest>(&mut req).await?)?),
     };
-    let (status, v) = call(env, LOCK_BINDING, name, op.as_str(), body).await?;
+    let op = match op {
+        LockOp::Status => Op::LockStatus,
+        LockOp::Acquire => Op::LockAcquire,
+        LockOp::Renew => Op::LockRenew,
+        LockOp::Release => Op::LockRelease,
+    };
+    let (status, v) = call(env, op, name, body).await?;
     json_response(status, &v)
 }
 
@@ -170,7 +176,7 @@ async fn check(
         policy: *policy,
         cost,
     };
-    let (status, v) = call(env, LIMITER_BINDING, key, "check", Some(to_json(&request)?)).await?;
+    let (status, v) = call(env, Op::LimiterCheck, key, Some(to_json(&request)?)).await?;
     if status != 200 {
         return Ok(Err((status, v)));
     }
@@ -190,31 +196,22 @@ fn to_json(v: &impl serde::Serialize) -> Result<String, ApiError> {
     serde_json::to_string(v).map_err(internal)
 }
 
-/// Calls operation `op` of the object named `name` in namespace `binding` (GET without a body,
-/// POST with one) and returns its status and JSON body; 503 when the object cannot answer.
+/// Calls `op` of the coordination object named `name` with an optional JSON body and returns
+/// its status and JSON body; 503 when the object cannot answer.
 pub(crate) async fn call(
     env: &Env,
-    binding: &str,
+    op: Op,
     name: &str,
-    op: &str,
     body: Option<String>,
 ) -> Result<(u16, Value), ApiError> {
-    let ns = env.durable_object(binding).map_err(internal)?;
-    let stub = ns
-        .id_from_name(name)
-        .and_then(|id| id.get_stub())
-        .map_err(internal)?;
-    let mut init = RequestInit::new();
-    match body {
-        Some(b) => init
-            .with_method(Method::Post)
-            .with_body(Some(wasm_bindgen::JsValue::from_str(&b))),
-        None => init.with_method(Method::Get),
+    let binding = op.bindings()[0];
+    let call = Call::new(op);
+    let call = match body {
+        Some(b) => call.body(b),
+        None => call,
     };
-    let req = Request::new_with_init(&format!("https://object.internal/{op}"), &init)
-        .map_err(internal)?;
     // The object was reset, overloaded or unreachable: worth a retry, unlike a bug.
-    let mut res = stub.fetch_with_request(req).await.map_err(|e| {
+    let mut res = call.send(&stub(env, binding, name)?).await.map_err(|e| {
         internal(e);
         ApiError::Unavailable {
             message: "the coordination object is unavailable; try again".into(),

@@ -16,7 +16,9 @@ use worker::{
     QueueRetryOptionsBuilder, Request, RequestInit, Response,
 };
 
-use crate::glue::router::{internal, json, now_ms, room_fetch, setting};
+use crate::glue::http::{internal, json, now_ms};
+use crate::glue::rooms::room_fetch;
+use crate::glue::settings::setting;
 use crate::http::bodies::{self, RoomBroadcast};
 use crate::http::error::ApiError;
 use crate::http::route::RoomKey;

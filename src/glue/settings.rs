@@ -1,0 +1,63 @@
+//! Settings access for all glue (a leaf): the parsed [`Config`], once per isolate, and the
+//! secrets, each parsed where it is used with its name in the error.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use worker::Env;
+
+use crate::auth::{self, ApiKeys};
+use crate::config::{Config, ConfigError};
+use crate::http::error::ApiError;
+
+thread_local! {
+    /// The isolate's settings: `[vars]` and secrets are fixed for an isolate's lifetime.
+    static CONFIG: RefCell<Option<Rc<Config>>> = const { RefCell::new(None) };
+}
+
+/// A setting from `[vars]` or a secret, whichever defines it.
+pub(crate) fn setting(env: &Env, name: &str) -> Option<String> {
+    env.var(name)
+        .ok()
+        .map(|v| v.to_string())
+        .or_else(|| env.secret(name).ok().map(|v| v.to_string()))
+}
+
+/// The service's settings, parsed on first use in this isolate. A malformed one is an
+/// [`ApiError::Config`] naming it (never cached, so a fixed deployment recovers).
+pub(crate) fn config(env: &Env) -> Result<Rc<Config>, ApiError> {
+    if let Some(c) = CONFIG.with(|c| c.borrow().clone()) {
+        return Ok(c);
+    }
+    let parsed = Rc::new(Config::from_lookup(|k| setting(env, k)).map_err(config_error)?);
+    CONFIG.with(|c| *c.borrow_mut() = Some(parsed.clone()));
+    Ok(parsed)
+}
+
+/// A [`ConfigError`] as the edge reports it.
+pub(crate) fn config_error(e: ConfigError) -> ApiError {
+    ApiError::Config {
+        message: e.to_string(),
+    }
+}
+
+/// `API_KEYS` (secret), parsed.
+pub(crate) fn api_keys(env: &Env) -> Result<ApiKeys, ApiError> {
+    let raw = setting(env, "API_KEYS").ok_or_else(|| ApiError::Config {
+        message: "API_KEYS is not set".into(),
+    })?;
+    ApiKeys::parse(&raw).map_err(|e| ApiError::Config {
+        message: format!("API_KEYS: {e}"),
+    })
+}
+
+/// `AUTH_SECRET` (secret), checked for length.
+pub(crate) fn auth_secret(env: &Env) -> Result<String, ApiError> {
+    let secret = setting(env, "AUTH_SECRET").ok_or_else(|| ApiError::Config {
+        message: "AUTH_SECRET is not set".into(),
+    })?;
+    auth::check_secret(&secret).map_err(|e| ApiError::Config {
+        message: format!("AUTH_SECRET: {e}"),
+    })?;
+    Ok(secret)
+}
