@@ -25,7 +25,7 @@ dev: build
 
 ## test: everything CI runs — formatting, clippy (native and wasm32), unit, end-to-end and browser tests
 test: setup lint
-	cargo test --all-targets
+	cargo test --workspace --all-targets
 	node --test tests/browser/
 
 ## browser: browser tests only (headless Debian Chromium via playwright-core)
@@ -35,7 +35,7 @@ browser: setup
 ## lint: rustfmt and clippy on both targets, warnings denied
 lint: setup
 	cargo fmt --all -- --check
-	cargo clippy --all-targets -- -D warnings
+	cargo clippy --workspace --all-targets -- -D warnings
 	cargo clippy --target wasm32-unknown-unknown --lib -- -D warnings
 
 ## unit: native unit and property tests only (fast, no workerd)
