@@ -357,8 +357,9 @@ fn module_path(rel: &str) -> Option<Vec<String>> {
     Some(segs)
 }
 
-/// Every path reference in a file's non-test code.
-fn path_refs(file_module: &[String], src: &str) -> Vec<PathRef> {
+/// Every path reference in a file's non-test code. Panics if the braces of what is left do
+/// not balance (the lexer misread the file, so its findings could not be trusted).
+fn path_refs(rel: &str, file_module: &[String], src: &str) -> Vec<PathRef> {
     let toks = lex(src);
     let mut out = Vec::new();
     // Inline modules we are inside: (name, brace depth of their body).
@@ -418,7 +419,7 @@ fn path_refs(file_module: &[String], src: &str) -> Vec<PathRef> {
                     end += 1;
                 }
                 let s = scope(&inline);
-                for segs in paths {
+                for (segs, line) in paths {
                     out.push(PathRef {
                         scope: s.clone(),
                         segs,
@@ -449,6 +450,11 @@ fn path_refs(file_module: &[String], src: &str) -> Vec<PathRef> {
             _ => i += 1,
         }
     }
+    assert!(
+        depth == 0 && inline.is_empty(),
+        "{rel}: braces do not balance once comments and literals are gone; \
+         tests/layout.rs misread this file"
+    );
     out
 }
 
@@ -501,9 +507,14 @@ fn skip_item(toks: &[(Tok, usize)], mut i: usize) -> usize {
 }
 
 /// Parses a `use` tree from `*i`, expanding brace groups: every path it imports, with the
-/// segments of `prefix` first. A trailing `self` (`a::{self, b}`) is dropped; `*` and
-/// `as x` end a path.
-fn use_tree(toks: &[(Tok, usize)], i: &mut usize, prefix: Vec<String>, out: &mut Vec<Vec<String>>) {
+/// segments of `prefix` first, and the line of its last segment. A trailing `self`
+/// (`a::{self, b}`) is dropped; `*` and `as x` end a path.
+fn use_tree(
+    toks: &[(Tok, usize)],
+    i: &mut usize,
+    prefix: Vec<String>,
+    out: &mut Vec<(Vec<String>, usize)>,
+) {
     let mut segs = prefix;
     if toks.get(*i).map(|t| &t.0) == Some(&Tok::Path) {
         *i += 1; // `use ::std::…`
@@ -514,6 +525,7 @@ fn use_tree(toks: &[(Tok, usize)], i: &mut usize, prefix: Vec<String>, out: &mut
                 if s != "self" || segs.is_empty() {
                     segs.push(s.clone());
                 }
+                let line = toks[*i].1;
                 *i += 1;
                 if toks.get(*i).map(|t| &t.0) == Some(&Tok::Path) {
                     *i += 1;
@@ -522,12 +534,12 @@ fn use_tree(toks: &[(Tok, usize)], i: &mut usize, prefix: Vec<String>, out: &mut
                 if toks.get(*i).map(|t| &t.0) == Some(&Tok::Ident("as".into())) {
                     *i += 2;
                 }
-                out.push(segs);
+                out.push((segs, line));
                 return;
             }
             Some(Tok::Punct('*')) => {
+                out.push((segs, toks[*i].1));
                 *i += 1;
-                out.push(segs);
                 return;
             }
             Some(Tok::Punct('{')) => {
@@ -608,7 +620,7 @@ fn module_graph(files: &[SourceFile]) -> Graph {
     }
     let mut edges = Vec::new();
     for (from, (m, f)) in nodes.iter().enumerate() {
-        for r in path_refs(m, &f.text) {
+        for r in path_refs(&f.rel, m, &f.text) {
             let Some(abs) = absolute(&r.scope, &r.segs) else {
                 continue;
             };
@@ -960,7 +972,7 @@ mod checker {
         let mut paths = Vec::new();
         let toks = lex("use crate::{a::b::{self, Item}, c::{d, e::{F, G as H}}};");
         use_tree(&toks, &mut 1, Vec::new(), &mut paths);
-        let paths: Vec<String> = paths.iter().map(|p| p.join("::")).collect();
+        let paths: Vec<String> = paths.iter().map(|(p, _)| p.join("::")).collect();
         assert_eq!(
             paths,
             vec![
@@ -970,6 +982,19 @@ mod checker {
                 "crate::c::e::F",
                 "crate::c::e::G"
             ]
+        );
+        let mut lines = Vec::new();
+        use_tree(
+            &lex("use crate::{\n    a::b,\n    c::*,\n};"),
+            &mut 1,
+            Vec::new(),
+            &mut lines,
+        );
+        let lines: Vec<usize> = lines.iter().map(|(_, l)| *l).collect();
+        assert_eq!(
+            lines,
+            vec![2, 3],
+            "each path has the line of its last segment"
         );
         let from_x: BTreeSet<String> = edges(&t)
             .into_iter()
