@@ -8,7 +8,7 @@ WRANGLER := node_modules/.bin/wrangler
 export WRANGLER_SEND_METRICS := false
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: setup build dev test lint unit e2e browser deploy-check valuation-eval bench soak fuzz clean
+.PHONY: setup build dev test lint layout unit e2e browser deploy-check valuation-eval bench soak fuzz clean
 
 ## setup: install the wasm target, worker-build, wasm-bindgen, wrangler and test packages (idempotent)
 setup:
@@ -25,22 +25,27 @@ dev: build
 
 ## test: everything CI runs — formatting, clippy (native and wasm32), unit, end-to-end and browser tests
 test: setup lint
-	cargo test --all-targets
+	cargo test --workspace --all-targets
 	node --test tests/browser/
 
 ## browser: browser tests only (headless Debian Chromium via playwright-core)
 browser: setup
 	node --test tests/browser/
 
-## lint: rustfmt and clippy on both targets, warnings denied
-lint: setup
+## lint: rustfmt and clippy on both targets, warnings denied, and the layout rules
+lint: setup layout
 	cargo fmt --all -- --check
-	cargo clippy --all-targets -- -D warnings
+	cargo clippy --workspace --all-targets -- -D warnings
 	cargo clippy --target wasm32-unknown-unknown --lib -- -D warnings
+
+## layout: the layout rules (tests/layout.rs): the core never uses the Workers glue, no module
+## import cycles, no file over 800 lines before its tests
+layout:
+	cargo test --test layout
 
 ## unit: native unit and property tests only (fast, no workerd)
 unit:
-	cargo test --lib
+	cargo test --workspace --lib
 
 ## e2e: end-to-end tests only (builds the Worker, starts workerd)
 e2e: setup

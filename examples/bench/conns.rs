@@ -8,8 +8,8 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 use crate::fanout::{self, Target};
 use crate::stats::Samples;
-use crate::workerd;
 use crate::Ctx;
+use roomkeeper_testkit::workerd;
 
 /// What a connect storm measured.
 pub struct Storm {

@@ -19,7 +19,8 @@
 //! - `api`: HTTP broadcast, rate-limit checks, lock round trips.
 //! - `voice`: concurrent voice sessions streaming real-time audio; VAD latency.
 //! - `stats`: percentiles, CPU snapshots, tables.
-//! - `workerd` (shared with the end-to-end tests): finding and measuring workerd processes.
+//! - `roomkeeper_testkit::workerd` (shared with the end-to-end tests): finding and measuring
+//!   workerd processes; `roomkeeper_testkit::harness` for the server's ports and tokens.
 //!
 //! Server CPU is the workerd runtime's utime + stime (`/proc/<pid>/stat`) over a run, divided
 //! by the deliveries (or requests) of that run. By default the load generator talks to the
@@ -29,20 +30,15 @@
 mod api;
 mod conns;
 mod fanout;
-#[allow(dead_code)]
-#[path = "../../tests/e2e/harness.rs"]
-mod harness;
 mod server;
 mod stats;
 mod voice;
-#[allow(dead_code)]
-#[path = "../../tests/e2e/workerd.rs"]
-mod workerd;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use fanout::{Outcome, Spec, Target};
+use roomkeeper_testkit::{harness, workerd};
 use stats::{thousands, Table};
 
 /// Settings of the bench server: a connection may publish as fast as a scenario offers, and

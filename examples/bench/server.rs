@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use std::os::unix::process::CommandExt;
 
-use crate::harness::{free_port, root, TempDir};
+use roomkeeper_testkit::harness::{free_port, root, TempDir};
 
 /// A running `wrangler dev` over a snapshot; stopped (its whole process group) on drop.
 pub struct Server {
@@ -114,7 +114,8 @@ impl Server {
                     self.log.display()
                 );
             }
-            if crate::workerd::find(self.port).is_some_and(|w| w.direct_port.is_some()) {
+            if roomkeeper_testkit::workerd::find(self.port).is_some_and(|w| w.direct_port.is_some())
+            {
                 return;
             }
             std::thread::sleep(Duration::from_millis(250));
@@ -125,7 +126,7 @@ impl Server {
     /// Stops wrangler and workerd (the whole process group): TERM, then KILL.
     pub fn stop(&mut self) {
         if let Some(child) = self.child.take() {
-            crate::harness::stop_group(child);
+            roomkeeper_testkit::harness::stop_group(child);
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::workerd;
+use roomkeeper_testkit::workerd;
 
 /// Microseconds since the process-wide base instant: the clock every timestamp in a frame
 /// body uses (one process, so send and receive times are directly comparable).

@@ -14,8 +14,8 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use roomkeeper::coordination::limiter::{self, GcraState, Policy};
 
-use crate::harness::{http, room, Server, TempDir, DEV_API_KEY};
 use crate::Ctx;
+use roomkeeper_testkit::harness::{http, room, Server, TempDir, DEV_API_KEY};
 
 /// An HTTP answer: status, headers and JSON body (`Null` when there is none).
 struct Answer {

@@ -6,8 +6,8 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
-use crate::harness::{http, room, root, Client, Enc};
 use crate::Ctx;
+use roomkeeper_testkit::harness::{http, room, root, Client, Enc};
 
 async fn get_json(url: &str) -> (u16, Value) {
     let r = http().get(url).send().await.expect("GET");
@@ -346,7 +346,7 @@ pub async fn demo_page_is_served(ctx: Arc<Ctx>) {
 
 pub async fn deploy_dry_run_succeeds_for_every_environment(_ctx: Arc<Ctx>) {
     for env in [None, Some("staging"), Some("production")] {
-        let out = crate::harness::TempDir::new("dry-run");
+        let out = roomkeeper_testkit::harness::TempDir::new("dry-run");
         let mut cmd = tokio::process::Command::new(root().join("node_modules/.bin/wrangler"));
         cmd.args(["deploy", "--dry-run", "--outdir"])
             .arg(&out.0)
@@ -402,7 +402,9 @@ pub async fn request_ids_reach_the_logs_and_secrets_do_not(ctx: Arc<Ctx>) {
         "a fresh id replaces a bad one: {fresh}"
     );
     // A token in a query string must never reach the logs.
-    let token = crate::harness::token(&ctx.http, json!({"sub": "logcheck", "rooms": ["*"]})).await;
+    let token =
+        roomkeeper_testkit::harness::token(&ctx.http, json!({"sub": "logcheck", "rooms": ["*"]}))
+            .await;
     let url = format!("{}/api/rooms/{}/ws?token={token}", ctx.ws, room("logs"));
     let (c, _) = Client::join(&url, Enc::Json, "logger").await;
     c.close().await;

@@ -6,17 +6,16 @@
 
 mod coord;
 mod foundation;
-mod harness;
 mod ops;
 mod reliability;
 mod rooms;
 mod services;
 mod sessions;
-mod workerd;
 
 use std::sync::Arc;
 
 use libtest_mimic::{Arguments, Trial};
+use roomkeeper_testkit::harness;
 
 /// What every test gets: where the shared server listens.
 pub struct Ctx {

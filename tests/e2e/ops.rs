@@ -5,8 +5,10 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::harness::{http, metrics, room, Client, Enc, Receiver, Server, TempDir, DEV_API_KEY};
 use crate::Ctx;
+use roomkeeper_testkit::harness::{
+    http, metrics, room, Client, Enc, Receiver, Server, TempDir, DEV_API_KEY,
+};
 
 fn value(m: &Value, name: &str, labels: &str) -> i64 {
     m[name][labels].as_i64().unwrap_or(0)
@@ -469,7 +471,11 @@ pub async fn admin_closes_a_connection_lists_sessions_and_overrides_a_lock(ctx: 
     );
 
     // Voice and chat sessions are listed while they are open, and not after.
-    let t = crate::harness::token(&ctx.http, json!({"sub": "listed-user", "rooms": ["*"]})).await;
+    let t = roomkeeper_testkit::harness::token(
+        &ctx.http,
+        json!({"sub": "listed-user", "rooms": ["*"]}),
+    )
+    .await;
     let sid = room("listed");
     let voice = Client::connect(
         &format!("{}/api/voice/{sid}/ws?token={t}", ctx.ws),

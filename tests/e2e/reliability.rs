@@ -15,9 +15,9 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::harness::{http, room, Client, Enc, Server, TempDir, DEV_API_KEY};
-use crate::workerd;
 use crate::Ctx;
+use roomkeeper_testkit::harness::{http, room, Client, Enc, Server, TempDir, DEV_API_KEY};
+use roomkeeper_testkit::workerd;
 
 /// Lets one connection publish quickly (the default is 20 per second).
 const FAST_PUBLISH: &[(&str, &str)] = &[

@@ -8,8 +8,10 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
-use crate::harness::{http, metrics, room, token, Client, Enc, Server, TempDir, DEV_API_KEY};
 use crate::Ctx;
+use roomkeeper_testkit::harness::{
+    http, metrics, room, token, Client, Enc, Server, TempDir, DEV_API_KEY,
+};
 
 fn ws_url(base: &str, room: &str, token: Option<&str>) -> String {
     match token {

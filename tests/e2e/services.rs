@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::harness::{http, Client, Enc, Receiver, Server, TempDir, DEV_API_KEY};
 use crate::Ctx;
+use roomkeeper_testkit::harness::{http, Client, Enc, Receiver, Server, TempDir, DEV_API_KEY};
 
 async fn post_json(url: &str, key: Option<&str>, body: &Value) -> (u16, Value) {
     let mut req = http().post(url).json(body);

@@ -11,8 +11,8 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
-use crate::harness::{http, metrics, room, Client, Enc, Server, TempDir, DEV_API_KEY};
 use crate::Ctx;
+use roomkeeper_testkit::harness::{http, metrics, room, Client, Enc, Server, TempDir, DEV_API_KEY};
 
 /// Deltas the fake completion server streams per reply, 100 ms apart.
 const DELTAS: usize = 8;
@@ -610,7 +610,9 @@ pub async fn voice_context_survives_a_restart(_ctx: Arc<Ctx>) {
         ("LLM_TIMEOUT_MS", "1000"),
     ];
     let mut server = Server::start_with(&persist.0, &vars);
-    let token = crate::harness::token(&server.http(), json!({"sub": "zed", "rooms": ["*"]})).await;
+    let token =
+        roomkeeper_testkit::harness::token(&server.http(), json!({"sub": "zed", "rooms": ["*"]}))
+            .await;
     let sid = room("ctx");
     let url = |s: &Server| format!("{}/api/voice/{sid}/ws?token={token}", s.ws());
     let mut c = Client::connect(&url(&server), Enc::Json).await;
@@ -776,7 +778,7 @@ pub async fn voice_stream_resumes_after_hibernation(ctx: Arc<Ctx>) {
 /// off) is 401 `token_required`, a bad token 401, a bad session id 400 `invalid_session_id`,
 /// plain HTTP 426; a token for any room scope opens the user's own sessions.
 pub async fn session_sockets_are_authenticated_like_rooms(ctx: Arc<Ctx>) {
-    let refusal = |r: Result<Client, crate::harness::Refused>| {
+    let refusal = |r: Result<Client, roomkeeper_testkit::harness::Refused>| {
         let r = r.err().expect("refused");
         (
             r.status,
@@ -800,7 +802,7 @@ pub async fn session_sockets_are_authenticated_like_rooms(ctx: Arc<Ctx>) {
             .unwrap();
         assert_eq!(plain.status().as_u16(), 426, "{kind}");
     }
-    let t = crate::harness::token(
+    let t = roomkeeper_testkit::harness::token(
         &ctx.strict_http,
         json!({"sub": "scoped", "rooms": ["team-*"]}),
     )
@@ -824,7 +826,9 @@ pub async fn daily_caps_hold_across_a_users_sessions(_ctx: Arc<Ctx>) {
     let server = Server::start_with(&persist.0, &[("VOICE_USER_DAILY_AUDIO_MS", "1500")]);
     let token = |sub: &'static str| {
         let base = server.http();
-        async move { crate::harness::token(&base, json!({"sub": sub, "rooms": ["*"]})).await }
+        async move {
+            roomkeeper_testkit::harness::token(&base, json!({"sub": sub, "rooms": ["*"]})).await
+        }
     };
     let (alice, bob) = (token("alice").await, token("bob").await);
     let url = |t: &str, sid: &str| format!("{}/api/voice/{sid}/ws?token={t}", server.ws());

@@ -2,6 +2,9 @@
 //! on free loopback ports with a fresh persist directory, and gives tests real WebSocket and
 //! HTTP clients. A [`Server`] stops its whole process group when dropped, so a failing test
 //! never leaves workerd behind.
+//!
+//! Every path (scripts, `node_modules/.bin/wrangler`, `target/e2e-logs`) is taken from the
+//! repository root, [`root`], whichever crate links this one.
 
 use std::io::Read;
 use std::net::TcpListener;
@@ -22,9 +25,13 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 /// How long a test waits for an expected frame.
 pub const FRAME_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The project root.
+/// The project root (the repository, where `Cargo.toml`, `scripts/` and `node_modules/` are):
+/// two levels above this crate's own manifest directory, `tests/support/`.
 pub fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    let here: &'static Path = Path::new(env!("CARGO_MANIFEST_DIR"));
+    here.parent()
+        .and_then(Path::parent)
+        .expect("the test kit lives in tests/support/ under the repository root")
 }
 
 /// Builds the Worker once (skipped when `ROOMKEEPER_SKIP_BUILD=1`, for quick reruns).
@@ -586,5 +593,22 @@ impl Receiver {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_is_the_repository_root() {
+        let manifest = std::fs::read_to_string(root().join("Cargo.toml")).unwrap();
+        assert!(
+            manifest.contains("name = \"roomkeeper\""),
+            "{}",
+            root().display()
+        );
+        assert!(root().join("scripts/build.sh").is_file());
+        assert!(root().join("wrangler.toml").is_file());
     }
 }

@@ -9,7 +9,7 @@
 //! `/proc/<pid>/stat` (utime + stime), resident memory from `/proc/<pid>/status`.
 //!
 //! Shared by the end-to-end tests (`tests/e2e/reliability.rs`) and the benchmark tool
-//! (`examples/bench/`), which includes this file by path.
+//! (`examples/bench/`) through the `roomkeeper-testkit` crate.
 
 use std::process::Command;
 use std::time::Duration;
