@@ -19,64 +19,12 @@ use std::cell::RefCell;
 
 use wasm_bindgen::JsValue;
 use worker::{
-    durable_object, DurableObject, Env, Error, Method, Request, RequestInit, Response,
-    ResponseBuilder, Result, State, WebSocket, WebSocketIncomingMessage, WebSocketPair,
+    durable_object, DurableObject, Env, Error, Request, Response, ResponseBuilder, Result, State,
+    WebSocket, WebSocketIncomingMessage, WebSocketPair,
 };
 
-use crate::config::Config;
-use crate::glue::http::internal;
-use crate::glue::settings::setting;
-use crate::http::error::ApiError;
-use crate::http::route::RoomKey;
-use crate::objects::socket::send_js;
-
-/// Durable Object binding of the bench object (top-level `wrangler.toml` only).
-const BENCH_BINDING: &str = "BENCH";
-
-/// The router's side of `/api/bench/raw/:room/{ws,status,panic}`: a 404 unless
-/// `ENVIRONMENT=local` or `BENCH_ROUTES=true`, else the request goes to the room's object.
-pub(crate) async fn route(
-    req: Request,
-    env: &Env,
-    config: &Config,
-    room: &RoomKey,
-    op: &str,
-) -> std::result::Result<Response, ApiError> {
-    let enabled = config.environment == "local"
-        || setting(env, "BENCH_ROUTES").is_some_and(|v| v.trim() == "true");
-    if !enabled {
-        return Err(ApiError::not_found(
-            "not_found",
-            "bench routes exist only locally or with BENCH_ROUTES=true",
-        ));
-    }
-    let upgrade = req.headers().get("Upgrade").map_err(internal)?;
-    if op == "ws" && !upgrade.is_some_and(|u| u.eq_ignore_ascii_case("websocket")) {
-        return Err(ApiError::UpgradeRequired);
-    }
-    let mut init = RequestInit::new();
-    init.with_method(if op == "panic" {
-        Method::Post
-    } else {
-        Method::Get
-    })
-    .with_headers(req.headers().clone());
-    let fwd = Request::new_with_init(&format!("https://bench.internal/__{op}"), &init)
-        .map_err(internal)?;
-    let ns = env.durable_object(BENCH_BINDING).map_err(internal)?;
-    let stub = ns
-        .id_from_name(room.as_str())
-        .and_then(|id| id.get_stub())
-        .map_err(internal)?;
-    let mut res = stub.fetch_with_request(fwd).await.map_err(internal)?;
-    if res.status_code() == 101 {
-        return Ok(res);
-    }
-    // An object's response has immutable headers; the router adds its own, so copy it.
-    let status = res.status_code();
-    let body = res.text().await.map_err(internal)?;
-    Ok(Response::ok(body).map_err(internal)?.with_status(status))
-}
+use crate::internal::{Binding, Op};
+use crate::objects::socket::{finish_close, send_js};
 
 /// The raw baseline object.
 #[durable_object]
@@ -98,8 +46,8 @@ impl DurableObject for BenchRaw {
     }
 
     async fn fetch(&self, req: Request) -> Result<Response> {
-        match req.path().as_str() {
-            "/__ws" => {
+        match Op::decode(Binding::Bench, &req.path()) {
+            Some(Op::BenchSocket) => {
                 let pair = WebSocketPair::new()?;
                 self.state.accept_web_socket(&pair.server);
                 if let Some(s) = self.sockets.borrow_mut().as_mut() {
@@ -110,11 +58,11 @@ impl DurableObject for BenchRaw {
                     .with_websocket(pair.client)
                     .empty())
             }
-            "/__status" => Response::from_json(&serde_json::json!({
+            Some(Op::BenchStatus) => Response::from_json(&serde_json::json!({
                 "sockets": self.state.get_websockets().len(),
                 "instance": self.instance,
             })),
-            "/__panic" => panic!("deliberate panic in BenchRaw (bench route)"),
+            Some(Op::BenchPanic) => panic!("deliberate panic in BenchRaw (bench route)"),
             _ => Response::error("no such bench operation", 404),
         }
     }
@@ -145,12 +93,7 @@ impl DurableObject for BenchRaw {
         _clean: bool,
     ) -> Result<()> {
         *self.sockets.borrow_mut() = None;
-        let code = if code == 1005 || code == 1006 {
-            1000
-        } else {
-            code as u16
-        };
-        let _ = ws.close(Some(code), Some("closed"));
+        finish_close(&ws, code, "closed");
         Ok(())
     }
 

@@ -1,4 +1,5 @@
-//! Sending one JS value to many sockets.
+//! What every object that holds sockets shares: the heartbeat auto-response, completing a
+//! closing handshake, and sending one JS value to many sockets.
 //!
 //! `WebSocket::send_with_str` converts the Rust string into a new JS string on every call, so
 //! a broadcast to N sockets converted the same frame N times. Here a frame is converted once
@@ -7,9 +8,25 @@
 
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
-use worker::WebSocket;
+use worker::{State, WebSocket, WebSocketRequestResponsePair};
 
-use crate::rooms::protocol::Encoded;
+use crate::rooms::protocol::{close, Encoded, HEARTBEAT_PING, HEARTBEAT_PONG};
+
+/// Answers the heartbeat ([`HEARTBEAT_PING`] → [`HEARTBEAT_PONG`]) on every socket of the
+/// object without waking it.
+pub fn auto_pong(state: &State) -> worker::Result<()> {
+    let pair = WebSocketRequestResponsePair::new(HEARTBEAT_PING, HEARTBEAT_PONG)
+        .map_err(|e| worker::Error::RustError(format!("{e:?}")))?;
+    state.set_websocket_auto_response(&pair);
+    Ok(())
+}
+
+/// Completes the closing handshake after the peer closed with `code` (see
+/// [`close::reply_code`]); the socket may already be gone, which is fine.
+pub fn finish_close(ws: &WebSocket, code: usize, reason: &str) {
+    let code = u16::try_from(code).unwrap_or(close::NORMAL);
+    let _ = ws.close(Some(close::reply_code(code)), Some(reason));
+}
 
 #[wasm_bindgen]
 extern "C" {

@@ -77,26 +77,37 @@ pub const METRICS: &[(&str, &str)] = &[
         "Chat messages answered",
     ),
     (
-        crate::rooms::stats::MESSAGES,
+        ROOM_MESSAGES,
         "Messages stored by rooms (duplicates excluded)",
     ),
     (
-        crate::rooms::stats::DUPLICATES,
+        ROOM_DUPLICATES,
         "Room publishes answered as duplicates",
     ),
     (
-        crate::rooms::stats::DELIVERIES,
+        ROOM_DELIVERIES,
         "Room messages sent, one per message per receiving connection",
     ),
     (
-        crate::rooms::stats::BYTES_IN,
+        ROOM_BYTES_IN,
         "Bytes of WebSocket frames received by rooms",
     ),
     (
-        crate::rooms::stats::REFUSALS,
+        ROOM_REFUSALS,
         "Room frames refused with an error frame, by code",
     ),
 ];
+
+/// Prometheus name (room figures, `rooms::stats`): messages stored by rooms (not counting duplicates).
+pub const ROOM_MESSAGES: &str = "roomkeeper_room_messages_total";
+/// Prometheus name (room figures, `rooms::stats`): retried publishes answered as duplicates.
+pub const ROOM_DUPLICATES: &str = "roomkeeper_room_duplicates_total";
+/// Prometheus name (room figures, `rooms::stats`): messages sent to subscribers (one per message per receiver).
+pub const ROOM_DELIVERIES: &str = "roomkeeper_room_deliveries_total";
+/// Prometheus name (room figures, `rooms::stats`): bytes of WebSocket frames rooms received.
+pub const ROOM_BYTES_IN: &str = "roomkeeper_room_bytes_in_total";
+/// Prometheus name (room figures, `rooms::stats`): frames refused with an error frame, by code.
+pub const ROOM_REFUSALS: &str = "roomkeeper_room_refusals_total";
 
 /// How often, at most, a router isolate sends its pending counters to the Metrics object
 /// (milliseconds). The first request that finds nothing pending schedules the flush this long

@@ -42,6 +42,7 @@ use crate::coordination::lock::{
 use crate::glue::http::{error_response, internal, json as json_response, now_ms, read_json};
 use crate::http::error::ApiError;
 use crate::internal::{Binding, Op};
+use crate::objects::alarm::Alarm;
 
 /// How a waiting caller's wait ended.
 #[derive(Debug)]
@@ -66,7 +67,7 @@ pub struct Lock {
     /// are abandoned when it loads).
     next_waiter: Cell<u64>,
     /// The scheduled alarm as last seen: `None` = not yet read from storage.
-    alarm: Cell<Option<Option<u64>>>,
+    alarm: Alarm,
 }
 
 #[derive(Deserialize)]
@@ -81,7 +82,7 @@ impl DurableObject for Lock {
             core: RefCell::new(None),
             waiting: RefCell::new(HashMap::new()),
             next_waiter: Cell::new(1),
-            alarm: Cell::new(None),
+            alarm: Alarm::default(),
         }
     }
 
@@ -93,7 +94,7 @@ impl DurableObject for Lock {
     }
 
     async fn alarm(&self) -> Result<Response> {
-        self.alarm.set(Some(None));
+        self.alarm.fired();
         self.tick()
             .await
             .map_err(|e| worker::Error::RustError(e.to_string()))?;
@@ -334,21 +335,10 @@ impl Lock {
         else {
             return Ok(());
         };
-        let storage = self.state.storage();
-        let current = match self.alarm.get() {
-            Some(a) => a,
-            None => storage
-                .get_alarm()
-                .await
-                .map_err(internal)?
-                .map(|v| v as u64),
-        };
-        if current.is_none_or(|c| c > t) {
-            storage.set_alarm(at(t)).await.map_err(internal)?;
-            self.alarm.set(Some(Some(t)));
-        } else {
-            self.alarm.set(Some(current));
-        }
+        self.alarm
+            .no_later_than(&self.state.storage(), t)
+            .await
+            .map_err(internal)?;
         Ok(())
     }
 }
@@ -383,13 +373,6 @@ fn lock_error(e: LockError) -> ApiError {
         }
         LockError::DuplicateWaiter { .. } => internal(e),
     }
-}
-
-/// An absolute alarm time (an `i64` would be read as an offset from now).
-fn at(t_ms: u64) -> worker::ScheduledTime {
-    worker::ScheduledTime::new(js_sys::Date::new(&wasm_bindgen::JsValue::from_f64(
-        t_ms as f64,
-    )))
 }
 
 /// A single-threaded one-shot channel: the object's event handlers all run on one thread.

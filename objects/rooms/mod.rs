@@ -1,4 +1,5 @@
 //! The Room object and its batch window.
 
 pub mod room;
+pub mod store;
 pub mod window;

@@ -14,31 +14,30 @@ use std::collections::HashMap;
 
 use serde::Deserialize;
 use worker::{
-    durable_object, DurableObject, Env, Error, Request, Response, ResponseBuilder, Result,
-    SqlStorage, SqlStorageValue, State, WebSocket, WebSocketIncomingMessage, WebSocketPair,
+    durable_object, DurableObject, Env, Error, Request, Response, ResponseBuilder, Result, State,
+    WebSocket, WebSocketIncomingMessage, WebSocketPair,
 };
 
-use crate::config::Config;
 use crate::glue::http::{error_response, internal, json, now_ms, read_json};
 use crate::glue::rooms::ROOM_KEY_HEADER;
+use crate::glue::settings;
 use crate::http::bodies::RoomBroadcast;
 use crate::http::error::ApiError;
 use crate::http::route::PRIVATE_ROOM_ID_LEN;
+use crate::internal::{Binding, Op};
 use crate::metrics::{self, Delta, ROOM_CONNECTIONS};
+use crate::objects::alarm::{self, Alarm};
+use crate::objects::rooms::store::SqlStore;
 use crate::objects::rooms::window::Batch;
-use crate::objects::socket::{send_js, to_js};
+use crate::objects::socket::{auto_pong, finish_close, send_js, to_js};
 use crate::obs;
-use crate::rooms::protocol::{Encoded, Encoding, MemberInfo, Message, RawFrame, ServerFrame};
+use crate::rooms::names::display_name;
+use crate::rooms::protocol::{Encoded, Encoding, MemberInfo, RawFrame, ServerFrame};
 use crate::rooms::room::{
-    Admission, Audience, Effect, PublishError, Room as Core, RoomLimits, Session, Store,
-    StoreError, ADMISSION_HEADER, MAX_HISTORY_PAGE,
+    Admission, Audience, Effect, PublishError, Room as Core, RoomLimits, Session, StoreError,
+    ADMISSION_HEADER, MAX_HISTORY_PAGE,
 };
 use crate::rooms::stats::{Event, RoomStats, Saved};
-
-/// Request sent by the auto-response heartbeat, answered without waking the object.
-pub const HEARTBEAT_PING: &str = r#"{"type":"ping"}"#;
-/// The heartbeat's answer.
-pub const HEARTBEAT_PONG: &str = r#"{"type":"pong"}"#;
 
 /// The Room object.
 #[durable_object]
@@ -50,7 +49,7 @@ pub struct Room {
     /// Open sockets by connection id, rebuilt with the core.
     sockets: RefCell<HashMap<String, WebSocket>>,
     /// The scheduled alarm as last seen: `None` = not yet read from storage.
-    alarm: Cell<Option<Option<u64>>>,
+    alarm: Alarm,
     /// `LOG_LEVEL`, read with the core.
     log_level: Cell<obs::Level>,
     /// Messages waiting for the batch window to close (`ROOM_BATCH_WINDOW_MS`).
@@ -59,176 +58,8 @@ pub struct Room {
     stats: RefCell<RoomStats>,
 }
 
-/// The room's stream in the object's SQLite storage.
-#[derive(Clone)]
-pub struct SqlStore(SqlStorage);
-
-#[derive(Deserialize)]
-struct Row {
-    seq: i64,
-    ts: i64,
-    from_id: String,
-    from_name: String,
-    body: String,
-}
-
-#[derive(Deserialize)]
-struct One<T> {
-    v: Option<T>,
-}
-
-fn store_err(e: impl std::fmt::Display) -> StoreError {
-    StoreError(e.to_string())
-}
-
-impl SqlStore {
-    fn exec(
-        &self,
-        q: &str,
-        b: Vec<SqlStorageValue>,
-    ) -> std::result::Result<worker::SqlCursor, StoreError> {
-        self.0.exec(q, Some(b)).map_err(store_err)
-    }
-
-    fn messages(
-        &self,
-        q: &str,
-        b: Vec<SqlStorageValue>,
-    ) -> std::result::Result<Vec<Message>, StoreError> {
-        let rows: Vec<Row> = self.exec(q, b)?.to_array().map_err(store_err)?;
-        rows.into_iter()
-            .map(|r| {
-                Ok(Message {
-                    offset: r.seq as u64,
-                    ts: r.ts as u64,
-                    from: MemberInfo {
-                        id: r.from_id,
-                        name: r.from_name,
-                        meta: None,
-                        conns: 0,
-                    },
-                    body: serde_json::from_str(&r.body).map_err(store_err)?,
-                })
-            })
-            .collect()
-    }
-
-    fn one<T: serde::de::DeserializeOwned>(
-        &self,
-        q: &str,
-        b: Vec<SqlStorageValue>,
-    ) -> std::result::Result<Option<T>, StoreError> {
-        let rows: Vec<One<T>> = self.exec(q, b)?.to_array().map_err(store_err)?;
-        Ok(rows.into_iter().next().and_then(|r| r.v))
-    }
-
-    fn schema(&self) -> std::result::Result<(), StoreError> {
-        for q in [
-            "CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL)",
-            "CREATE TABLE IF NOT EXISTS messages (seq INTEGER PRIMARY KEY, ts INTEGER NOT NULL, \
-             from_id TEXT NOT NULL, from_name TEXT NOT NULL, body TEXT NOT NULL)",
-            "CREATE INDEX IF NOT EXISTS messages_ts ON messages (ts)",
-            "CREATE TABLE IF NOT EXISTS dedupe (k TEXT PRIMARY KEY, seq INTEGER NOT NULL, ts INTEGER NOT NULL)",
-        ] {
-            self.exec(q, vec![])?;
-        }
-        Ok(())
-    }
-
-    fn meta(&self, key: &str) -> std::result::Result<Option<String>, StoreError> {
-        self.one("SELECT v FROM meta WHERE k = ?", vec![key.into()])
-    }
-
-    fn set_meta(&self, key: &str, value: &str) -> std::result::Result<(), StoreError> {
-        self.exec(
-            "INSERT INTO meta (k, v) VALUES (?, ?) ON CONFLICT(k) DO UPDATE SET v = excluded.v",
-            vec![key.into(), value.into()],
-        )
-        .map(|_| ())
-    }
-}
-
-const COLUMNS: &str = "SELECT seq, ts, from_id, from_name, body FROM messages";
 /// Meta key of the room's saved figures ([`crate::rooms::stats::Counts`] as JSON).
 const STATS_META: &str = "stats";
-
-impl Store for SqlStore {
-    fn append(&mut self, m: &Message) -> std::result::Result<(), StoreError> {
-        self.exec(
-            "INSERT INTO messages (seq, ts, from_id, from_name, body) VALUES (?, ?, ?, ?, ?)",
-            vec![
-                (m.offset as i64).into(),
-                (m.ts as i64).into(),
-                m.from.id.as_str().into(),
-                m.from.name.as_str().into(),
-                serde_json::to_string(&m.body).map_err(store_err)?.into(),
-            ],
-        )
-        .map(|_| ())
-    }
-
-    fn after(&self, after: u64, limit: usize) -> std::result::Result<Vec<Message>, StoreError> {
-        self.messages(
-            &format!("{COLUMNS} WHERE seq > ? ORDER BY seq LIMIT ?"),
-            vec![(after as i64).into(), (limit as i64).into()],
-        )
-    }
-
-    fn latest(&self, limit: usize) -> std::result::Result<Vec<Message>, StoreError> {
-        let mut v = self.messages(
-            &format!("{COLUMNS} ORDER BY seq DESC LIMIT ?"),
-            vec![(limit as i64).into()],
-        )?;
-        v.reverse();
-        Ok(v)
-    }
-
-    fn first_offset(&self) -> std::result::Result<Option<u64>, StoreError> {
-        Ok(self
-            .one::<i64>("SELECT MIN(seq) AS v FROM messages", vec![])?
-            .map(|v| v as u64))
-    }
-
-    fn trim_through(&mut self, offset: u64) -> std::result::Result<(), StoreError> {
-        self.exec(
-            "DELETE FROM messages WHERE seq <= ?",
-            vec![(offset as i64).into()],
-        )
-        .map(|_| ())
-    }
-
-    fn trim_older(&mut self, ts: u64) -> std::result::Result<(), StoreError> {
-        self.exec(
-            "DELETE FROM messages WHERE ts < ?",
-            vec![(ts as i64).into()],
-        )
-        .map(|_| ())
-    }
-
-    fn dedupe_get(&self, key: &str) -> std::result::Result<Option<u64>, StoreError> {
-        Ok(self
-            .one::<i64>("SELECT seq AS v FROM dedupe WHERE k = ?", vec![key.into()])?
-            .map(|v| v as u64))
-    }
-
-    fn dedupe_put(
-        &mut self,
-        key: &str,
-        offset: u64,
-        ts: u64,
-    ) -> std::result::Result<(), StoreError> {
-        self.exec(
-            "INSERT OR REPLACE INTO dedupe (k, seq, ts) VALUES (?, ?, ?)",
-            vec![key.into(), (offset as i64).into(), (ts as i64).into()],
-        )
-        .map(|_| ())
-    }
-
-    fn dedupe_expire(&mut self, ts: u64) -> std::result::Result<(), StoreError> {
-        self.exec("DELETE FROM dedupe WHERE ts < ?", vec![(ts as i64).into()])
-            .map(|_| ())
-    }
-}
 
 impl DurableObject for Room {
     fn new(state: State, env: Env) -> Self {
@@ -237,7 +68,7 @@ impl DurableObject for Room {
             env,
             core: RefCell::new(None),
             sockets: RefCell::new(HashMap::new()),
-            alarm: Cell::new(None),
+            alarm: Alarm::default(),
             log_level: Cell::new(obs::Level::Info),
             batch: Batch::default(),
             stats: RefCell::new(RoomStats::default()),
@@ -296,13 +127,7 @@ impl DurableObject for Room {
             self.log(obs::Level::Info, "close", None, fields);
         }
         self.forget(&ws, code as u16).await?;
-        // Complete the closing handshake; the socket may already be gone, which is fine.
-        let code = if code == 1005 || code == 1006 {
-            1000
-        } else {
-            code as u16
-        };
-        let _ = ws.close(Some(code), Some("closed"));
+        finish_close(&ws, code, "closed");
         Ok(())
     }
 
@@ -311,7 +136,7 @@ impl DurableObject for Room {
     }
 
     async fn alarm(&self) -> Result<Response> {
-        self.alarm.set(Some(None));
+        self.alarm.fired();
         self.ensure_loaded()
             .map_err(|e| Error::RustError(e.to_string()))?;
         let mut store = self.store();
@@ -329,8 +154,10 @@ impl Room {
     }
 
     async fn handle(&self, req: Request) -> std::result::Result<Response, ApiError> {
-        let path = req.path();
-        if path == "/__init" {
+        settings::config(&self.env)?;
+        let op = Op::decode(Binding::Room, &req.path())
+            .ok_or_else(|| ApiError::not_found("not_found", "no such room operation"))?;
+        if op == Op::RoomInit {
             let store = self.store();
             store.schema().map_err(internal)?;
             store.set_meta("private", "1").map_err(internal)?;
@@ -346,10 +173,10 @@ impl Room {
             .flatten()
             .ok_or_else(|| ApiError::bad_request("not_routed", "reach rooms through the router"))?;
         self.ensure_known(&key)?;
-        match path.as_str() {
-            "/__ws" => self.accept(&req),
-            "/__broadcast" => self.broadcast_http(req).await,
-            "/__info" => {
+        match op {
+            Op::RoomSocket => self.accept(&req),
+            Op::RoomBroadcast => self.broadcast_http(req).await,
+            Op::RoomInfo => {
                 let mut info =
                     serde_json::to_value(self.with_core(|c| c.info())).map_err(internal)?;
                 info["stats"] =
@@ -357,9 +184,9 @@ impl Room {
                 info["connection_list"] = self.with_core(|c| c.connection_list()).into();
                 json(200, &info)
             }
-            "/__history" => self.history(&req),
-            "/__close" => self.close_all(req).await,
-            "/__close_conn" => self.close_one(req).await,
+            Op::RoomHistory => self.history(&req),
+            Op::RoomClose => self.close_all(req).await,
+            Op::RoomCloseConnection => self.close_one(req).await,
             _ => Err(ApiError::not_found("not_found", "no such room operation")),
         }
     }
@@ -403,10 +230,7 @@ impl Room {
         pair.server
             .serialize_attachment(&session)
             .map_err(internal)?;
-        self.state.set_websocket_auto_response(
-            &worker::WebSocketRequestResponsePair::new(HEARTBEAT_PING, HEARTBEAT_PONG)
-                .map_err(|e| internal(format!("{e:?}")))?,
-        );
+        auto_pong(&self.state).map_err(internal)?;
         self.sockets.borrow_mut().insert(conn, pair.server);
         self.stats.borrow_mut().record(Event::Opened);
         self.count(vec![
@@ -419,18 +243,12 @@ impl Room {
         ]);
         if let Some(Effect::AlarmAt(t)) = self.with_core(|c| c.attach(session)) {
             let storage = self.state.storage();
-            let known = self.alarm.get();
+            let known = self.alarm.known();
             self.state.wait_until(async move {
                 // Token expiry must close the socket even if nothing else happens.
-                let current = match known {
-                    Some(a) => a,
-                    None => storage.get_alarm().await.ok().flatten().map(|v| v as u64),
-                };
-                if current.is_none_or(|c| c > t) {
-                    let _ = storage.set_alarm(at(t)).await;
-                }
+                let _ = alarm::ensure(&storage, known, t).await;
             });
-            self.alarm.set(None);
+            self.alarm.forget();
         }
         let request_id = req.headers().get(obs::REQUEST_ID_HEADER).ok().flatten();
         self.log(
@@ -452,14 +270,8 @@ impl Room {
     async fn broadcast_http(&self, mut req: Request) -> std::result::Result<Response, ApiError> {
         let b: RoomBroadcast = read_json(&mut req).await?;
         let limits = self.with_core(|c| *c.limits());
-        let name = b.name.unwrap_or_else(|| "api".into());
-        let chars = name.trim().chars().count();
-        if chars == 0 || chars > limits.max_name_chars {
-            return Err(ApiError::bad_request(
-                "invalid_name",
-                format!("name is 1-{} characters", limits.max_name_chars),
-            ));
-        }
+        let name = display_name(b.name.as_deref().unwrap_or("api"), limits.max_name_chars)
+            .map_err(|e| ApiError::bad_request("invalid_name", e.to_string()))?;
         let from = MemberInfo {
             id: format!("api:{}", b.key_name.as_deref().unwrap_or("key")),
             name,
@@ -565,10 +377,11 @@ impl Room {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0),
         );
-        let config = Config::from_lookup(|k| self.env.var(k).ok().map(|v| v.to_string())).ok();
-        let limits = config.as_ref().map(|c| c.room).unwrap_or_default();
-        self.log_level
-            .set(config.as_ref().map_or(obs::Level::Info, |c| c.log_level));
+        // A malformed setting refuses the event (the router reports it as `config_error`
+        // first); it never falls back to defaults.
+        let config = settings::config(&self.env).map_err(|e| StoreError(e.to_string()))?;
+        let limits = config.room;
+        self.log_level.set(config.log_level);
         let mut core = Core::new(key, epoch, last_offset, limits);
         let mut sockets = self.sockets.borrow_mut();
         for ws in self.state.get_websockets() {
@@ -872,30 +685,13 @@ impl Room {
         }
     }
 
-    /// Makes sure an alarm fires no later than `t`, reading storage only once per instance.
+    /// Makes sure an alarm fires no later than `t`.
     async fn schedule_alarm(&self, t: u64) -> Result<()> {
-        let current = match self.alarm.get() {
-            Some(a) => a,
-            None => self.state.storage().get_alarm().await?.map(|v| v as u64),
-        };
-        if current.is_none_or(|c| c > t) {
-            self.state.storage().set_alarm(at(t)).await?;
-            self.alarm.set(Some(Some(t)));
-        } else {
-            self.alarm.set(Some(current));
-        }
-        Ok(())
+        self.alarm.no_later_than(&self.state.storage(), t).await
     }
 }
 
 fn send(ws: &WebSocket, frame: &Encoded) {
     // A socket that closed under us is not an error for the room: its close event follows.
     let _ = send_js(ws, &to_js(frame));
-}
-
-/// An absolute alarm time (an `i64` would be read as an offset from now).
-fn at(t_ms: u64) -> worker::ScheduledTime {
-    worker::ScheduledTime::new(js_sys::Date::new(&wasm_bindgen::JsValue::from_f64(
-        t_ms as f64,
-    )))
 }

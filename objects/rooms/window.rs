@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use worker::{State, WebSocket};
 
-use crate::objects::rooms::room::SqlStore;
+use crate::objects::rooms::store::SqlStore;
 use crate::objects::socket::{send_js, to_js};
 use crate::rooms::protocol::{encode_batch, Encoded, Encoding, ServerFrame};
 use crate::rooms::room::Store;

@@ -24,13 +24,14 @@ use worker::{
 
 use super::session::{self, Kv};
 use crate::glue::http::{error_response, now_ms};
+use crate::glue::providers as net;
 use crate::http::error::ApiError;
 use crate::services::leads::{LeadInput, Timeline};
 use crate::sessions::chat::{
     self, decode_chat, reply_frames, ClientFrame, Conversation, LeadOutcome, LeadSubmission,
     Output, Purpose, Reply, ServerFrame, Slot,
 };
-use crate::sessions::providers::{self, net, Backend};
+use crate::sessions::providers::{self, Backend};
 
 /// Most messages a chat session accepts per [`CHAT_RATE_WINDOW_MS`].
 pub const CHAT_RATE_MAX: usize = 10;

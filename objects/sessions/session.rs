@@ -24,15 +24,6 @@ use crate::obs;
 pub(crate) use crate::sessions::admission::{SessionAdmission, SESSION_HEADER};
 use crate::sessions::providers::Backend;
 
-/// Durable Object binding of the Voice object.
-pub(crate) const VOICE_BINDING: &str = "VOICE";
-/// Durable Object binding of the Chat object.
-pub(crate) const CHAT_BINDING: &str = "CHAT";
-/// Heartbeat request answered without waking the object (as on room sockets).
-pub(crate) const HEARTBEAT_PING: &str = r#"{"type":"ping"}"#;
-/// The heartbeat's answer.
-pub(crate) const HEARTBEAT_PONG: &str = r#"{"type":"pong"}"#;
-
 /// Inside an object: accepts the socket of a forwarded upgrade with the hibernation API,
 /// storing the admission as its attachment. Earlier sockets of the same session are closed
 /// with 4000 (`replaced`): one live socket per session keeps replies in one place.
@@ -68,10 +59,7 @@ pub(crate) fn accept(
     pair.server
         .serialize_attachment(&admission)
         .map_err(internal)?;
-    state.set_websocket_auto_response(
-        &worker::WebSocketRequestResponsePair::new(HEARTBEAT_PING, HEARTBEAT_PONG)
-            .map_err(|e| internal(format!("{e:?}")))?,
-    );
+    crate::objects::socket::auto_pong(state).map_err(internal)?;
     count(
         state,
         env,

@@ -27,8 +27,9 @@ use worker::{
 use super::quota;
 use super::session::{self, Kv};
 use crate::glue::http::{error_response, now_ms};
+use crate::glue::providers as net;
 use crate::sessions::chat;
-use crate::sessions::providers::{self, net, Backend};
+use crate::sessions::providers::{self, Backend};
 use crate::sessions::voice::{
     decode_control, AudioFormat, ControlFrame, Effect, Input, Role, ServerFrame, Snapshot, Usage,
     UserUsage, VoiceLimits, VoiceSession,

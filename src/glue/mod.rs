@@ -7,9 +7,11 @@
 //! capability, and [`router`], the `fetch` entry point, on top.
 
 pub mod admission;
+pub mod bench;
 pub mod coordination;
 pub mod http;
 pub mod ops;
+pub mod providers;
 pub mod rooms;
 pub mod router;
 pub mod services;

@@ -259,8 +259,6 @@ async fn handle(
             super::ops::admin::admin_lock_release(req, env, &name, key_name.as_deref()).await
         }
         Route::AdminAudit => super::ops::admin::admin_audit(req, env).await,
-        Route::BenchRaw { room, op } => {
-            crate::objects::bench::route(req, env, config, &room, op).await
-        }
+        Route::BenchRaw { room, op } => super::bench::route(req, env, config, &room, op).await,
     }
 }

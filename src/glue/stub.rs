@@ -43,11 +43,6 @@ impl Call {
         self
     }
 
-    /// The JSON encoding of `value` as the body.
-    pub(crate) fn json(self, value: &impl serde::Serialize) -> Result<Self, ApiError> {
-        Ok(self.body(serde_json::to_string(value).map_err(internal)?))
-    }
-
     /// A query string (without `?`).
     pub(crate) fn query(mut self, query: &str) -> Self {
         if !query.is_empty() {

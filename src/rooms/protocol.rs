@@ -442,7 +442,36 @@ pub mod close {
     pub fn should_reconnect(code: u16) -> bool {
         !(4500..5000).contains(&code)
     }
+
+    /// The code to complete a closing handshake with after the peer closed with `code`:
+    /// 1005 (no code given) and 1006 (no close frame) describe a close but may not be sent in
+    /// one, so they are answered with 1000; any other code is echoed.
+    pub fn reply_code(code: u16) -> u16 {
+        if code == 1005 || code == 1006 {
+            NORMAL
+        } else {
+            code
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn reserved_codes_are_never_sent_back() {
+            assert_eq!(super::reply_code(1005), 1000);
+            assert_eq!(super::reply_code(1006), 1000);
+            assert_eq!(super::reply_code(1001), 1001);
+            assert_eq!(super::reply_code(4000), 4000);
+        }
+    }
 }
+
+/// The heartbeat a client sends (every socket of the service, rooms and sessions alike),
+/// answered by the runtime without waking the object (an auto-response matches the frame
+/// byte for byte).
+pub const HEARTBEAT_PING: &str = r#"{"type":"ping"}"#;
+/// The heartbeat's answer.
+pub const HEARTBEAT_PONG: &str = r#"{"type":"pong"}"#;
 
 #[cfg(test)]
 mod tests {

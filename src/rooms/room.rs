@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::coordination::limiter::{self, GcraState, Policy};
+use crate::rooms::names::display_name;
 use crate::rooms::protocol::{
     close, decode, ClientFrame, Encoding, MemberInfo, Message, RawFrame, ServerFrame, StreamPos,
     PROTOCOL_VERSION,
@@ -625,22 +626,11 @@ impl Room {
                 None,
             )];
         }
-        let name = match session.token_name.clone().or(name) {
-            Some(n) => n.trim().to_string(),
-            None => String::new(),
+        let raw = session.token_name.clone().or(name).unwrap_or_default();
+        let name = match display_name(&raw, self.limits.max_name_chars) {
+            Ok(n) => n,
+            Err(e) => return vec![refusal(conn, "invalid_name", e.to_string(), None)],
         };
-        let chars = name.chars().count();
-        if chars == 0 || chars > self.limits.max_name_chars || name.chars().any(char::is_control) {
-            return vec![refusal(
-                conn,
-                "invalid_name",
-                format!(
-                    "display names are 1-{} characters without control characters",
-                    self.limits.max_name_chars
-                ),
-                None,
-            )];
-        }
         let meta = match meta {
             None | Some(Value::Null) => None,
             Some(m @ Value::Object(_)) => {

@@ -14,21 +14,13 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::metrics::Delta;
+use crate::metrics::{
+    Delta, ROOM_BYTES_IN as BYTES_IN, ROOM_DELIVERIES as DELIVERIES, ROOM_DUPLICATES as DUPLICATES,
+    ROOM_MESSAGES as MESSAGES, ROOM_REFUSALS as REFUSALS,
+};
 
 /// How often, at most, a busy room saves its figures and sends them to the Metrics object.
 pub const FLUSH_MS: u64 = 1_000;
-
-/// Prometheus name: messages stored by rooms (not counting duplicates).
-pub const MESSAGES: &str = "roomkeeper_room_messages_total";
-/// Prometheus name: retried publishes answered as duplicates.
-pub const DUPLICATES: &str = "roomkeeper_room_duplicates_total";
-/// Prometheus name: messages sent to subscribers (one per message per receiver).
-pub const DELIVERIES: &str = "roomkeeper_room_deliveries_total";
-/// Prometheus name: bytes of WebSocket frames rooms received.
-pub const BYTES_IN: &str = "roomkeeper_room_bytes_in_total";
-/// Prometheus name: frames refused with an error frame, by code.
-pub const REFUSALS: &str = "roomkeeper_room_refusals_total";
 
 /// Something a room did that its figures count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
