@@ -712,7 +712,7 @@ async fn enrich(env: &Env, lead_id: &str) -> Result<(), ApiError> {
             mortgage_balance: None,
         },
     );
-    let channel = leads::route(score.total);
+    let channel = notify::route(score.total);
     let now = now_ms();
     let reasons = serde_json::to_string(&score.reasons).map_err(internal)?;
     db.batch(vec![
