@@ -46,3 +46,24 @@ pub fn describe(errors: &[FieldError]) -> String {
     let parts: Vec<String> = errors.iter().map(ToString::to_string).collect();
     parts.join("; ")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_shape_and_messages() {
+        let named = FieldError::new("email", "invalid_email", "not a valid email address");
+        assert_eq!(
+            serde_json::to_value(&named).unwrap(),
+            serde_json::json!({"field": "email", "code": "invalid_email",
+                               "message": "not a valid email address"})
+        );
+        let whole = FieldError::new("", "not_an_object", String::from("not a JSON object"));
+        assert_eq!(whole.to_string(), "not a JSON object");
+        assert_eq!(
+            describe(&[named, whole]),
+            "email: not a valid email address; not a JSON object"
+        );
+    }
+}
