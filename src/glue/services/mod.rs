@@ -2,8 +2,8 @@
 //! and the job queue (work after the response). wasm32 only.
 //!
 //! Every decision is in the pure modules ([`crate::services::valuation`], [`crate::services::leads`],
-//! [`crate::services::notify`]); these files read and writes storage, calls the queue and the ops room,
-//! and turns outcomes into HTTP responses.
+//! [`crate::services::notify`]); these files read and write storage, call the queue and the ops room,
+//! and turn outcomes into HTTP responses.
 //!
 //! One file per part: [`valuation`] (model and estimates), [`leads`] (intake, enrichment,
 //! listing), [`notify`] (notifications and their delivery), [`webhook`] (inbound webhooks),

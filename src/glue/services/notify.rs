@@ -13,7 +13,10 @@ use crate::glue::router::{internal, json, now_ms, setting};
 use crate::http::bodies;
 use crate::http::error::ApiError;
 use crate::metrics::Delta;
-use crate::services::notify::{self, Action, DeliveryPolicy, Destinations, Notification, Outcome};
+use crate::services::notify::{
+    self, Attempted, DeliveryPolicy, DeliveryState, DeliveryStatus, Destinations, Effect,
+    Notification, Record,
+};
 
 /// The notification id for an idempotency key: stable, URL-safe, 26 characters.
 fn notification_id(key: &str) -> String {
@@ -188,7 +191,8 @@ fn delivery_policy(env: &Env) -> DeliveryPolicy {
     }
 }
 
-/// The delivery job: one attempt, recorded; then done, a delayed retry, or the dead-letter
+/// The delivery job: one attempt, then what the core's state machine
+/// ([`notify::apply`]) decides — recorded, and done, a delayed retry, or the dead-letter
 /// state.
 pub(super) async fn deliver(env: &Env, id: &str, attempt: u32) -> Result<(), ApiError> {
     let db = db(env)?;
@@ -196,9 +200,12 @@ pub(super) async fn deliver(env: &Env, id: &str, attempt: u32) -> Result<(), Api
         log("deliver_missing", id);
         return Ok(());
     };
-    // Delivered or dead already (a duplicate job): never deliver twice.
-    let finished = matches!(row.status.as_str(), "delivered" | "dead" | "skipped");
-    if finished || (row.attempts as u32) >= attempt {
+    // Delivered or dead already, or this attempt recorded (a duplicate job): never deliver twice.
+    let state = DeliveryState {
+        status: DeliveryStatus::parse(&row.status),
+        attempts: row.attempts as u32,
+    };
+    if !state.should_attempt(attempt) {
         return Ok(());
     }
     let n = Notification::decode(row.payload.as_bytes()).map_err(internal)?;
@@ -209,12 +216,10 @@ pub(super) async fn deliver(env: &Env, id: &str, attempt: u32) -> Result<(), Api
         None => Destinations::parse("{}").map_err(internal)?,
     };
     let now = now_ms();
-    let (outcome, status, error) = match destinations.get(n.channel()) {
-        None => (
-            None,
-            None,
-            Some("no destination configured for this channel".to_string()),
-        ),
+    // No destination for the channel is a configuration choice (e.g. local demo: ops room
+    // only), not a failure: the state machine records it as `skipped`, never retried.
+    let result = match destinations.get(n.channel()) {
+        None => Attempted::NoDestination,
         Some(url) => {
             let headers = Headers::new();
             headers
@@ -227,40 +232,92 @@ pub(super) async fn deliver(env: &Env, id: &str, attempt: u32) -> Result<(), Api
                 .with_body(Some(JsValue::from_str(&n.render().to_string())));
             let request = Request::new_with_init(url.as_str(), &init).map_err(internal)?;
             match Fetch::Request(request).send().await {
-                Ok(resp) => {
-                    let code = resp.status_code();
-                    let retry_after = resp
+                Ok(resp) => Attempted::Answered {
+                    status: resp.status_code(),
+                    retry_after_ms: resp
                         .headers()
                         .get("Retry-After")
                         .ok()
                         .flatten()
-                        .and_then(|h| notify::parse_retry_after(&h));
-                    (
-                        Some(Outcome::Status {
-                            status: code,
-                            retry_after_ms: retry_after,
-                        }),
-                        Some(code),
-                        (!(200..300).contains(&code)).then(|| format!("HTTP {code}")),
-                    )
-                }
-                Err(e) => (
-                    Some(Outcome::NetworkError),
-                    None,
-                    Some(format!("network: {e}")),
-                ),
+                        .and_then(|h| notify::parse_retry_after(&h)),
+                },
+                Err(e) => Attempted::NetworkError(e.to_string()),
             }
         }
     };
-    // No destination for the channel is a configuration choice (e.g. local demo: ops room
-    // only), not a failure: recorded as `skipped`, never retried.
-    let action = outcome.map(|o| delivery_policy(env).next_action(attempt, o));
-    let (state, label) = match action {
-        None => ("skipped", "no_destination"),
-        Some(Action::Done) => ("delivered", "delivered"),
-        Some(Action::Retry { .. }) => ("retrying", "failed"),
-        Some(Action::DeadLetter { reason }) => ("dead", reason),
-    };
+    let (_, effects) = notify::apply(&delivery_policy(env), n.template(), attempt, result, now);
+    for effect in effects {
+        match effect {
+            Effect::Record(r) => record_attempt(&db, id, &r).await?,
+            Effect::Enqueue { attempt, delay_s } => {
+                enqueue(
+                    env,
+                    &Job::Deliver {
+                        notification_id: id.to_string(),
+                        attempt,
+                    },
+                    delay_s,
+                )
+                .await?
+            }
+            Effect::Count { outcome } => {
+                crate::glue::ops::add(
+                    env,
+                    vec![Delta::new(
+                        "roomkeeper_deliveries_total",
+                        &[("outcome", outcome)],
+                        1,
+                    )],
+                )
+                .await
+            }
+            // A dead delivery is an alert — the state machine leaves alerts themselves out.
+            Effect::AlertDead {
+                attempts,
+                last_error,
+            } => {
+                if let Ok(config) = crate::config::Config::from_lookup(|k| setting(env, k)) {
+                    crate::glue::ops::raise_alert(
+                        env,
+                        &config,
+                        "delivery_dead",
+                        &format!("delivery-dead:{id}"),
+                        notify::Severity::Warning,
+                        format!(
+                            "Notification delivery failed: {} to {}",
+                            row.template, row.channel
+                        ),
+                        Some(format!(
+                            "{attempts} attempt(s); last error: {}",
+                            last_error.as_deref().unwrap_or("unknown")
+                        )),
+                    )
+                    .await;
+                }
+            }
+            Effect::PushOps {
+                attempt,
+                status,
+                http_status,
+                error,
+            } => {
+                push_ops(
+                    env,
+                    format!("delivery:{id}:{attempt}"),
+                    j!({"kind": "delivery", "id": id, "template": row.template,
+                        "channel": row.channel, "attempt": attempt, "status": status.as_str(),
+                        "http_status": http_status, "error": error}),
+                )
+                .await
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Writes an attempt row and the notification's new state in one D1 batch.
+async fn record_attempt(db: &D1Database, id: &str, r: &Record) -> Result<(), ApiError> {
+    let status = r.status.as_str();
     db.batch(vec![
         db.prepare(
             "INSERT INTO notification_attempts (notification_id, attempt, at, status, outcome, error) \
@@ -268,11 +325,11 @@ pub(super) async fn deliver(env: &Env, id: &str, attempt: u32) -> Result<(), Api
         )
         .bind(&[
             JsValue::from_str(id),
-            num(attempt),
-            num(now as f64),
-            status.map(num).unwrap_or(JsValue::NULL),
-            JsValue::from_str(label),
-            opt_str(error.as_deref()),
+            num(r.attempt),
+            num(r.at_ms as f64),
+            r.http_status.map(num).unwrap_or(JsValue::NULL),
+            JsValue::from_str(r.outcome),
+            opt_str(r.error.as_deref()),
         ])
         .map_err(internal)?,
         db.prepare(
@@ -280,65 +337,16 @@ pub(super) async fn deliver(env: &Env, id: &str, attempt: u32) -> Result<(), Api
              delivered_at = CASE WHEN ? = 'delivered' THEN ? ELSE delivered_at END WHERE id = ?",
         )
         .bind(&[
-            JsValue::from_str(state),
-            num(attempt),
-            opt_str(error.as_deref()),
-            JsValue::from_str(state),
-            num(now as f64),
+            JsValue::from_str(status),
+            num(r.attempt),
+            opt_str(r.error.as_deref()),
+            JsValue::from_str(status),
+            num(r.at_ms as f64),
             JsValue::from_str(id),
         ])
         .map_err(internal)?,
     ])
     .await
     .map_err(internal)?;
-    if let Some(Action::Retry { delay_ms }) = action {
-        let delay_s = u32::try_from(delay_ms.div_ceil(1000)).unwrap_or(u32::MAX);
-        enqueue(
-            env,
-            &Job::Deliver {
-                notification_id: id.to_string(),
-                attempt: attempt + 1,
-            },
-            delay_s,
-        )
-        .await?;
-    }
-    crate::glue::ops::add(
-        env,
-        vec![Delta::new(
-            "roomkeeper_deliveries_total",
-            &[("outcome", label)],
-            1,
-        )],
-    )
-    .await;
-    // A dead delivery is an alert — except for alerts themselves, which would loop.
-    if state == "dead" && row.template != "alert" {
-        if let Ok(config) = crate::config::Config::from_lookup(|k| setting(env, k)) {
-            crate::glue::ops::raise_alert(
-                env,
-                &config,
-                "delivery_dead",
-                &format!("delivery-dead:{id}"),
-                notify::Severity::Warning,
-                format!(
-                    "Notification delivery failed: {} to {}",
-                    row.template, row.channel
-                ),
-                Some(format!(
-                    "{attempt} attempt(s); last error: {}",
-                    error.as_deref().unwrap_or("unknown")
-                )),
-            )
-            .await;
-        }
-    }
-    push_ops(
-        env,
-        format!("delivery:{id}:{attempt}"),
-        j!({"kind": "delivery", "id": id, "template": row.template, "channel": row.channel,
-            "attempt": attempt, "status": state, "http_status": status, "error": error}),
-    )
-    .await;
     Ok(())
 }

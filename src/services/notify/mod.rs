@@ -30,8 +30,9 @@ mod tests;
 mod webhook;
 
 pub use delivery::{
-    backoff_ms, idempotency_key, next_action, parse_retry_after, with_jitter, Action,
-    DeliveryPolicy, Outcome, BASE_BACKOFF_MS, MAX_ATTEMPTS, MAX_BACKOFF_MS, MAX_RETRY_AFTER_MS,
+    apply, backoff_ms, idempotency_key, next_action, parse_retry_after, with_jitter, Action,
+    Attempted, DeliveryPolicy, DeliveryState, DeliveryStatus, Effect, Outcome, Record,
+    BASE_BACKOFF_MS, MAX_ATTEMPTS, MAX_BACKOFF_MS, MAX_RETRY_AFTER_MS,
 };
 pub use destination::{DestinationError, Destinations, WebhookUrl, MAX_URL_LEN};
 pub use notice::{
