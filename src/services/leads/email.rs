@@ -40,7 +40,7 @@ impl EmailError {
 /// all digits (so IP addresses are refused, as are `[…]` literals).
 ///
 /// Normalisation: surrounding whitespace trimmed, the domain lowercased, the local part kept
-/// as typed (RFC 5321 allows it to be case-sensitive; [`dedupe_keys`] lowercases it for
+/// as typed (RFC 5321 allows it to be case-sensitive; [`dedupe_keys`](super::score::dedupe_keys) lowercases it for
 /// comparison only). Provider-specific rewrites (dots or `+tags` in Gmail) are not applied.
 pub fn normalize_email(raw: &str) -> Result<String, EmailError> {
     let s = raw.trim();

@@ -11,7 +11,7 @@ use super::status::LeadStatus;
 /// A stored lead as listed and exported.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeadRow {
-    /// Lead id (`[A-Za-z0-9_-]`, at most [`MAX_ID_LEN`]).
+    /// Lead id (`[A-Za-z0-9_-]`, at most `MAX_ID_LEN` bytes, see `is_valid_id`).
     pub id: String,
     /// When the lead was stored, Unix milliseconds.
     pub created_at_ms: u64,

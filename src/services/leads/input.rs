@@ -124,7 +124,7 @@ impl Timeline {
         }
     }
 
-    /// Points this timeline adds to a lead's score (see [`score`]).
+    /// Points this timeline adds to a lead's score (see `score`).
     pub fn points(self) -> i32 {
         match self {
             Self::Now => 35,

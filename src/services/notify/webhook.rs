@@ -86,7 +86,7 @@ pub fn sign(secret: &[u8], timestamp: u64, body: &[u8]) -> String {
 /// time; and only then the replay window — `now_s − tolerance_s ≤ timestamp ≤ now_s +
 /// tolerance_s`, both ends inclusive — so a forged request learns nothing about the clock.
 /// The window bounds replays; the receiver still deduplicates by event id
-/// ([`idempotency_key`]) to stop replays inside it.
+/// (`idempotency_key`) to stop replays inside it.
 pub fn verify_signature(
     secret: &[u8],
     timestamp_header: &str,

@@ -484,7 +484,7 @@ impl Fnv1a {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::services::valuation::parse_sales_csv;
+    use crate::services::valuation::csv::parse_sales_csv;
     use std::sync::OnceLock;
 
     /// The shipped Windsor sales.
