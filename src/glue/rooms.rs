@@ -196,24 +196,3 @@ fn room_stub(env: &Env, key: &RoomKey) -> Result<Stub, ApiError> {
     };
     id.get_stub().map_err(internal)
 }
-
-/// Transitional: a room call by path (callers move to [`room_call`]).
-pub(crate) async fn room_fetch(
-    env: &Env,
-    key: &RoomKey,
-    path: &str,
-    body: Option<String>,
-) -> Result<Response, ApiError> {
-    let op = Op::decode(Binding::Room, path).ok_or_else(|| internal(path))?;
-    let call = Call::new(op);
-    room_call(
-        env,
-        key,
-        if let Some(b) = body {
-            call.body(b)
-        } else {
-            call
-        },
-    )
-    .await
-}

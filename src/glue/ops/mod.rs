@@ -6,5 +6,5 @@ pub mod alerts;
 pub mod metrics;
 
 // Transitional re-exports for callers not yet moved to the modules' own paths.
-pub(crate) use alerts::{provider_call, raise_alert};
+pub(crate) use alerts::provider_call;
 pub(crate) use metrics::add;

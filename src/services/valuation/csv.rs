@@ -10,7 +10,8 @@
 //! a record's line number is the line it starts on.
 
 use super::codes;
-use super::facts::{join_messages, parse_value, sale_from_values, Raw, Sale, SALE_SPECS};
+use super::facts::{parse_value, sale_from_values, Raw, Sale, SALE_SPECS};
+use crate::services::fields::describe;
 use serde::Serialize;
 
 /// Most data rows one import may hold; rows beyond it are reported, not read.
@@ -172,7 +173,7 @@ fn read_row(record: &Record, columns: &[Option<usize>]) -> Result<Sale, RowError
         (Some(first), _) => Err(RowError::new(
             record.line,
             first.code,
-            join_messages(&field_errors),
+            describe(&field_errors),
         )),
         (None, None) => Err(RowError::new(
             record.line,

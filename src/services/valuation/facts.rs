@@ -6,6 +6,7 @@
 //! three entry points cannot drift apart in what they accept.
 
 use super::codes;
+use crate::services::fields::{describe, FieldError};
 use serde::{Deserialize, Serialize};
 use std::ops::RangeInclusive;
 
@@ -180,31 +181,10 @@ impl PropertyFacts {
     }
 }
 
-/// One field that failed validation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct FieldError {
-    /// The field (column or JSON key); empty when the whole value is wrong.
-    pub field: String,
-    /// Stable code from [`super::codes`].
-    pub code: &'static str,
-    /// Human-readable explanation.
-    pub message: String,
-}
-
-impl FieldError {
-    pub(crate) fn new(field: &str, code: &'static str, message: String) -> Self {
-        Self {
-            field: field.to_string(),
-            code,
-            message,
-        }
-    }
-}
-
 /// Property facts or a sale that failed validation; lists every offending field, not just the
 /// first, so a caller can fix its input in one round trip.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
-#[error("{}", join_messages(errors))]
+#[error("{}", describe(errors))]
 pub struct ValidationError {
     /// Each offending field, in field order.
     pub errors: Vec<FieldError>,
@@ -219,22 +199,6 @@ impl ValidationError {
             _ => codes::INVALID_FACTS,
         }
     }
-}
-
-/// `field: message; field: message` — shared by [`ValidationError`]'s display and CSV row
-/// errors.
-pub(crate) fn join_messages(errors: &[FieldError]) -> String {
-    let parts: Vec<String> = errors
-        .iter()
-        .map(|e| {
-            if e.field.is_empty() {
-                e.message.clone()
-            } else {
-                format!("{}: {}", e.field, e.message)
-            }
-        })
-        .collect();
-    parts.join("; ")
 }
 
 /// A raw field value before parsing: CSV text or a JSON value.

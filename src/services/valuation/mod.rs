@@ -40,13 +40,14 @@ mod hedonic;
 mod linalg;
 mod model;
 
+pub use crate::services::fields::FieldError;
 pub use comparables::Kernel;
 pub use csv::{parse_sales_csv, RowError, MAX_IMPORT_BYTES, MAX_IMPORT_ROWS};
 pub use eval::{evaluate, evaluate_with, fold_assignment, Evaluation, Scores};
 pub use facts::{
-    normalised_key, parse_facts_json, validate_sale, validate_sale_json, FieldError, PropertyFacts,
-    Sale, ValidationError, BATHRMS_RANGE, BEDROOMS_RANGE, GARAGEPL_RANGE, LOTSIZE_RANGE,
-    PRICE_RANGE, STORIES_RANGE,
+    normalised_key, parse_facts_json, validate_sale, validate_sale_json, PropertyFacts, Sale,
+    ValidationError, BATHRMS_RANGE, BEDROOMS_RANGE, GARAGEPL_RANGE, LOTSIZE_RANGE, PRICE_RANGE,
+    STORIES_RANGE,
 };
 pub use hedonic::HUBER_C;
 pub use model::{

@@ -12,11 +12,10 @@
 use super::codes;
 use super::comparables::{self, Kernel, Tuned};
 use super::csv::MAX_IMPORT_ROWS;
-use super::facts::{
-    fact_specs, validate_sale, FieldError, PropertyFacts, Sale, ValidationError, N_FACTS,
-};
+use super::facts::{fact_specs, validate_sale, PropertyFacts, Sale, ValidationError, N_FACTS};
 use super::hedonic::{features, fit_linear, Linear, LinearFit, HUBER_C};
 use super::linalg::{mean, mean_abs, median};
+use crate::services::fields::FieldError;
 use serde::{Deserialize, Serialize};
 
 /// Fewest sales a model is fitted on: a dozen coefficients and the interval's tail quantiles
@@ -329,7 +328,7 @@ impl Model {
                 errors.push(FieldError::new(
                     spec.name,
                     codes::OUTSIDE_FITTED_RANGE,
-                    "no fitted range".into(),
+                    "no fitted range",
                 ));
                 continue;
             };
@@ -485,7 +484,7 @@ impl Fnv1a {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::services::valuation::parse_sales_csv;
+    use crate::services::valuation::csv::parse_sales_csv;
     use std::sync::OnceLock;
 
     /// The shipped Windsor sales.
