@@ -14,7 +14,7 @@
 use crate::coordination::limiter::Policies;
 use crate::http::cors::AllowList;
 use crate::obs::Level;
-use crate::rooms::room::RoomLimits;
+use crate::rooms::limits::RoomLimits;
 use crate::services::leads::Country;
 use crate::services::notify::DeliveryPolicy;
 use crate::sessions::providers::{Backend, DEFAULT_AI_CHAT_MODEL, DEFAULT_AI_STT_MODEL};

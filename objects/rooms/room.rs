@@ -31,13 +31,13 @@ use crate::objects::rooms::store::SqlStore;
 use crate::objects::rooms::window::Batch;
 use crate::objects::socket::{auto_pong, finish_close, send_js, to_js};
 use crate::obs;
+use crate::rooms::limits::RoomLimits;
 use crate::rooms::names::display_name;
 use crate::rooms::protocol::{Encoded, Encoding, MemberInfo, RawFrame, ServerFrame};
-use crate::rooms::room::{
-    Admission, Audience, Effect, PublishError, Room as Core, RoomLimits, Session, StoreError,
-    ADMISSION_HEADER, MAX_HISTORY_PAGE,
-};
+use crate::rooms::room::{Audience, Effect, PublishError, Room as Core, MAX_HISTORY_PAGE};
+use crate::rooms::session::{Admission, Session, ADMISSION_HEADER};
 use crate::rooms::stats::{Event, RoomStats, Saved};
+use crate::rooms::store::StoreError;
 
 /// The Room object.
 #[durable_object]

@@ -5,7 +5,7 @@ use serde::Deserialize;
 use worker::{SqlStorage, SqlStorageValue};
 
 use crate::rooms::protocol::{MemberInfo, Message};
-use crate::rooms::room::{Store, StoreError};
+use crate::rooms::store::{Store, StoreError};
 
 /// The room's stream in the object's SQLite storage.
 #[derive(Clone)]

@@ -24,7 +24,7 @@ use worker::{State, WebSocket};
 use crate::objects::rooms::store::SqlStore;
 use crate::objects::socket::{send_js, to_js};
 use crate::rooms::protocol::{encode_batch, Encoded, Encoding, ServerFrame};
-use crate::rooms::room::Store;
+use crate::rooms::store::Store;
 use crate::rooms::write_behind::{PendingWrites, WriteBehind};
 
 /// Receivers of one encoding and the messages encoded for them.
@@ -109,7 +109,7 @@ impl Batch {
         }
     }
 
-    fn failed(&self, e: &crate::rooms::room::StoreError) {
+    fn failed(&self, e: &crate::rooms::store::StoreError) {
         self.0.borrow_mut().failed = true;
         worker::console_error!(
             "{}",

@@ -13,7 +13,7 @@ use crate::http::route::RoomKey;
 use crate::internal::{Binding, Op};
 use crate::obs;
 use crate::rooms::protocol::Encoding;
-use crate::rooms::room::{Admission, Perms, ADMISSION_HEADER};
+use crate::rooms::session::{Admission, Perms, ADMISSION_HEADER};
 
 use super::admission::{identify, Identity};
 use super::http::{internal, json, owned, require_upgrade};

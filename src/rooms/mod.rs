@@ -1,8 +1,11 @@
 //! Rooms: the wire protocol, the room state machine, its batch-window write-behind and its
 //! figures. The Durable Object glue that moves their frames is `objects/rooms/`.
 
+pub mod limits;
 pub mod names;
 pub mod protocol;
 pub mod room;
+pub mod session;
 pub mod stats;
+pub mod store;
 pub mod write_behind;

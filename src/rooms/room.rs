@@ -18,11 +18,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::coordination::limiter::{self, GcraState, Policy};
+use crate::rooms::limits::RoomLimits;
 use crate::rooms::names::display_name;
 use crate::rooms::protocol::{
     close, decode, ClientFrame, Encoding, MemberInfo, Message, RawFrame, ServerFrame, StreamPos,
     PROTOCOL_VERSION,
 };
+use crate::rooms::session::{Admission, Session};
+use crate::rooms::store::{Store, StoreError};
 
 /// Longest client message id or idempotency key, in bytes.
 pub const MAX_CLIENT_ID_LEN: usize = 64;
@@ -32,276 +35,6 @@ pub const MAX_HISTORY_REPLAY: usize = 1000;
 pub const MAX_HISTORY_PAGE: usize = 1000;
 /// How often maintenance (age trim, dedupe expiry) runs while the room holds history.
 pub const MAINTENANCE_INTERVAL_MS: u64 = 60_000;
-
-/// Per-room limits. Each is a setting (see the README's configuration table) with the default
-/// given by [`RoomLimits::default`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RoomLimits {
-    /// Largest accepted frame, in bytes (checked before parsing). Default 16 KiB.
-    pub max_frame_bytes: usize,
-    /// Largest message body as compact JSON, in bytes. Default 8 KiB.
-    pub max_body_bytes: usize,
-    /// Longest display name, in characters. Default 32.
-    pub max_name_chars: usize,
-    /// Largest member metadata as compact JSON, in bytes. Default 256.
-    pub max_meta_bytes: usize,
-    /// Most distinct members (users) in a room. Default 1000.
-    pub max_members: usize,
-    /// Most open connections to a room. Default 2000.
-    pub max_connections: usize,
-    /// History kept, by count. Default 1000.
-    pub history_max_messages: u64,
-    /// History kept, by age in ms. Default 24 h.
-    pub history_max_age_ms: u64,
-    /// How long a client message id is remembered for de-duplication, in ms. Default 10 min.
-    pub dedupe_window_ms: u64,
-    /// Publishes per second allowed on one connection (sustained). Default 20.
-    pub publish_rate: u32,
-    /// Publishes allowed at once on one connection. Default 40.
-    pub publish_burst: u32,
-    /// Refused frames in a row after which the connection is closed with 4500. Default 20.
-    pub max_strikes: u32,
-    /// Batch window in ms: messages a socket would receive within it are coalesced into one
-    /// `batch` frame. 0 (the default) sends every message in its own frame.
-    pub batch_window_ms: u64,
-    /// Most messages in one batch frame; a full batch is sent at once. Default 64.
-    pub batch_max_messages: usize,
-}
-
-impl Default for RoomLimits {
-    fn default() -> Self {
-        Self {
-            max_frame_bytes: 16 * 1024,
-            max_body_bytes: 8 * 1024,
-            max_name_chars: 32,
-            max_meta_bytes: 256,
-            max_members: 1000,
-            max_connections: 2000,
-            history_max_messages: 1000,
-            history_max_age_ms: 24 * 3600 * 1000,
-            dedupe_window_ms: 10 * 60 * 1000,
-            publish_rate: 20,
-            publish_burst: 40,
-            max_strikes: 20,
-            batch_window_ms: 0,
-            batch_max_messages: 64,
-        }
-    }
-}
-
-impl RoomLimits {
-    fn publish_policy(&self) -> Policy {
-        Policy::new(self.publish_rate.max(1), 1000, self.publish_burst.max(1))
-            .unwrap_or_else(|_| Policy::new(20, 1000, 40).expect("default policy is valid"))
-    }
-}
-
-/// What a session may do, from its token (anonymous sessions may do everything).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Perms {
-    /// May publish messages.
-    pub publish: bool,
-    /// Receives messages (and history).
-    pub subscribe: bool,
-    /// Sees the member list and join/leave events.
-    pub presence: bool,
-}
-
-impl Perms {
-    /// Every permission.
-    pub const ALL: Self = Self {
-        publish: true,
-        subscribe: true,
-        presence: true,
-    };
-}
-
-/// One connection's state. It is small and serializable because the glue keeps it in the
-/// socket's hibernation attachment (at most 2 KiB), so it survives the object being evicted.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Session {
-    /// Connection id, unique within the room.
-    pub conn: String,
-    /// User id (a token's `sub`, or a random `anon-…` id).
-    pub user: String,
-    /// Whether the user is anonymous (no token).
-    pub anonymous: bool,
-    /// Display name from the token, if it carried one (it wins over the `join` name).
-    pub token_name: Option<String>,
-    /// Display name, set by `join`; `None` until then.
-    pub name: Option<String>,
-    /// Member metadata (compact JSON), set by `join`.
-    pub meta: Option<String>,
-    /// Frame encoding of this connection.
-    pub enc: Encoding,
-    /// Permissions.
-    pub perms: Perms,
-    /// When the token expires (ms since the Unix epoch), if there is one.
-    pub expires_ms: Option<u64>,
-}
-
-impl Session {
-    /// A fresh, not yet joined session.
-    pub fn new(conn: impl Into<String>, user: impl Into<String>, enc: Encoding) -> Self {
-        Self {
-            conn: conn.into(),
-            user: user.into(),
-            anonymous: true,
-            token_name: None,
-            name: None,
-            meta: None,
-            enc,
-            perms: Perms::ALL,
-            expires_ms: None,
-        }
-    }
-
-    fn joined(&self) -> bool {
-        self.name.is_some()
-    }
-
-    fn member(&self, conns: u32) -> Option<MemberInfo> {
-        self.name.as_ref().map(|name| MemberInfo {
-            id: self.user.clone(),
-            name: name.clone(),
-            meta: self
-                .meta
-                .as_deref()
-                .and_then(|m| serde_json::from_str(m).ok()),
-            conns,
-        })
-    }
-
-    fn dedupe_key(&self, id: &str) -> String {
-        if self.anonymous {
-            format!("anon/{id}")
-        } else {
-            format!("user:{}/{id}", self.user)
-        }
-    }
-}
-
-/// What the router decided about a connection before handing it to the room object: the
-/// room, the encoding and who is connecting. It travels in an internal request header that
-/// the router always overwrites, so a client cannot forge it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Admission {
-    /// Room key as addressed (name or private id).
-    pub room: String,
-    /// Negotiated frame encoding.
-    pub enc: Encoding,
-    /// Subprotocol to echo in the 101 response, if the client offered one.
-    pub subprotocol: Option<String>,
-    /// User id of the connecting client.
-    pub user: String,
-    /// Whether the client is anonymous.
-    pub anonymous: bool,
-    /// Display name from the token.
-    pub name: Option<String>,
-    /// Permissions from the token.
-    pub perms: Perms,
-    /// Token expiry, ms since the Unix epoch.
-    pub expires_ms: Option<u64>,
-}
-
-impl Admission {
-    /// The session this admission opens.
-    pub fn session(&self, conn: impl Into<String>) -> Session {
-        Session {
-            conn: conn.into(),
-            user: self.user.clone(),
-            anonymous: self.anonymous,
-            token_name: self.name.clone(),
-            name: None,
-            meta: None,
-            enc: self.enc,
-            perms: self.perms,
-            expires_ms: self.expires_ms,
-        }
-    }
-}
-
-/// Name of the internal header carrying the JSON [`Admission`].
-pub const ADMISSION_HEADER: &str = "X-Roomkeeper-Admission";
-
-/// A storage failure, described for the log.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("storage: {0}")]
-pub struct StoreError(pub String);
-
-/// Where a room's stream and de-duplication records live. Every method is synchronous because
-/// Durable Object SQLite is; a write is durable before any frame sent after it leaves.
-pub trait Store {
-    /// Appends a message.
-    fn append(&mut self, m: &Message) -> Result<(), StoreError>;
-    /// Messages with an offset above `after`, ascending, at most `limit`.
-    fn after(&self, after: u64, limit: usize) -> Result<Vec<Message>, StoreError>;
-    /// The latest `limit` messages, ascending.
-    fn latest(&self, limit: usize) -> Result<Vec<Message>, StoreError>;
-    /// The smallest offset still held, if any.
-    fn first_offset(&self) -> Result<Option<u64>, StoreError>;
-    /// Deletes messages with an offset at or below `offset`.
-    fn trim_through(&mut self, offset: u64) -> Result<(), StoreError>;
-    /// Deletes messages accepted before `ts`.
-    fn trim_older(&mut self, ts: u64) -> Result<(), StoreError>;
-    /// The offset recorded for a de-duplication key, if remembered.
-    fn dedupe_get(&self, key: &str) -> Result<Option<u64>, StoreError>;
-    /// Remembers a de-duplication key.
-    fn dedupe_put(&mut self, key: &str, offset: u64, ts: u64) -> Result<(), StoreError>;
-    /// Forgets de-duplication keys recorded before `ts`.
-    fn dedupe_expire(&mut self, ts: u64) -> Result<(), StoreError>;
-}
-
-/// An in-memory [`Store`] for native tests and tools.
-#[derive(Debug, Clone, Default)]
-pub struct MemoryStore {
-    /// Messages by offset.
-    pub messages: BTreeMap<u64, Message>,
-    /// De-duplication keys: offset and time recorded.
-    pub dedupe: HashMap<String, (u64, u64)>,
-}
-
-impl Store for MemoryStore {
-    fn append(&mut self, m: &Message) -> Result<(), StoreError> {
-        self.messages.insert(m.offset, m.clone());
-        Ok(())
-    }
-    fn after(&self, after: u64, limit: usize) -> Result<Vec<Message>, StoreError> {
-        Ok(self
-            .messages
-            .range(after.saturating_add(1)..)
-            .take(limit)
-            .map(|(_, m)| m.clone())
-            .collect())
-    }
-    fn latest(&self, limit: usize) -> Result<Vec<Message>, StoreError> {
-        let mut v: Vec<Message> = self.messages.values().rev().take(limit).cloned().collect();
-        v.reverse();
-        Ok(v)
-    }
-    fn first_offset(&self) -> Result<Option<u64>, StoreError> {
-        Ok(self.messages.keys().next().copied())
-    }
-    fn trim_through(&mut self, offset: u64) -> Result<(), StoreError> {
-        self.messages = self.messages.split_off(&offset.saturating_add(1));
-        Ok(())
-    }
-    fn trim_older(&mut self, ts: u64) -> Result<(), StoreError> {
-        self.messages.retain(|_, m| m.ts >= ts);
-        Ok(())
-    }
-    fn dedupe_get(&self, key: &str) -> Result<Option<u64>, StoreError> {
-        Ok(self.dedupe.get(key).map(|(o, _)| *o))
-    }
-    fn dedupe_put(&mut self, key: &str, offset: u64, ts: u64) -> Result<(), StoreError> {
-        self.dedupe.insert(key.to_string(), (offset, ts));
-        Ok(())
-    }
-    fn dedupe_expire(&mut self, ts: u64) -> Result<(), StoreError> {
-        self.dedupe.retain(|_, (_, t)| *t >= ts);
-        Ok(())
-    }
-}
 
 /// Who receives a broadcast.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -999,6 +732,8 @@ fn refusal(conn: &str, code: &str, message: impl Into<String>, id: Option<String
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rooms::session::Perms;
+    use crate::rooms::store::MemoryStore;
     use serde_json::json;
 
     fn room() -> (Room, MemoryStore) {

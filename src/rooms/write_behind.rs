@@ -16,7 +16,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 
 use crate::rooms::protocol::Message;
-use crate::rooms::room::{Store, StoreError};
+use crate::rooms::store::{Store, StoreError};
 
 /// Writes held until the window closes, in the order the core made them.
 #[derive(Debug, Default, Clone)]
@@ -162,8 +162,11 @@ impl<S: Store> Store for WriteBehind<'_, S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rooms::limits::RoomLimits;
     use crate::rooms::protocol::{Encoding, MemberInfo, RawFrame};
-    use crate::rooms::room::{MemoryStore, Room, RoomLimits, Session};
+    use crate::rooms::room::Room;
+    use crate::rooms::session::Session;
+    use crate::rooms::store::MemoryStore;
     use proptest::prelude::*;
 
     fn from() -> MemberInfo {
