@@ -37,7 +37,7 @@ mod session;
 pub mod synth;
 mod usage;
 mod vad;
-mod wire;
+pub(crate) mod wire;
 
 pub use audio::*;
 pub use context::*;
