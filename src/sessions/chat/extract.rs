@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::services::leads::Timeline;
+use crate::services::leads::{normalize_email, Timeline};
 
 /// A piece of lead information the bot asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -239,34 +239,9 @@ fn extract_name(original: &str, lower: &str, asking: Option<Slot>) -> Option<Str
     found.map(|(_, n)| n)
 }
 
-fn valid_email(s: &str) -> bool {
-    let Some((local, domain)) = s.split_once('@') else {
-        return false;
-    };
-    let local_ok = !local.is_empty()
-        && local.len() <= 64
-        && !local.starts_with('.')
-        && !local.ends_with('.')
-        && !local.contains("..")
-        && local
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "._%+-'".contains(c));
-    let labels: Vec<&str> = domain.split('.').collect();
-    let domain_ok = domain.len() <= 253
-        && labels.len() >= 2
-        && labels.iter().all(|l| {
-            !l.is_empty()
-                && l.len() <= 63
-                && !l.starts_with('-')
-                && !l.ends_with('-')
-                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-        })
-        && labels
-            .last()
-            .is_some_and(|t| t.len() >= 2 && t.chars().all(|c| c.is_ascii_alphabetic()));
-    local_ok && domain_ok
-}
-
+/// The email address in `original`, if one is valid; a token with an `@` that the leads
+/// service would refuse records [`Problem::BadEmail`] (when no valid one is given). Validity is
+/// exactly [`normalize_email`]'s, the check the leads service applies again when storing.
 fn extract_email(original: &str, problems: &mut Vec<Problem>) -> Option<String> {
     let mut email = None;
     let mut bad = false;
@@ -277,10 +252,11 @@ fn extract_email(original: &str, problems: &mut Vec<Problem>) -> Option<String> 
         if !w.contains('@') {
             continue;
         }
-        if valid_email(w) {
-            email = Some(w.to_ascii_lowercase());
-        } else {
-            bad = true;
+        match normalize_email(w) {
+            // The leads normalisation lowercases only the domain; this extractor has always
+            // lowercased the local part too (pinned by `emails_and_phones_are_extracted_and_checked`).
+            Ok(normalized) => email = Some(normalized.to_ascii_lowercase()),
+            Err(_) => bad = true,
         }
     }
     if email.is_none() && bad {
@@ -652,6 +628,57 @@ mod tests {
         assert_eq!(name("jane doe", None), None);
         assert_eq!(name("12 High Street", Some(Slot::Name)), None);
         assert_eq!(name("why do you need that?", Some(Slot::Name)), None);
+    }
+
+    /// The extractor accepts exactly the addresses the leads service stores, and refuses the
+    /// rest with [`Problem::BadEmail`]; the expected verdicts pin the rules themselves.
+    #[test]
+    fn email_verdicts_agree_with_the_leads_service() {
+        let long_local = format!("{}@example.com", "a".repeat(65));
+        let long_total = format!("jane@{}.com", "d".repeat(250));
+        let cases: &[(&str, bool)] = &[
+            ("jane@example.com", true),
+            ("Jane.Doe@Example.COM", true),
+            ("o'neil+tag@example.ie", true),
+            ("jane-1855@mail.example.co.uk", true),
+            ("a@b.co", true),
+            ("a@b.c", true),
+            ("user_name%x@host-name.org", true),
+            ("jo!e#x@example.com", true),
+            ("josé@example.com", true),
+            ("jane@exämple.de", true),
+            ("jane@example", false),
+            ("jane@@example.com", false),
+            ("@example.com", false),
+            ("jane@", false),
+            (".jane@example.com", false),
+            ("jane.@example.com", false),
+            ("ja..ne@example.com", false),
+            ("ja(ne@example.com", false),
+            ("jane@-example.com", false),
+            ("jane@example-.com", false),
+            ("jane@exa_mple.com", false),
+            ("jane@example..com", false),
+            ("jane@192.168.0.1", false),
+            (&long_local, false),
+            (&long_total, false),
+        ];
+        for &(addr, valid) in cases {
+            let leads = normalize_email(addr);
+            assert_eq!(leads.is_ok(), valid, "leads verdict on {addr:?}: {leads:?}");
+            let x = extract(&format!("my email is {addr}"), None);
+            assert_eq!(x.email.is_some(), valid, "chat verdict on {addr:?}: {x:?}");
+            assert_eq!(
+                x.problems.contains(&Problem::BadEmail),
+                !valid,
+                "chat problems for {addr:?}: {x:?}"
+            );
+            assert_eq!(
+                x.email,
+                leads.ok().map(|e| e.to_ascii_lowercase()),
+                "chat and leads normalise {addr:?} alike (but for the local part's case)"
+            );
+        }
     }
 
     #[test]
