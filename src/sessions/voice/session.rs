@@ -588,11 +588,17 @@ impl VoiceSession {
     }
 }
 
+/// Whether `fx` answer a control frame with `started` (the session accepted a `start`).
+pub fn answers_started(fx: &[Effect]) -> bool {
+    fx.iter()
+        .any(|e| matches!(e, Effect::Send(ServerFrame::Started { .. })))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::sessions::voice::synth::*;
-    use crate::sessions::voice::wire::AudioFormat;
+    use crate::sessions::voice::wire::{format_change, AudioFormat, FormatChange};
 
     // --- the turn machine --------------------------------------------------------------------
 
@@ -1078,6 +1084,32 @@ mod tests {
             }
         }
         assert!(!s.is_closed());
+    }
+
+    #[test]
+    fn the_format_is_remembered_only_for_an_accepted_start() {
+        let mut s = VoiceSession::new(VoiceLimits::default(), Usage::UNLIMITED);
+        let start = start_frame(RATE);
+        let fx = s.apply(Input::Control(&start), T0);
+        assert!(answers_started(&fx));
+        assert_eq!(
+            format_change(&start, answers_started(&fx)),
+            FormatChange::Set(AudioFormat::pcm16_mono(RATE).unwrap())
+        );
+        // A second start is refused as already_started and changes nothing.
+        let fx = s.apply(Input::Control(&start), T0 + 10);
+        assert!(!answers_started(&fx));
+        assert_eq!(
+            format_change(&start, answers_started(&fx)),
+            FormatChange::Keep
+        );
+        let stop = r#"{"type":"stop"}"#;
+        let fx = s.apply(Input::Control(stop), T0 + 20);
+        assert!(!answers_started(&fx));
+        assert_eq!(
+            format_change(stop, answers_started(&fx)),
+            FormatChange::Clear
+        );
     }
 
     #[test]

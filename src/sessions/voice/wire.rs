@@ -400,12 +400,68 @@ pub fn decode_control(text: &str) -> Result<ControlFrame, VoiceError> {
     Ok(frame)
 }
 
+/// What a control frame does to the stream format the glue remembers on the socket, so that
+/// a Durable Object evicted mid-stream can resume the capture in the same format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FormatChange {
+    /// Leave the remembered format as it is (any frame but an accepted `start` or a `stop`,
+    /// including frames that do not decode).
+    Keep,
+    /// Remember this format: a `start` the session accepted.
+    Set(AudioFormat),
+    /// Forget the format: a `stop`.
+    Clear,
+}
+
+/// Decides the [`FormatChange`] for control frame `text`, given whether the session answered
+/// it with `started` (a `start` refused as `already_started` changes nothing).
+pub fn format_change(text: &str, started: bool) -> FormatChange {
+    match decode_control(text) {
+        Ok(ControlFrame::Start { format }) if started => FormatChange::Set(format),
+        Ok(ControlFrame::Stop {}) => FormatChange::Clear,
+        _ => FormatChange::Keep,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
 
     // --- wire format -------------------------------------------------------------------------
+
+    #[test]
+    fn control_frames_change_the_remembered_format() {
+        let start =
+            r#"{"type":"start","format":{"encoding":"pcm16le","sample_rate":16000,"channels":1}}"#;
+        let format = AudioFormat::pcm16_mono(16000).unwrap();
+        assert_eq!(format_change(start, true), FormatChange::Set(format));
+        assert_eq!(format_change(start, false), FormatChange::Keep);
+        assert_eq!(
+            format_change(r#"{"type":"stop"}"#, true),
+            FormatChange::Clear
+        );
+        assert_eq!(
+            format_change(r#"{"type":"stop"}"#, false),
+            FormatChange::Clear
+        );
+        assert_eq!(
+            format_change(r#"{"type":"interrupt"}"#, false),
+            FormatChange::Keep
+        );
+        assert_eq!(
+            format_change(r#"{"type":"text","text":"hi"}"#, false),
+            FormatChange::Keep
+        );
+        assert_eq!(format_change("not json", true), FormatChange::Keep);
+        let bad_rate =
+            r#"{"type":"start","format":{"encoding":"pcm16le","sample_rate":44100,"channels":1}}"#;
+        assert_eq!(format_change(bad_rate, true), FormatChange::Keep);
+        assert_eq!(
+            format_change(r#"{"type":"stop","x":1}"#, true),
+            FormatChange::Keep
+        );
+    }
 
     #[test]
     fn control_frames_decode() {
