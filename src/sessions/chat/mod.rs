@@ -21,15 +21,18 @@
 //!   address, timeline, and which of them were given but invalid); [`detect_intent`].
 //! - The conversation: [`Conversation`], [`Output`], [`LeadSubmission`], [`LeadOutcome`].
 //! - Wire format: [`ClientFrame`], [`ServerFrame`], [`decode_chat`], [`ChatError`].
+//! - Message rate limit: [`ChatRate`] (GCRA, [`CHAT_RATE_MAX`] per [`CHAT_RATE_WINDOW_MS`]).
 
 mod conversation;
 mod extract;
 mod intent;
 mod kb;
+mod rate;
 mod wire;
 
 pub use conversation::*;
 pub use extract::*;
 pub use intent::*;
 pub use kb::*;
+pub use rate::*;
 pub use wire::*;
