@@ -238,4 +238,26 @@ mod tests {
         assert!((zero_crossing_rate(&noise) - 0.5).abs() < 0.05);
         assert!(zero_crossing_rate(&sine(200.0, 5000.0, 100, 16000)) < 0.03);
     }
+
+    // --- test signals (the synth module, measured here) -------------------------------------
+
+    #[test]
+    fn synth_is_deterministic_and_speech_level() {
+        let a = speech_like(&[(100, 500)], 800, 16000);
+        assert_eq!(a, speech_like(&[(100, 500)], 800, 16000));
+        assert_eq!(a.len(), 12_800);
+        assert!(a[..1600].iter().all(|&s| s == 0));
+        assert!(a[9600..].iter().all(|&s| s == 0));
+        let level = level_dbfs(&a[1600..9600]);
+        assert!((-30.0..=-18.0).contains(&level), "{level}");
+        assert!(a.iter().all(|s| s.unsigned_abs() <= SPEECH_PEAK as u16 + 1));
+        assert_eq!(
+            white_noise(-40.0, 10, 8000, 1),
+            white_noise(-40.0, 10, 8000, 1)
+        );
+        assert_ne!(
+            white_noise(-40.0, 10, 8000, 1),
+            white_noise(-40.0, 10, 8000, 2)
+        );
+    }
 }

@@ -92,7 +92,8 @@ pub fn silence(ms: u32, sample_rate: u32) -> Vec<i16> {
     vec![0; samples(ms, sample_rate)]
 }
 
-/// Uniform white noise with RMS level `level_dbfs` (as [`super::audio::level_dbfs`] measures it).
+/// Uniform white noise with RMS level `level_dbfs` (as the audio module's
+/// `level_dbfs` measures it).
 pub fn white_noise(level_dbfs: f32, dur_ms: u32, sample_rate: u32, seed: u32) -> Vec<i16> {
     let mut rng = Xorshift32::new(seed);
     let rms = 32768.0 * 10f32.powf(level_dbfs / 20.0);
@@ -116,30 +117,4 @@ pub fn mix(a: &[i16], b: &[i16]) -> Vec<i16> {
 /// Concatenation of pieces.
 pub fn concat(pieces: &[&[i16]]) -> Vec<i16> {
     pieces.concat()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::sessions::voice::audio::level_dbfs;
-
-    #[test]
-    fn synth_is_deterministic_and_speech_level() {
-        let a = speech_like(&[(100, 500)], 800, 16000);
-        assert_eq!(a, speech_like(&[(100, 500)], 800, 16000));
-        assert_eq!(a.len(), 12_800);
-        assert!(a[..1600].iter().all(|&s| s == 0));
-        assert!(a[9600..].iter().all(|&s| s == 0));
-        let level = level_dbfs(&a[1600..9600]);
-        assert!((-30.0..=-18.0).contains(&level), "{level}");
-        assert!(a.iter().all(|s| s.unsigned_abs() <= SPEECH_PEAK as u16 + 1));
-        assert_eq!(
-            white_noise(-40.0, 10, 8000, 1),
-            white_noise(-40.0, 10, 8000, 1)
-        );
-        assert_ne!(
-            white_noise(-40.0, 10, 8000, 1),
-            white_noise(-40.0, 10, 8000, 2)
-        );
-    }
 }
