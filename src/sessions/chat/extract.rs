@@ -254,7 +254,8 @@ fn extract_email(original: &str, problems: &mut Vec<Problem>) -> Option<String> 
         }
         match normalize_email(w) {
             // The leads normalisation lowercases only the domain; this extractor has always
-            // lowercased the local part too (pinned by `emails_and_phones_are_extracted_and_checked`).
+            // lowercased the local part too (pinned by the test
+            // `emails_and_phones_are_extracted_and_checked`).
             Ok(normalized) => email = Some(normalized.to_ascii_lowercase()),
             Err(_) => bad = true,
         }

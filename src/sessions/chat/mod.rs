@@ -15,14 +15,20 @@
 //!
 //! # Layout
 //!
-//! - Knowledge base: [`KB_DOCS`], [`passages`], [`tokenize`], [`KnowledgeBase`] (BM25 with
-//!   [`BM25_K1`] and [`BM25_B`]), [`answer`] → [`Answer`].
-//! - Slot extraction from free text: [`extract`] → [`Extracted`] (name, email, phone,
-//!   address, timeline, and which of them were given but invalid); [`detect_intent`].
-//! - The conversation: [`Conversation`], [`Output`], [`LeadSubmission`], [`LeadOutcome`].
-//! - Wire format: [`ClientFrame`], [`ServerFrame`], [`decode_chat`], [`ChatError`].
-//! - Message rate limit: [`ChatRate`] (GCRA, [`CHAT_RATE_MAX`] per [`CHAT_RATE_WINDOW_MS`]).
+//! - Knowledge base (`kb.rs`): [`KB_DOCS`], [`passages`], [`tokenize`], [`KnowledgeBase`]
+//!   (BM25 with [`BM25_K1`] and [`BM25_B`]), [`answer`] → [`Answer`].
+//! - Slot extraction from free text (`extract.rs`): [`extract`] → [`Extracted`] (name, email,
+//!   phone, address, timeline, and which of them were given but invalid; email addresses are
+//!   checked with the leads service's own `normalize_email`).
+//! - Intents (`intent.rs`): [`detect_intent`] → [`Intent`], [`Purpose`].
+//! - The conversation (`conversation.rs`): [`LeadDraft`], [`Conversation`], [`Output`],
+//!   [`LeadSubmission`], [`LeadOutcome`].
+//! - Wire format (`wire.rs`): [`ClientFrame`], [`ServerFrame`], [`decode_chat`], [`ChatError`].
+//! - Message rate limit (`rate.rs`): [`ChatRate`] (GCRA, a burst of [`CHAT_RATE_MAX`],
+//!   [`CHAT_RATE_MAX`] per [`CHAT_RATE_WINDOW_MS`]).
 
+// Each concept is one file; the items are re-exported here so `sessions::chat::X` is the
+// one path callers use. Files import siblings directly, never through these re-exports.
 mod conversation;
 mod extract;
 mod intent;

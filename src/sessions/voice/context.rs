@@ -59,7 +59,7 @@ impl Context {
         self.turns.iter()
     }
 
-    /// The turns as a list, oldest first (what [`Effect::Generate`] carries).
+    /// The turns as a list, oldest first (what `Effect::Generate` carries).
     pub fn to_vec(&self) -> Vec<ContextTurn> {
         self.turns.iter().cloned().collect()
     }

@@ -10,19 +10,22 @@
 //!
 //! # Layout
 //!
-//! - Wire format: [`ControlFrame`] (client → server, JSON text frames), [`ServerFrame`] (server →
-//!   client), [`VoiceError`] with stable codes. Audio is binary frames of [`AudioFormat`]
-//!   (16-bit little-endian mono PCM at one of [`ALLOWED_SAMPLE_RATES`]).
-//! - Edge checks: [`validate_audio_frame`] and [`AudioGate`] refuse audio before `start`, odd
-//!   byte counts, empty or over-long frames and audio faster than real time.
-//! - Voice activity detection: [`Vad`] (energy over an adaptive noise floor, a zero-crossing
-//!   guard against broadband noise, attack, hangover, minimum and maximum utterance length)
-//!   yielding [`VadEvent`]s with each utterance's PCM; [`wav_bytes`] wraps PCM for
-//!   transcription endpoints.
-//! - Conversation: [`Context`] (bounded, serializable), [`Usage`] / [`UserUsage`] /
-//!   [`VoiceLimits`] (cost caps), and the turn machine [`VoiceSession`].
-//! - [`synth`]: deterministic test signals (speech-like bursts, tones, white noise) shared by
-//!   unit tests, end-to-end tests and benchmarks.
+//! - Wire format (`wire.rs`): [`ControlFrame`] (client → server, JSON text frames),
+//!   [`ServerFrame`] (server → client), [`VoiceError`] with stable codes. Audio is binary
+//!   frames of [`AudioFormat`] (16-bit little-endian mono PCM at one of
+//!   [`ALLOWED_SAMPLE_RATES`]); [`format_change`] decides the format the glue remembers across
+//!   evictions.
+//! - Edge checks (`audio.rs`): [`validate_audio_frame`] and [`AudioGate`] refuse audio before
+//!   `start`, odd byte counts, empty or over-long frames and audio faster than real time;
+//!   [`level_dbfs`], [`pcm16le_samples`] and [`wav_bytes`] (PCM for transcription endpoints).
+//! - Voice activity detection (`vad.rs`): [`Vad`] (energy over an adaptive noise floor, a
+//!   zero-crossing guard against broadband noise, attack, hangover, minimum and maximum
+//!   utterance length) yielding [`VadEvent`]s with each utterance's PCM.
+//! - Conversation: [`Context`] (`context.rs`, bounded, serializable), [`Usage`] /
+//!   [`UserUsage`] / [`VoiceLimits`] (`usage.rs`, cost caps), and the turn machine
+//!   [`VoiceSession`] (`session.rs`).
+//! - [`synth`] (`synth.rs`): deterministic test signals (speech-like bursts, tones, white
+//!   noise) shared by unit tests, end-to-end tests and benchmarks.
 //!
 //! # Times
 //!
@@ -31,6 +34,8 @@
 //! samples, so the same audio always gives the same boundaries. Wall-clock `now_ms` is used only
 //! to hold the client to real-time pace.
 
+// Each concept is one file; the items are re-exported here so `sessions::voice::X` is the
+// one path callers use. Files import siblings directly, never through these re-exports.
 mod audio;
 mod context;
 mod session;

@@ -98,7 +98,8 @@ pub enum Effect {
     },
     /// Store this snapshot (it replaces the previous one).
     Persist(Snapshot),
-    /// Add this consumption to the user's totals ([`UserUsage::charge`]).
+    /// Add this consumption to the user's totals
+    /// ([`UserUsage::charge`](super::usage::UserUsage::charge)).
     Charge(Usage),
     /// Close the socket with a code from [`crate::rooms::protocol::close`].
     Close {
@@ -176,7 +177,8 @@ pub struct VoiceSession {
 
 impl VoiceSession {
     /// A new session; `user_remaining` is what the user may still consume
-    /// ([`UserUsage::remaining`], or [`Usage::UNLIMITED`] when not tracked per user).
+    /// ([`UserUsage::remaining`](super::usage::UserUsage::remaining), or [`Usage::UNLIMITED`]
+    /// when not tracked per user).
     pub fn new(limits: VoiceLimits, user_remaining: Usage) -> Self {
         Self::restore(Snapshot::default(), limits, user_remaining)
     }

@@ -119,7 +119,7 @@ impl UserUsage {
         }
     }
 
-    /// Adds an [`Effect::Charge`] to today's totals (starting a new day if needed).
+    /// Adds an `Effect::Charge` to today's totals (starting a new day if needed).
     pub fn charge(&mut self, delta: Usage, now_ms: u64) {
         let today = now_ms / DAY_MS;
         if self.day != today {

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::audio::{level_dbfs, zero_crossing_rate};
 
+/// Voice activity detector settings. The defaults suit conversational speech at 8–48 kHz.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct VadConfig {
     /// Analysis window, ms (10–30). Boundaries are quantised to it.
