@@ -28,15 +28,11 @@ use crate::glue::providers as net;
 use crate::http::error::ApiError;
 use crate::services::leads::{LeadInput, Timeline};
 use crate::sessions::chat::{
-    self, decode_chat, reply_frames, ClientFrame, Conversation, LeadOutcome, LeadSubmission,
-    Output, Purpose, Reply, ServerFrame, Slot,
+    self, decode_chat, reply_frames, ChatRate, ClientFrame, Conversation, LeadOutcome,
+    LeadSubmission, Output, Purpose, Reply, ServerFrame, Slot,
 };
 use crate::sessions::providers::{self, Backend};
 
-/// Most messages a chat session accepts per [`CHAT_RATE_WINDOW_MS`].
-pub const CHAT_RATE_MAX: usize = 10;
-/// The window of [`CHAT_RATE_MAX`], ms.
-pub const CHAT_RATE_WINDOW_MS: u64 = 10_000;
 /// Token cap of one generated chat answer.
 pub const CHAT_MAX_TOKENS: u32 = 300;
 
@@ -50,8 +46,8 @@ pub struct Chat {
     kv: Kv,
     backend: Backend,
     conv: RefCell<Option<Conversation>>,
-    /// Arrival times of recent messages (in memory: a limit, not an account).
-    recent: RefCell<VecDeque<u64>>,
+    /// The message rate bucket (in memory: a limit, not an account).
+    rate: RefCell<ChatRate>,
 }
 
 impl DurableObject for Chat {
@@ -62,7 +58,7 @@ impl DurableObject for Chat {
             state,
             env,
             conv: RefCell::new(None),
-            recent: RefCell::new(VecDeque::new()),
+            rate: RefCell::new(ChatRate::default()),
         }
     }
 
@@ -99,17 +95,8 @@ impl DurableObject for Chat {
             }
         };
         let now = now_ms();
-        if !self.admit(now) {
-            send(
-                &ws,
-                &error_frame(
-                    "rate_limited",
-                    &format!(
-                        "at most {CHAT_RATE_MAX} messages per {} s; slow down",
-                        CHAT_RATE_WINDOW_MS / 1000
-                    ),
-                ),
-            );
+        if let Err(limited) = self.rate.borrow_mut().admit(now) {
+            send(&ws, &error_frame(limited.code(), &limited.to_string()));
             return Ok(());
         }
         let (outputs, id, question) = match frame {
@@ -219,21 +206,6 @@ impl Chat {
                 worker::console_error!("chat persist: {e}");
             }
         }
-    }
-
-    fn admit(&self, now: u64) -> bool {
-        let mut recent = self.recent.borrow_mut();
-        while recent
-            .front()
-            .is_some_and(|t| now.saturating_sub(*t) >= CHAT_RATE_WINDOW_MS)
-        {
-            recent.pop_front();
-        }
-        if recent.len() >= CHAT_RATE_MAX {
-            return false;
-        }
-        recent.push_back(now);
-        true
     }
 
     async fn perform(

@@ -31,8 +31,8 @@ use crate::glue::providers as net;
 use crate::sessions::chat;
 use crate::sessions::providers::{self, Backend};
 use crate::sessions::voice::{
-    decode_control, AudioFormat, ControlFrame, Effect, Input, Role, ServerFrame, Snapshot, Usage,
-    UserUsage, VoiceLimits, VoiceSession,
+    answers_started, format_change, AudioFormat, Effect, FormatChange, Input, Role, ServerFrame,
+    Snapshot, Usage, UserUsage, VoiceLimits, VoiceSession,
 };
 
 /// Error code sent when the transcription provider fails (the utterance is then reported
@@ -141,16 +141,10 @@ impl DurableObject for Voice {
             WebSocketIncomingMessage::String(s) => {
                 let fx = self.inner.step(Input::Control(s));
                 // Remember the stream's format on the socket (it survives eviction).
-                let format = match decode_control(s) {
-                    Ok(ControlFrame::Start { format })
-                        if fx
-                            .iter()
-                            .any(|e| matches!(e, Effect::Send(ServerFrame::Started { .. }))) =>
-                    {
-                        Some(Some(format))
-                    }
-                    Ok(ControlFrame::Stop {}) => Some(None),
-                    _ => None,
+                let format = match format_change(s, answers_started(&fx)) {
+                    FormatChange::Set(format) => Some(Some(format)),
+                    FormatChange::Clear => Some(None),
+                    FormatChange::Keep => None,
                 };
                 if let (Some(format), Some(mut a)) = (format, adm) {
                     a.format = format;
