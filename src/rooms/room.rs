@@ -14,7 +14,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::Value;
 
 use crate::coordination::limiter::{self, GcraState, Policy};
@@ -24,7 +24,7 @@ use crate::rooms::protocol::{
     close, decode, ClientFrame, Encoding, MemberInfo, Message, RawFrame, ServerFrame, StreamPos,
     PROTOCOL_VERSION,
 };
-use crate::rooms::session::{Admission, Session};
+use crate::rooms::session::Session;
 use crate::rooms::store::{Store, StoreError};
 
 /// Longest client message id or idempotency key, in bytes.

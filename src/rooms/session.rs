@@ -2,7 +2,6 @@
 //! [`Perms`], and the router's [`Admission`] that opens it.
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use super::protocol::{Encoding, MemberInfo};
 
