@@ -26,6 +26,7 @@ use super::session::{self, Kv};
 use crate::glue::http::{error_response, now_ms};
 use crate::glue::providers as net;
 use crate::http::error::ApiError;
+use crate::internal::Binding;
 use crate::services::leads::{LeadInput, Timeline};
 use crate::sessions::chat::{
     self, decode_chat, reply_frames, ChatRate, ClientFrame, Conversation, LeadOutcome,
@@ -52,9 +53,10 @@ pub struct Chat {
 
 impl DurableObject for Chat {
     fn new(state: State, env: Env) -> Self {
+        let (_, backend) = session::configured(&env);
         Self {
             kv: Kv(state.storage().sql()),
-            backend: session::backend(&env),
+            backend,
             state,
             env,
             conv: RefCell::new(None),
@@ -63,8 +65,8 @@ impl DurableObject for Chat {
     }
 
     async fn fetch(&self, req: Request) -> Result<Response> {
-        if req.path() != "/__ws" {
-            return Response::error("not found", 404);
+        if let Some(refusal) = session::refuse_misconfigured(&self.env, &req, Binding::Chat) {
+            return Ok(refusal);
         }
         match session::accept(&self.state, &self.env, &req, "chat", &self.backend) {
             Ok(r) => Ok(r),
@@ -130,13 +132,7 @@ impl DurableObject for Chat {
         _reason: String,
         _clean: bool,
     ) -> Result<()> {
-        let code = if code == 1005 || code == 1006 {
-            1000
-        } else {
-            code as u16
-        };
-        session::count_closed(&self.state, &self.env, "chat", &ws, code);
-        let _ = ws.close(Some(code), Some("closed"));
+        session::closed(&self.state, &self.env, "chat", &ws, code);
         Ok(())
     }
 
@@ -280,7 +276,7 @@ impl Chat {
             .await;
             let error = result.as_ref().err().map(ToString::to_string);
             let ms = now_ms().saturating_sub(started);
-            crate::glue::ops::provider_call(&self.env, "chat", "generate", ms, error).await;
+            crate::glue::ops::alerts::provider_call(&self.env, "chat", "generate", ms, error).await;
             match result {
                 Ok(_) if !text.trim().is_empty() => {
                     send(

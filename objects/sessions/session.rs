@@ -16,12 +16,18 @@ use worker::{
     Env, Request, Response, ResponseBuilder, SqlStorage, State, WebSocket, WebSocketPair,
 };
 
-use crate::glue::http::internal;
-use crate::glue::settings::setting;
+use std::rc::Rc;
+
+use crate::config::Config;
+use crate::glue::http::{error_response, internal};
+use crate::glue::settings;
 use crate::http::error::ApiError;
+use crate::internal::{Binding, Op};
 use crate::metrics::{Delta, ROOM_CONNECTIONS};
+use crate::objects::socket::finish_close;
 use crate::obs;
-pub(crate) use crate::sessions::admission::{SessionAdmission, SESSION_HEADER};
+use crate::rooms::protocol::close;
+use crate::sessions::admission::{SessionAdmission, SESSION_HEADER};
 use crate::sessions::providers::Backend;
 
 /// Inside an object: accepts the socket of a forwarded upgrade with the hibernation API,
@@ -131,20 +137,38 @@ pub(crate) fn admission(ws: &WebSocket) -> Option<SessionAdmission> {
     ws.deserialize_attachment().ok().flatten()
 }
 
-/// The configured provider ([`Backend::select`]); a bad setting falls back to built-in with a
-/// log line rather than breaking every session.
-pub(crate) fn backend(env: &Env) -> Backend {
-    Backend::select(|k| setting(env, k), env.ai("AI").is_ok()).unwrap_or_else(|e| {
-        worker::console_error!("provider settings: {e}");
-        Backend::Builtin
-    })
+/// The object's settings and provider. A malformed setting never falls back to a default:
+/// every request to the object is refused with `config_error` ([`refuse_misconfigured`]),
+/// as the router's are, so these defaults only stand in for an object that will not serve.
+pub(crate) fn configured(env: &Env) -> (Rc<Config>, Backend) {
+    match settings::config(env) {
+        Ok(c) => {
+            let backend = c.backend(env.ai("AI").is_ok());
+            (c, backend)
+        }
+        Err(_) => (
+            Rc::new(Config::from_lookup(|_| None).expect("defaults parse")),
+            Backend::Builtin,
+        ),
+    }
 }
 
-/// A `u64` setting, or `default` when unset or not a number.
-pub(crate) fn setting_u64(env: &Env, name: &str, default: u64) -> u64 {
-    setting(env, name)
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(default)
+/// Checks an internal request to a session object: the settings parse and the operation is
+/// the socket upgrade; otherwise the error response to answer with.
+pub(crate) fn refuse_misconfigured(env: &Env, req: &Request, binding: Binding) -> Option<Response> {
+    let refusal = match settings::config(env) {
+        Err(e) => e,
+        Ok(_) if Op::decode(binding, &req.path()) == Some(Op::SessionSocket) => return None,
+        Ok(_) => ApiError::not_found("not_found", "no such session operation"),
+    };
+    error_response(&refusal).ok()
+}
+
+/// Counts a session socket's close and completes the closing handshake.
+pub(crate) fn closed(state: &State, env: &Env, kind: &str, ws: &WebSocket, code: usize) {
+    let code = close::reply_code(u16::try_from(code).unwrap_or(close::NORMAL));
+    count_closed(state, env, kind, ws, code);
+    finish_close(ws, usize::from(code), "closed");
 }
 
 /// A small key-value table (`kv`) of JSON values in an object's SQLite storage.

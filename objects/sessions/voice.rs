@@ -28,6 +28,8 @@ use super::quota;
 use super::session::{self, Kv};
 use crate::glue::http::{error_response, now_ms};
 use crate::glue::providers as net;
+use crate::internal::Binding;
+use crate::sessions::admission::{SessionAdmission, SESSION_HEADER};
 use crate::sessions::chat;
 use crate::sessions::providers::{self, Backend};
 use crate::sessions::voice::{
@@ -66,38 +68,14 @@ const USAGE_KEY: &str = "user_usage";
 /// The name of the user's Quota object.
 const QUOTA_NAME_KEY: &str = "quota_name";
 
-fn limits(env: &Env) -> VoiceLimits {
-    let d = VoiceLimits::default();
-    VoiceLimits {
-        session_audio_ms: session::setting_u64(env, "VOICE_SESSION_AUDIO_MS", d.session_audio_ms),
-        session_tokens: session::setting_u64(env, "VOICE_SESSION_TOKENS", d.session_tokens),
-        user_daily_audio_ms: session::setting_u64(
-            env,
-            "VOICE_USER_DAILY_AUDIO_MS",
-            d.user_daily_audio_ms,
-        ),
-        user_daily_tokens: session::setting_u64(
-            env,
-            "VOICE_USER_DAILY_TOKENS",
-            d.user_daily_tokens,
-        ),
-        max_reply_tokens: session::setting_u64(
-            env,
-            "VOICE_MAX_REPLY_TOKENS",
-            u64::from(d.max_reply_tokens),
-        )
-        .min(u64::from(u32::MAX)) as u32,
-        ..d
-    }
-}
-
 impl DurableObject for Voice {
     fn new(state: State, env: Env) -> Self {
+        let (config, backend) = session::configured(&env);
         let inner = Rc::new(Inner {
             raw: session::raw_state(&state),
             kv: Kv(state.storage().sql()),
-            backend: session::backend(&env),
-            limits: limits(&env),
+            backend,
+            limits: config.voice,
             env,
             session: RefCell::new(None),
             cancelled: RefCell::new(HashSet::new()),
@@ -106,8 +84,9 @@ impl DurableObject for Voice {
     }
 
     async fn fetch(&self, req: Request) -> Result<Response> {
-        if req.path() != "/__ws" {
-            return Response::error("not found", 404);
+        if let Some(refusal) = session::refuse_misconfigured(&self.inner.env, &req, Binding::Voice)
+        {
+            return Ok(refusal);
         }
         // A new connection replaces any earlier one: end its session cleanly first.
         if !self.state.get_websockets().is_empty() {
@@ -166,13 +145,7 @@ impl DurableObject for Voice {
         _clean: bool,
     ) -> Result<()> {
         self.closed(&ws);
-        let code = if code == 1005 || code == 1006 {
-            1000
-        } else {
-            code as u16
-        };
-        session::count_closed(&self.state, &self.inner.env, "voice", &ws, code);
-        let _ = ws.close(Some(code), Some("closed"));
+        session::closed(&self.state, &self.inner.env, "voice", &ws, code);
         Ok(())
     }
 
@@ -243,10 +216,10 @@ impl Inner {
     async fn read_quota(&self, req: &Request) {
         let admission = req
             .headers()
-            .get(session::SESSION_HEADER)
+            .get(SESSION_HEADER)
             .ok()
             .flatten()
-            .and_then(|h| serde_json::from_str::<session::SessionAdmission>(&h).ok());
+            .and_then(|h| serde_json::from_str::<SessionAdmission>(&h).ok());
         let Some(a) = admission else { return };
         let ip = req.headers().get("CF-Connecting-IP").ok().flatten();
         let name = quota::quota_name(&a.user, a.anonymous, ip.as_deref());
@@ -279,7 +252,7 @@ impl Inner {
         };
         let me = self.clone();
         session::spawn(&self.raw, async move {
-            crate::glue::ops::add(
+            crate::glue::ops::metrics::add(
                 &me.env,
                 [
                     ("roomkeeper_voice_audio_ms_total", u.audio_ms),
@@ -329,7 +302,7 @@ impl Inner {
                         );
                         let env = self.env.clone();
                         session::spawn(&self.raw, async move {
-                            crate::glue::ops::add(&env, vec![delta]).await
+                            crate::glue::ops::metrics::add(&env, vec![delta]).await
                         });
                     }
                     let _ = ws.send_with_str(f.to_json());
@@ -368,7 +341,8 @@ impl Inner {
         if self.backend != Backend::Builtin {
             let error = result.as_ref().err().map(ToString::to_string);
             let ms = now_ms().saturating_sub(started);
-            crate::glue::ops::provider_call(&self.env, "voice", "transcribe", ms, error).await;
+            crate::glue::ops::alerts::provider_call(&self.env, "voice", "transcribe", ms, error)
+                .await;
         }
         let transcript = match result {
             Ok(t) => t,
@@ -440,7 +414,8 @@ impl Inner {
             .await;
             let error = result.as_ref().err().map(ToString::to_string);
             let ms = now_ms().saturating_sub(started);
-            crate::glue::ops::provider_call(&self.env, "voice", "generate", ms, error).await;
+            crate::glue::ops::alerts::provider_call(&self.env, "voice", "generate", ms, error)
+                .await;
             result
         };
         if !self.is_cancelled(turn) {

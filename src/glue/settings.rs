@@ -9,6 +9,7 @@ use worker::Env;
 use crate::auth::{self, ApiKeys};
 use crate::config::{Config, ConfigError};
 use crate::http::error::ApiError;
+use crate::services::notify::Destinations;
 
 thread_local! {
     /// The isolate's settings: `[vars]` and secrets are fixed for an isolate's lifetime.
@@ -60,4 +61,29 @@ pub(crate) fn auth_secret(env: &Env) -> Result<String, ApiError> {
         message: format!("AUTH_SECRET: {e}"),
     })?;
     Ok(secret)
+}
+
+/// `NOTIFY_DESTINATIONS` (secret), parsed; unset means no destinations (deliveries are
+/// recorded as skipped).
+pub(crate) fn notify_destinations(env: &Env) -> Result<Destinations, ApiError> {
+    Destinations::parse(
+        setting(env, "NOTIFY_DESTINATIONS")
+            .as_deref()
+            .unwrap_or("{}"),
+    )
+    .map_err(|e| ApiError::Config {
+        message: format!("NOTIFY_DESTINATIONS: {e}"),
+    })
+}
+
+/// `WEBHOOK_SECRETS` (secret): the HMAC secret of each inbound webhook source.
+pub(crate) fn webhook_secrets(
+    env: &Env,
+) -> Result<serde_json::Map<String, serde_json::Value>, ApiError> {
+    match setting(env, "WEBHOOK_SECRETS") {
+        Some(s) => serde_json::from_str(&s).map_err(|_| ApiError::Config {
+            message: "WEBHOOK_SECRETS is not a JSON object".into(),
+        }),
+        None => Ok(serde_json::Map::new()),
+    }
 }

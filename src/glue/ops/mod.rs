@@ -4,7 +4,3 @@
 pub mod admin;
 pub mod alerts;
 pub mod metrics;
-
-// Transitional re-exports for callers not yet moved to the modules' own paths.
-pub(crate) use alerts::provider_call;
-pub(crate) use metrics::add;

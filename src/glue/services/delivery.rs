@@ -12,11 +12,11 @@ use super::store::{db, num, opt_str};
 use crate::glue::http::{internal, now_ms};
 use crate::glue::ops::alerts::raise_alert;
 use crate::glue::ops::metrics::add;
-use crate::glue::settings::{self, setting};
+use crate::glue::settings;
 use crate::http::error::ApiError;
 use crate::metrics::Delta;
 use crate::services::notify::{
-    self, Attempted, DeliveryState, DeliveryStatus, Destinations, Effect, Notification, Record,
+    self, Attempted, DeliveryState, DeliveryStatus, Effect, Notification, Record,
 };
 
 /// The delivery job: one attempt, then what the core's state machine
@@ -38,12 +38,7 @@ pub(super) async fn deliver(env: &Env, id: &str, attempt: u32) -> Result<(), Api
     }
     let n = Notification::decode(row.payload.as_bytes()).map_err(internal)?;
     let config = settings::config(env)?;
-    let destinations = match setting(env, "NOTIFY_DESTINATIONS") {
-        Some(cfg) => Destinations::parse(&cfg).map_err(|e| ApiError::Config {
-            message: format!("NOTIFY_DESTINATIONS: {e}"),
-        })?,
-        None => Destinations::parse("{}").map_err(internal)?,
-    };
+    let destinations = settings::notify_destinations(env)?;
     let now = now_ms();
     // No destination for the channel is a configuration choice (e.g. local demo: ops room
     // only), not a failure: the state machine records it as `skipped`, never retried.

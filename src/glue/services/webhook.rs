@@ -9,7 +9,7 @@ use super::jobs::{log, metric};
 use super::notify::create_notification;
 use super::store::{db, num, opt_str};
 use crate::glue::http::{internal, json, now_ms};
-use crate::glue::settings::setting;
+use crate::glue::settings::webhook_secrets;
 use crate::http::error::ApiError;
 use crate::services::notify::{self, Notification, PaymentEvent};
 
@@ -21,12 +21,7 @@ pub(crate) async fn webhook(
     env: &Env,
     source: &str,
 ) -> Result<Response, ApiError> {
-    let secrets: serde_json::Map<String, Value> = match setting(env, "WEBHOOK_SECRETS") {
-        Some(s) => serde_json::from_str(&s).map_err(|_| ApiError::Config {
-            message: "WEBHOOK_SECRETS is not a JSON object".into(),
-        })?,
-        None => serde_json::Map::new(),
-    };
+    let secrets = webhook_secrets(env)?;
     let secret = secrets
         .get(source)
         .and_then(Value::as_str)
