@@ -34,7 +34,7 @@ use crate::obs;
 use crate::rooms::limits::RoomLimits;
 use crate::rooms::names::display_name;
 use crate::rooms::protocol::{Encoded, Encoding, MemberInfo, RawFrame, ServerFrame};
-use crate::rooms::room::{Audience, Effect, PublishError, Room as Core, MAX_HISTORY_PAGE};
+use crate::rooms::room::{Audience, Effect, HistoryQuery, PublishError, Room as Core};
 use crate::rooms::session::{Admission, Session, ADMISSION_HEADER};
 use crate::rooms::stats::{Event, RoomStats, Saved};
 use crate::rooms::store::StoreError;
@@ -316,28 +316,11 @@ impl Room {
 
     fn history(&self, req: &Request) -> std::result::Result<Response, ApiError> {
         let url = req.url().map_err(internal)?;
-        let mut since = 0u64;
-        let mut limit = 100usize;
-        for (k, v) in url.query_pairs() {
-            let bad = |what: &str| {
-                ApiError::bad_request("invalid_query", format!("{what} must be a whole number"))
-            };
-            match k.as_ref() {
-                "since" => since = v.parse().map_err(|_| bad("since"))?,
-                "limit" => limit = v.parse().map_err(|_| bad("limit"))?,
-                _ => {}
-            }
-        }
-        if limit == 0 || limit > MAX_HISTORY_PAGE {
-            return Err(ApiError::bad_request(
-                "invalid_query",
-                format!("limit is 1-{MAX_HISTORY_PAGE}"),
-            ));
-        }
+        let q = HistoryQuery::parse(url.query_pairs())?;
         let mut store = self.store();
         self.batch.flush_writes(&mut store);
         let page = self
-            .with_core(|c| c.history(&store, since, limit))
+            .with_core(|c| c.history(&store, q.since, q.limit))
             .map_err(internal)?;
         json(200, &page)
     }
@@ -432,33 +415,14 @@ impl Room {
         ]);
     }
 
-    /// Counts what an effect does in the room's figures.
+    /// Counts what an effect does in the room's figures ([`Event::of_effect`]).
     fn observe(&self, effect: &Effect) {
-        let event = match effect {
-            Effect::Broadcast {
-                frame: ServerFrame::Message(_),
-                to,
-                except,
-            } => {
-                let receivers = self.with_core(|c| c.audience_len(*to, except.as_deref()));
-                Event::Message { receivers }
-            }
-            Effect::Send { frame, .. } => match frame {
-                ServerFrame::Ack {
-                    duplicate: true, ..
-                } => Event::Duplicate,
-                ServerFrame::Error { code, .. } => {
-                    self.stats.borrow_mut().record(Event::Refused(code));
-                    return;
-                }
-                ServerFrame::Welcome {
-                    recovered: Some(r), ..
-                } => Event::Rejoin(*r),
-                _ => return,
-            },
-            _ => return,
-        };
-        self.stats.borrow_mut().record(event);
+        let event = Event::of_effect(effect, |to, except| {
+            self.with_core(|c| c.audience_len(to, except))
+        });
+        if let Some(event) = event {
+            self.stats.borrow_mut().record(event);
+        }
     }
 
     /// Saves the room's figures if they changed (in the event's own transaction) and reports

@@ -8,4 +8,5 @@ pub mod room;
 pub mod session;
 pub mod stats;
 pub mod store;
+pub mod window;
 pub mod write_behind;

@@ -18,6 +18,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::coordination::limiter::{self, GcraState, Policy};
+use crate::http::error::ApiError;
 use crate::rooms::limits::RoomLimits;
 use crate::rooms::names::display_name;
 use crate::rooms::protocol::{
@@ -152,6 +153,45 @@ pub struct HistoryPage {
 struct ConnRate {
     bucket: GcraState,
     strikes: u32,
+}
+
+/// A `GET …/history` query: `since` (an offset, exclusive; default 0) and `limit` (1 to
+/// [`MAX_HISTORY_PAGE`]; default 100). Other parameters are ignored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryQuery {
+    /// Messages after this offset.
+    pub since: u64,
+    /// At most this many.
+    pub limit: usize,
+}
+
+impl HistoryQuery {
+    /// Parses the query's pairs; a refusal names the parameter (`invalid_query`).
+    pub fn parse<K: AsRef<str>, V: AsRef<str>>(
+        pairs: impl IntoIterator<Item = (K, V)>,
+    ) -> Result<Self, ApiError> {
+        let mut q = Self {
+            since: 0,
+            limit: 100,
+        };
+        for (k, v) in pairs {
+            let bad = |what: &str| {
+                ApiError::bad_request("invalid_query", format!("{what} must be a whole number"))
+            };
+            match k.as_ref() {
+                "since" => q.since = v.as_ref().parse().map_err(|_| bad("since"))?,
+                "limit" => q.limit = v.as_ref().parse().map_err(|_| bad("limit"))?,
+                _ => {}
+            }
+        }
+        if q.limit == 0 || q.limit > MAX_HISTORY_PAGE {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                format!("limit is 1-{MAX_HISTORY_PAGE}"),
+            ));
+        }
+        Ok(q)
+    }
 }
 
 /// A room: sessions, epoch and stream position.
@@ -733,6 +773,34 @@ fn refusal(conn: &str, code: &str, message: impl Into<String>, id: Option<String
 mod tests {
     use super::*;
     use crate::rooms::session::Perms;
+
+    #[test]
+    fn history_queries_are_bounded_and_name_the_bad_parameter() {
+        assert_eq!(
+            HistoryQuery::parse([("since", "7"), ("limit", "5"), ("x", "y")]).unwrap(),
+            HistoryQuery { since: 7, limit: 5 }
+        );
+        assert_eq!(
+            HistoryQuery::parse(Vec::<(&str, &str)>::new()).unwrap(),
+            HistoryQuery {
+                since: 0,
+                limit: 100
+            }
+        );
+        for bad in [
+            ("since", "-1"),
+            ("limit", "0"),
+            ("limit", "1001"),
+            ("limit", "x"),
+        ] {
+            let e = HistoryQuery::parse([bad]).unwrap_err();
+            assert_eq!((e.status(), e.code()), (400, "invalid_query"), "{bad:?}");
+        }
+        assert!(HistoryQuery::parse([("since", "x")])
+            .unwrap_err()
+            .to_string()
+            .contains("since"));
+    }
     use crate::rooms::store::MemoryStore;
     use serde_json::json;
 

@@ -18,6 +18,8 @@ use crate::metrics::{
     Delta, ROOM_BYTES_IN as BYTES_IN, ROOM_DELIVERIES as DELIVERIES, ROOM_DUPLICATES as DUPLICATES,
     ROOM_MESSAGES as MESSAGES, ROOM_REFUSALS as REFUSALS,
 };
+use crate::rooms::protocol::ServerFrame;
+use crate::rooms::room::{Audience, Effect};
 
 /// How often, at most, a busy room saves its figures and sends them to the Metrics object.
 pub const FLUSH_MS: u64 = 1_000;
@@ -81,6 +83,36 @@ impl Counts {
             Event::Rejoin(false) => self.reloaded += 1,
             Event::Opened => self.connections_opened += 1,
             Event::Closed => self.connections_closed += 1,
+        }
+    }
+}
+
+impl<'a> Event<'a> {
+    /// What an effect of the room core counts as, if anything. `receivers` gives the size
+    /// of a broadcast's audience (who, and which connection is left out).
+    pub fn of_effect(
+        effect: &'a Effect,
+        receivers: impl FnOnce(Audience, Option<&str>) -> usize,
+    ) -> Option<Self> {
+        match effect {
+            Effect::Broadcast {
+                frame: ServerFrame::Message(_),
+                to,
+                except,
+            } => Some(Event::Message {
+                receivers: receivers(*to, except.as_deref()),
+            }),
+            Effect::Send { frame, .. } => match frame {
+                ServerFrame::Ack {
+                    duplicate: true, ..
+                } => Some(Event::Duplicate),
+                ServerFrame::Error { code, .. } => Some(Event::Refused(code)),
+                ServerFrame::Welcome {
+                    recovered: Some(r), ..
+                } => Some(Event::Rejoin(*r)),
+                _ => None,
+            },
+            _ => None,
         }
     }
 }
@@ -164,6 +196,38 @@ impl RoomStats {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn effects_map_to_the_events_they_count() {
+        let refused = Effect::Send {
+            conn: "c".into(),
+            frame: ServerFrame::error("rate_limited", "slow down", None),
+        };
+        assert_eq!(
+            Event::of_effect(&refused, |_, _| unreachable!()),
+            Some(Event::Refused("rate_limited"))
+        );
+        let dup = Effect::Send {
+            conn: "c".into(),
+            frame: ServerFrame::Ack {
+                id: "m".into(),
+                offset: 3,
+                duplicate: true,
+            },
+        };
+        assert_eq!(Event::of_effect(&dup, |_, _| 0), Some(Event::Duplicate));
+        let fresh = Effect::Send {
+            conn: "c".into(),
+            frame: ServerFrame::Ack {
+                id: "m".into(),
+                offset: 3,
+                duplicate: false,
+            },
+        };
+        assert_eq!(Event::of_effect(&fresh, |_, _| 0), None);
+        let closing = Effect::AlarmAt(5);
+        assert_eq!(Event::of_effect(&closing, |_, _| 0), None);
+    }
 
     #[test]
     fn counts_every_event_and_saves_each_change() {
