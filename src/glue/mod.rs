@@ -9,6 +9,7 @@
 pub mod admission;
 pub mod bench;
 pub mod coordination;
+pub mod d1;
 pub mod http;
 pub mod ops;
 pub mod providers;

@@ -9,6 +9,7 @@ use wasm_bindgen::JsValue;
 use worker::{Env, Request, Response};
 
 use crate::glue::coordination;
+use crate::glue::d1;
 use crate::glue::http::{internal, json, now_ms, read_json};
 use crate::glue::rooms::room_call;
 use crate::glue::stub::Call;
@@ -159,8 +160,7 @@ pub(crate) async fn audit(
     actor: &str,
     detail: &Value,
 ) -> Result<(), ApiError> {
-    env.d1("DB")
-        .map_err(internal)?
+    d1::db(env)?
         .prepare("INSERT INTO audit (at, subject, action, actor, detail) VALUES (?, ?, ?, ?, ?)")
         .bind(&[
             JsValue::from_f64(now_ms() as f64),
@@ -214,22 +214,25 @@ pub(crate) async fn admin_audit(req: Request, env: &Env) -> Result<Response, Api
             }
         }
     }
-    let db = env.d1("DB").map_err(internal)?;
-    let stmt = match &subject {
-        Some(s) => db
-            .prepare("SELECT id, at, subject, action, actor, detail FROM audit WHERE subject = ? ORDER BY id DESC LIMIT ?")
-            .bind(&[JsValue::from_str(s), JsValue::from_f64(limit as f64)]),
-        None => db
-            .prepare("SELECT id, at, subject, action, actor, detail FROM audit ORDER BY id DESC LIMIT ?")
-            .bind(&[JsValue::from_f64(limit as f64)]),
-    }
-    .map_err(internal)?;
-    let rows: Vec<AuditRow> = stmt
-        .all()
-        .await
-        .map_err(internal)?
-        .results()
-        .map_err(internal)?;
+    let db = d1::db(env)?;
+    let rows: Vec<AuditRow> =
+        match &subject {
+            Some(s) => {
+                d1::all(
+                    &db,
+                    "SELECT id, at, subject, action, actor, detail FROM audit WHERE subject = ? \
+                 ORDER BY id DESC LIMIT ?",
+                    &[JsValue::from_str(s), JsValue::from_f64(limit as f64)],
+                )
+                .await?
+            }
+            None => d1::all(
+                &db,
+                "SELECT id, at, subject, action, actor, detail FROM audit ORDER BY id DESC LIMIT ?",
+                &[JsValue::from_f64(limit as f64)],
+            )
+            .await?,
+        };
     let entries: Vec<Value> = rows
         .iter()
         .map(|r| {

@@ -8,7 +8,7 @@ use worker::{D1Database, Env, Fetch, Headers, Method, Request, RequestInit};
 
 use super::jobs::{enqueue, log, push_ops, Job};
 use super::notify::load_notification;
-use super::store::{db, num, opt_str};
+use crate::glue::d1::{db, num, opt_str};
 use crate::glue::http::{internal, now_ms};
 use crate::glue::ops::alerts::raise_alert;
 use crate::glue::ops::metrics::add;

@@ -8,8 +8,8 @@ use worker::{D1Database, Env, Headers, Request, Response};
 
 use super::jobs::{enqueue, log, metric, push_ops, Job};
 use super::notify::create_notification;
-use super::store::{db, num, opt_str};
 use super::valuation::estimate;
+use crate::glue::d1::{self, db, num, opt_str};
 use crate::glue::http::{internal, json, now_ms};
 use crate::glue::settings;
 use crate::http::bodies;
@@ -460,15 +460,12 @@ pub(crate) async fn get_lead(env: &Env, id: &str) -> Result<Response, ApiError> 
     let row = load_lead(&db, id)
         .await?
         .ok_or_else(|| ApiError::not_found("lead_not_found", "no such lead"))?;
-    let audit: Vec<AuditRow> = db
-        .prepare("SELECT at, action, actor, detail FROM audit WHERE subject = ? ORDER BY id")
-        .bind(&[JsValue::from_str(id)])
-        .map_err(internal)?
-        .all()
-        .await
-        .map_err(internal)?
-        .results()
-        .map_err(internal)?;
+    let audit: Vec<AuditRow> = d1::all(
+        &db,
+        "SELECT at, action, actor, detail FROM audit WHERE subject = ? ORDER BY id",
+        &[JsValue::from_str(id)],
+    )
+    .await?;
     let mut v = row.view();
     v["audit"] = audit
         .iter()

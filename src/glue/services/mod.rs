@@ -7,14 +7,13 @@
 //!
 //! One file per part: [`valuation`] (model and estimates), [`leads`] (intake, enrichment,
 //! listing), [`notify`] (notifications and their delivery), [`webhook`] (inbound webhooks),
-//! [`jobs`] (what travels on the queue), [`queue`] (its consumer) and [`store`] (D1 helpers).
+//! [`jobs`] (what travels on the queue), [`queue`] (its consumer) and [`crate::glue::d1`] (D1 helpers).
 
 mod delivery;
 mod jobs;
 mod leads;
 mod notify;
 mod queue;
-mod store;
 mod valuation;
 mod webhook;
 

@@ -7,7 +7,7 @@ use wasm_bindgen::JsValue;
 use worker::{D1Database, Env, Request, Response};
 
 use super::jobs::{enqueue, metric, push_ops, Job};
-use super::store::{db, num};
+use crate::glue::d1::{self, db, num};
 use crate::glue::http::{internal, json, now_ms};
 use crate::http::bodies;
 use crate::http::error::ApiError;
@@ -146,15 +146,13 @@ pub(crate) async fn get_notification(env: &Env, id: &str) -> Result<Response, Ap
     let n = load_notification(&db, id)
         .await?
         .ok_or_else(|| ApiError::not_found("notification_not_found", "no such notification"))?;
-    let attempts: Vec<AttemptRow> = db
-        .prepare("SELECT attempt, at, status, outcome, error FROM notification_attempts WHERE notification_id = ? ORDER BY id")
-        .bind(&[JsValue::from_str(id)])
-        .map_err(internal)?
-        .all()
-        .await
-        .map_err(internal)?
-        .results()
-        .map_err(internal)?;
+    let attempts: Vec<AttemptRow> = d1::all(
+        &db,
+        "SELECT attempt, at, status, outcome, error FROM notification_attempts \
+         WHERE notification_id = ? ORDER BY id",
+        &[JsValue::from_str(id)],
+    )
+    .await?;
     json(
         200,
         &j!({

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json as j, Value};
 use worker::{D1Database, Env, Request, Response};
 
-use super::store::{db, num};
+use crate::glue::d1::{db, num};
 use crate::glue::http::{internal, json, now_ms};
 use crate::http::bodies;
 use crate::http::error::ApiError;

@@ -7,7 +7,7 @@ use worker::{Env, Request, Response};
 
 use super::jobs::{log, metric};
 use super::notify::create_notification;
-use super::store::{db, num, opt_str};
+use crate::glue::d1::{db, num, opt_str};
 use crate::glue::http::{internal, json, now_ms};
 use crate::glue::settings::webhook_secrets;
 use crate::http::error::ApiError;
