@@ -2,34 +2,33 @@
 //!
 //! # Layout
 //!
-//! The crate is split so that every decision is plain Rust that `cargo test` runs natively,
-//! and the Workers glue only moves bytes between workerd and that core.
+//! Folders are capabilities, and every path says whether a file is pure core or Workers glue.
+//! The core — every module below but `glue` and `objects` — is plain Rust that `cargo test`
+//! runs natively; it never uses the `worker` crate (a wasm32-only dependency) nor the glue,
+//! which `tests/layout.rs` checks along with the absence of import cycles.
 //!
-//! - [`error`]: the one error type of the HTTP edge and its mapping to status and JSON body.
-//! - [`config`]: settings from `[vars]` and secrets, parsed without panics.
-//! - [`route`]: request paths parsed into a [`route::Route`] enum; name validation.
-//! - [`cors`]: the CORS allow-list and preflight decision.
-//! - [`api`]: HTTP API request bodies and their validation.
+//! Core:
+//! - [`http`]: the HTTP edge's pure parts — [`http::route`] (paths into a `Route`, name
+//!   rules), [`http::error`] (the one error type and its status and JSON body),
+//!   [`http::cors`], [`http::bodies`] (request bodies).
+//! - [`config`]: [`config::SETTINGS`], the one table of every setting, and their parsing.
+//! - [`internal`]: every internal call between the Worker and the objects, as one enum.
 //! - [`auth`]: connection tokens (JWT HS256) and API keys.
-//! - [`protocol`]: the WebSocket wire format (JSON text or MessagePack binary frames).
-//! - [`batch`]: write-behind for a room's batch window (one storage commit per window).
-//! - [`room`]: the room state machine (sessions, presence, offsets, recovery) over a `Store`.
-//! - [`limiter`]: GCRA rate-limit arithmetic and named policies.
-//! - [`lock`]: lease locks with fencing tokens and FIFO waiters.
-//! - [`leads`]: lead validation, phone/email normalisation, scoring, CSV export.
-//! - [`valuation`]: property valuation from comparable sales.
-//! - [`notify`]: notification templates, delivery policy, webhook signatures.
-//! - [`metrics`]: counters, Prometheus text and JSON rendering.
-//! - [`obs`]: request ids and structured (JSON) log lines.
-//! - [`voice`]: audio frame validation, voice activity detection, the voice turn machine.
-//! - [`chatbot`]: knowledge-base retrieval (BM25) and the lead-qualification conversation.
-//! - [`providers`]: the AI provider seam (OpenAI-compatible HTTP, Workers AI, built-in).
-//! - `glue` (wasm32 only, `src/glue.rs`): the routing Worker's `fetch` entry point.
-//! - `coord` (wasm32 only, `src/coord.rs`): the router's side of the Limiter and Lock objects.
-//! - `objects` (wasm32 only, `objects/`): Durable Object glue, one file per object kind.
-//! - `ops` (wasm32 only, `src/ops.rs`): metrics, admin endpoints and throttled alerts.
-//! - `services` (wasm32 only, `src/services.rs`): leads, valuation and notification handlers
-//!   over D1, KV and the job queue, and the queue consumer.
+//! - [`obs`], [`metrics`]: request ids and log lines; counters and their rendering.
+//! - [`rooms`]: the wire protocol, the room state machine over a `Store`, its batch window,
+//!   write-behind and figures.
+//! - [`sessions`]: the voice agent (audio, VAD, turns, usage) and the chatbot (knowledge
+//!   base, extraction, conversation), and the AI provider seam.
+//! - [`coordination`]: GCRA rate-limit arithmetic and lease locks with fencing tokens.
+//! - [`services`]: leads, notifications (templates, the delivery state machine, webhook
+//!   signatures) and the valuation model.
+//!
+//! Glue (wasm32 only):
+//! - `glue` (`src/glue/`): the routing Worker — `router` on top, one module per capability
+//!   under it, and leaves every piece of glue may use (`http`, `settings`, `stub`,
+//!   `admission`, `d1`).
+//! - `objects` (`objects/`): the Durable Objects by capability — `rooms/`, `sessions/`,
+//!   `coordination/`, `metrics`, `bench` — each a thin shell over its core type.
 //!
 //! Time is always passed in as `now_ms`; nothing in the core reads a clock.
 

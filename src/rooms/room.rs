@@ -4,9 +4,9 @@
 //! ordered stream. Every input — a socket connecting, a frame arriving, an HTTP broadcast, a
 //! socket closing, an alarm — goes through a method that returns [`Effect`]s; the Durable Object
 //! glue performs them in order. The stream itself lives behind the [`Store`] trait: SQLite in
-//! the object, [`MemoryStore`] in native tests. Appends happen inside the core, before the
-//! effects that deliver or acknowledge the message are returned, so nothing is ever delivered
-//! or acknowledged before it is stored.
+//! the object, [`MemoryStore`](super::store::MemoryStore) in native tests. Appends happen
+//! inside the core, before the effects that deliver or acknowledge the message are returned,
+//! so nothing is ever delivered or acknowledged before it is stored.
 //!
 //! The core does not know what a subscriber is: a session is an id with a user, a name, an
 //! encoding and permissions. Client sockets are one kind; relays or multiplexing gateways can
