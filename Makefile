@@ -51,8 +51,9 @@ unit:
 e2e: setup
 	cargo test --test e2e
 
-## deploy-check: build the deployable bundle for every environment offline
+## deploy-check: check the deploy defaults (tests/deploy_config.rs), then build the deployable bundle for every environment offline
 deploy-check: build
+	cargo test --test deploy_config
 	for env in "" staging production; do \
 	  out=$$(mktemp -d); \
 	  $(WRANGLER) deploy --dry-run --outdir $$out $${env:+--env $$env} || exit 1; \

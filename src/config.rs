@@ -55,8 +55,9 @@ const fn secret(name: &'static str, default: &'static str, doc: &'static str) ->
 pub const SETTINGS: &[Setting] = &[
     var(
         "ENVIRONMENT",
-        "`local`",
-        "shown by `/health`; `local` enables `POST /api/dev/token`",
+        "`production`",
+        "shown by `/health`; only an explicit `local` (the top level of `wrangler.toml`) \
+         enables `POST /api/dev/token` and the bench routes",
     ),
     var("LOG_LEVEL", "`info`", "`debug`, `info`, `warn` or `error`"),
     var(
@@ -255,8 +256,8 @@ pub fn readme_row(s: &Setting) -> String {
 /// The service's settings (every `[vars]` setting, parsed).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
-    /// `ENVIRONMENT`: `local`, `staging` or `production` (shown by `/health`; `local` enables
-    /// the dev token endpoint).
+    /// `ENVIRONMENT`: `local`, `staging` or `production` (shown by `/health`; default
+    /// `production`; only `local` enables the dev token endpoint and the bench routes).
     pub environment: String,
     /// `CORS_ORIGINS`: allowed browser origins besides the Worker's own.
     pub cors: AllowList,
@@ -396,7 +397,11 @@ impl Config {
             ..v
         };
         Ok(Self {
-            environment: lookup("ENVIRONMENT").unwrap_or_else(|| "local".into()),
+            // Unset means production: local conveniences need `ENVIRONMENT=local` said.
+            environment: lookup("ENVIRONMENT")
+                .map(|e| e.trim().to_string())
+                .filter(|e| !e.is_empty())
+                .unwrap_or_else(|| "production".into()),
             cors,
             allow_anonymous: flag(&lookup, "ALLOW_ANONYMOUS")?,
             room: room_limits(&lookup)?,
@@ -431,6 +436,12 @@ impl Config {
             ),
             voice,
         })
+    }
+
+    /// Whether this is the local environment (`ENVIRONMENT=local`, set explicitly): the dev
+    /// token endpoint and the bench routes exist only there.
+    pub fn is_local(&self) -> bool {
+        self.environment == "local"
     }
 
     /// The AI provider, given whether the `AI` binding exists: `LLM_BASE_URL` first, then
@@ -547,7 +558,11 @@ mod tests {
     #[test]
     fn defaults() {
         let c = cfg(&[]).unwrap();
-        assert_eq!(c.environment, "local");
+        // Unset is production: no dev tokens, no bench routes.
+        assert_eq!(c.environment, "production");
+        assert!(!c.is_local());
+        assert!(cfg(&[("ENVIRONMENT", "local")]).unwrap().is_local());
+        assert!(!cfg(&[("ENVIRONMENT", "")]).unwrap().is_local());
         assert_eq!(c.room, RoomLimits::default());
         assert!(!c.allow_anonymous);
     }

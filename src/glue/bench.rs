@@ -20,7 +20,7 @@ pub(crate) async fn route(
     room: &RoomKey,
     op: &str,
 ) -> Result<Response, ApiError> {
-    if !(config.environment == "local" || config.bench_routes) {
+    if !(config.is_local() || config.bench_routes) {
         return Err(ApiError::not_found(
             "not_found",
             "bench routes exist only locally or with BENCH_ROUTES=true",

@@ -209,7 +209,7 @@ async fn handle(
             broadcast_many(env, b, key_name).await
         }
         Route::DevToken => {
-            if config.environment != "local" {
+            if !config.is_local() {
                 return Err(ApiError::not_found(
                     "not_found",
                     "the dev token endpoint exists only locally",
