@@ -78,6 +78,19 @@ pub enum AuthError {
         /// The token's `exp` claim.
         expired_at_s: u64,
     },
+    /// The token was valid but its `nbf` (less [`CLOCK_LEEWAY_S`]) is still ahead.
+    #[error("token not valid before {nbf_s} (seconds since the Unix epoch)")]
+    NotYetValid {
+        /// The token's `nbf` claim.
+        nbf_s: u64,
+    },
+    /// The token lives longer than the service accepts (`TOKEN_MAX_TTL_S`): `exp` is more than
+    /// that far from `iat`, or from now.
+    #[error("token lifetime exceeds the maximum of {max_s} s")]
+    LifetimeTooLong {
+        /// The maximum, `TOKEN_MAX_TTL_S`.
+        max_s: u64,
+    },
     /// The signature is good but a claim is missing, mistyped or out of bounds.
     #[error("invalid token claims: {0}")]
     InvalidClaims(String),
@@ -104,8 +117,10 @@ impl AuthError {
             | Self::Malformed(_)
             | Self::UnsupportedAlg
             | Self::BadSignature
-            | Self::InvalidClaims(_) => "invalid_token",
+            | Self::InvalidClaims(_)
+            | Self::LifetimeTooLong { .. } => "invalid_token",
             Self::Expired { .. } => "token_expired",
+            Self::NotYetValid { .. } => "token_not_yet_valid",
             Self::WeakSecret => "weak_secret",
             Self::InvalidApiKeysConfig(_) => "invalid_api_keys_config",
             Self::MissingApiKey => "missing_api_key",
@@ -149,7 +164,7 @@ fn all_perms() -> Vec<Perm> {
 /// Defaults are chosen so that a token must say where it may go but not, in the common case,
 /// what it may do there: an absent `rooms` means no room at all (a token never opens every room
 /// by omission), an absent `perms` means all of [`Perm::ALL`]. An explicit empty `perms` list
-/// grants nothing. Unknown claims (`iss`, `aud`, `nbf`, …) are ignored; an unknown permission
+/// grants nothing. Unknown claims (`iss`, `aud`, …) are ignored; an unknown permission
 /// name is refused, so a typo fails loudly instead of silently granting less.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claims {
@@ -169,11 +184,33 @@ pub struct Claims {
     pub perms: Vec<Perm>,
     /// Expiry, in seconds since the Unix epoch (required).
     pub exp: u64,
-    /// Issue time, in seconds since the Unix epoch; informational and not checked, since only
-    /// `exp` bounds a token's life.
+    /// Issue time, in seconds since the Unix epoch. With a maximum lifetime
+    /// ([`TokenRules::max_ttl_s`]), `exp - iat` may not exceed it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iat: Option<u64>,
+    /// Not before, in seconds since the Unix epoch: the token is refused
+    /// (`token_not_yet_valid`) until then, less [`CLOCK_LEEWAY_S`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
 }
+
+/// What the service demands of a token beyond its signature and claims.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenRules {
+    /// Longest lifetime accepted, seconds (`TOKEN_MAX_TTL_S`): `exp` may be at most this far
+    /// from `iat`, and from now.
+    pub max_ttl_s: u64,
+}
+
+impl TokenRules {
+    /// No lifetime bound (only for tools and tests; the service uses its setting).
+    pub const UNBOUNDED: Self = Self {
+        max_ttl_s: u64::MAX,
+    };
+}
+
+/// Default of `TOKEN_MAX_TTL_S`: one day.
+pub const DEFAULT_TOKEN_MAX_TTL_S: u64 = 86_400;
 
 impl Claims {
     /// Whether the token opens `room` (see [`Claims::rooms`] for the pattern rules).
@@ -269,8 +306,20 @@ pub fn mint(claims: &Claims, secret: &[u8]) -> String {
 /// (`alg` must be `HS256`; `typ`, if present, `JWT`), signature (constant-time), then the
 /// claims' bounds, then expiry. Claims are checked before expiry so that `token_expired` always
 /// means "this token was good; fetch a fresh one". The token is refused from
-/// `exp + CLOCK_LEEWAY_S` on. `secret` should have passed [`check_secret`] at startup.
+/// `exp + CLOCK_LEEWAY_S` on, and before `nbf - CLOCK_LEEWAY_S`. `secret` should have passed
+/// [`check_secret`] at startup. No lifetime bound: see [`verify_with`].
 pub fn verify(token: &str, secret: &[u8], now_s: u64) -> Result<Claims, AuthError> {
+    verify_with(token, secret, now_s, TokenRules::UNBOUNDED)
+}
+
+/// [`verify`], then the service's [`TokenRules`]: a token that lives longer than
+/// `max_ttl_s` (from `iat`, or from now) is refused.
+pub fn verify_with(
+    token: &str,
+    secret: &[u8],
+    now_s: u64,
+    rules: TokenRules,
+) -> Result<Claims, AuthError> {
     if token.len() > MAX_TOKEN_LEN {
         return Err(AuthError::TooLong);
     }
@@ -318,6 +367,17 @@ pub fn verify(token: &str, secret: &[u8], now_s: u64) -> Result<Claims, AuthErro
     if now_s >= claims.refused_from_s() {
         return Err(AuthError::Expired {
             expired_at_s: claims.exp,
+        });
+    }
+    if let Some(nbf) = claims.nbf {
+        if now_s.saturating_add(CLOCK_LEEWAY_S) < nbf {
+            return Err(AuthError::NotYetValid { nbf_s: nbf });
+        }
+    }
+    let from = claims.iat.map_or(now_s, |iat| iat.min(now_s));
+    if claims.exp.saturating_sub(from) > rules.max_ttl_s {
+        return Err(AuthError::LifetimeTooLong {
+            max_s: rules.max_ttl_s,
         });
     }
     Ok(claims)
@@ -467,6 +527,7 @@ mod tests {
             perms: vec![Perm::Subscribe, Perm::Presence],
             exp: NOW + 600,
             iat: Some(NOW),
+            nbf: None,
         }
     }
 
@@ -566,6 +627,7 @@ mod tests {
                 perms: Perm::ALL.to_vec(),
                 exp: 2_000_000_000,
                 iat: None,
+                nbf: None,
             })
         );
     }
@@ -1061,5 +1123,56 @@ mod tests {
             assert_eq!(err.code(), "invalid_api_key");
             assert!(!err.to_string().contains(K1));
         }
+    }
+
+    #[test]
+    fn not_before_is_honoured_with_the_leeway() {
+        let c = Claims {
+            nbf: Some(NOW + 100),
+            ..claims()
+        };
+        let t = mint(&c, SECRET);
+        assert_eq!(
+            verify(&t, SECRET, NOW),
+            Err(AuthError::NotYetValid { nbf_s: NOW + 100 })
+        );
+        assert_eq!(
+            verify(&t, SECRET, NOW).unwrap_err().code(),
+            "token_not_yet_valid"
+        );
+        // Within the clock leeway it is accepted, and after it of course.
+        assert!(verify(&t, SECRET, NOW + 100 - CLOCK_LEEWAY_S).is_ok());
+        assert!(verify(&t, SECRET, NOW + 101).is_ok());
+    }
+
+    #[test]
+    fn lifetimes_over_the_maximum_are_refused() {
+        let rules = TokenRules { max_ttl_s: 600 };
+        // exp - iat = 600: at the maximum.
+        assert!(verify_with(&mint(&claims(), SECRET), SECRET, NOW, rules).is_ok());
+        let long = Claims {
+            exp: NOW + 601,
+            ..claims()
+        };
+        let e = verify_with(&mint(&long, SECRET), SECRET, NOW, rules).unwrap_err();
+        assert_eq!(e, AuthError::LifetimeTooLong { max_s: 600 });
+        assert_eq!(e.code(), "invalid_token");
+        // Without iat, the lifetime counts from now.
+        let no_iat = Claims {
+            iat: None,
+            exp: NOW + 601,
+            ..claims()
+        };
+        assert!(verify_with(&mint(&no_iat, SECRET), SECRET, NOW, rules).is_err());
+        assert!(verify_with(&mint(&no_iat, SECRET), SECRET, NOW + 1, rules).is_ok());
+        // A backdated iat does not hide a long life.
+        let backdated = Claims {
+            iat: Some(NOW - 10_000),
+            exp: NOW + 60,
+            ..claims()
+        };
+        assert!(verify_with(&mint(&backdated, SECRET), SECRET, NOW, rules).is_err());
+        // Unbounded, as `verify` is, accepts all of them.
+        assert!(verify(&mint(&long, SECRET), SECRET, NOW).is_ok());
     }
 }

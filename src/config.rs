@@ -11,6 +11,7 @@
 //! naming it (never its value, which may be a secret), which the edge answers as
 //! `config_error`: nothing falls back to a default silently, and nothing panics.
 
+use crate::auth::{TokenRules, DEFAULT_TOKEN_MAX_TTL_S};
 use crate::coordination::limiter::Policies;
 use crate::http::cors::AllowList;
 use crate::obs::Level;
@@ -74,6 +75,12 @@ pub const SETTINGS: &[Setting] = &[
         "AUTH_SECRET",
         "local: a dev value in `[vars]`",
         "HS256 key for connection tokens, ≥ 16 bytes",
+    ),
+    var(
+        "TOKEN_MAX_TTL_S",
+        "86400",
+        "longest connection-token lifetime accepted (`exp` minus `iat`, or minus now), \
+         60–2592000 s; longer tokens are refused `invalid_token`",
     ),
     secret(
         "API_KEYS",
@@ -269,6 +276,8 @@ pub struct Config {
     pub policies: Policies,
     /// `LOG_LEVEL`: `debug`, `info` (default), `warn` or `error`.
     pub log_level: Level,
+    /// `TOKEN_MAX_TTL_S`: what connection tokens must satisfy beyond their signature.
+    pub tokens: TokenRules,
     /// `BENCH_ROUTES`: serve the bench routes outside `ENVIRONMENT=local`.
     pub bench_routes: bool,
     /// `REFUSAL_ALERT_THRESHOLD`: refusals per minute per isolate that raise an alert.
@@ -418,6 +427,15 @@ impl Config {
                     why: e.to_string(),
                 })?,
                 None => Policies::default(),
+            },
+            tokens: TokenRules {
+                max_ttl_s: number(
+                    &lookup,
+                    "TOKEN_MAX_TTL_S",
+                    DEFAULT_TOKEN_MAX_TTL_S,
+                    60,
+                    30 * 86_400,
+                )?,
             },
             bench_routes: flag(&lookup, "BENCH_ROUTES")?,
             refusal_alert_threshold: number(
@@ -611,6 +629,7 @@ mod tests {
         assert_eq!(c.backend(true).name(), "workers-ai");
         for (name, bad) in [
             ("BENCH_ROUTES", "yes"),
+            ("TOKEN_MAX_TTL_S", "59"),
             ("REFUSAL_ALERT_THRESHOLD", "0"),
             ("LEADS_DEFAULT_COUNTRY", "ZZ"),
             ("NOTIFY_BACKOFF_BASE_MS", "soon"),

@@ -47,6 +47,7 @@ pub(crate) fn identify(req: &Request, env: &Env, config: &Config) -> Result<Iden
         ));
     };
     let secret = auth_secret(env)?;
-    let claims = auth::verify(&token, secret.as_bytes(), now_ms() / 1000).map_err(unauthorized)?;
+    let claims = auth::verify_with(&token, secret.as_bytes(), now_ms() / 1000, config.tokens)
+        .map_err(unauthorized)?;
     Ok(Identity::Token(claims))
 }

@@ -223,8 +223,13 @@ async fn handle(
             let token = auth::mint(&claims, secret.as_bytes());
             // Check the claims the way a connection will (just before expiry, so `ttl_s: 0`
             // still mints a deliberately expired token), so a bad request fails here.
-            auth::verify(&token, secret.as_bytes(), claims.exp.saturating_sub(1))
-                .map_err(|e| ApiError::unprocessable(e.code(), e.to_string()))?;
+            auth::verify_with(
+                &token,
+                secret.as_bytes(),
+                claims.exp.saturating_sub(1),
+                config.tokens,
+            )
+            .map_err(|e| ApiError::unprocessable(e.code(), e.to_string()))?;
             json(200, &j!({ "token": token, "exp": claims.exp }))
         }
         Route::LimitCheck { policy, key } => {

@@ -111,6 +111,7 @@ impl DevTokenRequest {
             perms: self.perms.unwrap_or_else(|| Perm::ALL.to_vec()),
             exp: now_s + ttl,
             iat: Some(now_s),
+            nbf: None,
         })
     }
 }
