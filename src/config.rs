@@ -245,7 +245,7 @@ pub const SETTINGS: &[Setting] = &[
         "VOICE_USER_DAILY_AUDIO_MS",
         "7200000",
         "audio per user per UTC day across all of a user's voice sessions (kept in the \
-         user's `Quota` object; anonymous users by address)",
+         user's `Quota` object; anonymous users by address, IPv6 by its /64)",
     ),
     var(
         "VOICE_USER_DAILY_TOKENS",

@@ -50,16 +50,6 @@ impl DurableObject for Quota {
     }
 }
 
-/// The quota object's name for a connecting user: the token's subject, or the client's address
-/// for an anonymous connection (whose user id is new on every connection).
-pub(crate) fn quota_name(user: &str, anonymous: bool, client_ip: Option<&str>) -> String {
-    if anonymous {
-        format!("ip:{}", client_ip.unwrap_or("unknown"))
-    } else {
-        format!("user:{user}")
-    }
-}
-
 /// Charges `delta` to the quota object `name` (all zero only reads) and returns the user's
 /// totals after it.
 pub(crate) async fn charge(env: &Env, name: &str, delta: Usage) -> Result<UserUsage> {

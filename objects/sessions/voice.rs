@@ -222,7 +222,7 @@ impl Inner {
             .and_then(|h| serde_json::from_str::<SessionAdmission>(&h).ok());
         let Some(a) = admission else { return };
         let ip = req.headers().get("CF-Connecting-IP").ok().flatten();
-        let name = quota::quota_name(&a.user, a.anonymous, ip.as_deref());
+        let name = crate::sessions::admission::quota_name(&a.user, a.anonymous, ip.as_deref());
         let _ = self.kv.put(QUOTA_NAME_KEY, &name);
         match quota::charge(&self.env, &name, Usage::default()).await {
             Ok(totals) => self.apply_totals(&totals),

@@ -10,8 +10,6 @@
 //! `Retry-After`): the check itself succeeded, and a 429 stays reserved for callers that are
 //! themselves over a limit (the `api` policy on their API key), so the two never mix.
 
-use std::net::IpAddr;
-
 use serde::Deserialize;
 use serde_json::{json, Value};
 use worker::{Env, Request, Response};
@@ -20,6 +18,7 @@ use crate::config::Config;
 use crate::coordination::limiter::{self, Decision, Policy};
 use crate::glue::http::{internal, json as json_response, read_json};
 use crate::http::bodies;
+use crate::http::client::address_key;
 use crate::http::error::ApiError;
 use crate::http::route::LockOp;
 use crate::internal::Op;
@@ -126,17 +125,18 @@ pub(crate) async fn enforce(
     }
 }
 
-/// The caller's address from `CF-Connecting-IP`, or `unknown` when absent or not an address.
+/// The caller's budget key from `CF-Connecting-IP` ([`address_key`]: IPv6 by its /64).
 ///
 /// Cloudflare sets this header from the connection. Locally, `wrangler dev` sets it from the
 /// client socket only when the client did not send one (see docs/COORDINATION.md).
 pub(crate) fn client_ip(req: &Request) -> String {
-    req.headers()
-        .get("CF-Connecting-IP")
-        .ok()
-        .flatten()
-        .and_then(|h| h.trim().parse::<IpAddr>().ok())
-        .map_or_else(|| "unknown".to_string(), |ip| ip.to_string())
+    address_key(
+        req.headers()
+            .get("CF-Connecting-IP")
+            .ok()
+            .flatten()
+            .as_deref(),
+    )
 }
 
 /// `GET /api/locks/:name` and `POST /api/locks/:name/{acquire,renew,release}`: the body is

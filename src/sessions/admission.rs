@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::voice::AudioFormat;
+use crate::http::client::address_key;
 
 /// Internal header carrying a [`SessionAdmission`] from the router to the object.
 pub const SESSION_HEADER: &str = "X-Roomkeeper-Session";
@@ -31,5 +32,31 @@ impl SessionAdmission {
     /// session id never share a conversation.
     pub fn object_name(&self) -> String {
         format!("{}:{}", self.user, self.session)
+    }
+}
+
+/// The quota object's name for a connecting user: the token's subject, or the client's address key (IPv6 by its /64)
+/// for an anonymous connection (whose user id is new on every connection).
+pub fn quota_name(user: &str, anonymous: bool, client_address: Option<&str>) -> String {
+    if anonymous {
+        format!("ip:{}", address_key(client_address))
+    } else {
+        format!("user:{user}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn anonymous_quotas_are_per_address_and_ipv6_per_64() {
+        assert_eq!(quota_name("ann", false, Some("10.0.0.1")), "user:ann");
+        assert_eq!(quota_name("anon-1", true, Some("10.0.0.1")), "ip:10.0.0.1");
+        assert_eq!(
+            quota_name("anon-1", true, Some("2001:db8::1")),
+            quota_name("anon-2", true, Some("2001:db8::ffff")),
+        );
+        assert_eq!(quota_name("anon-1", true, None), "ip:unknown");
     }
 }
