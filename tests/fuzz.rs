@@ -199,6 +199,7 @@ proptest! {
             perms: vec![Perm::Publish],
             exp: 2_000,
             iat: None,
+            nbf: None,
         };
         let token = auth::mint(&claims, SECRET);
         prop_assert_eq!(auth::verify(&token, SECRET, 1_000).map(|c| c.sub), Ok(claims.sub.clone()));

@@ -351,6 +351,19 @@ impl Default for Policies {
             ("api", 600, 60_000, 60),
             // 3 alerts of one kind per 5 minutes, so an incident does not flood the channel.
             ("alerts", 3, 300_000, 3),
+            // Public routes, per client address (IPv6 by /64): what one caller without an API
+            // key may make the service do and store.
+            // Private rooms created: 10 per hour, 5 at once.
+            ("rooms", 10, 3_600_000, 5),
+            // Leads submitted: 10 per hour, 5 at once (each queues enrichment and a
+            // notification).
+            ("leads", 10, 3_600_000, 5),
+            // Valuation estimates: 60 per minute, 20 at once.
+            ("valuation", 60, 60_000, 20),
+            // Inbound webhook calls: 120 per minute, 60 at once.
+            ("webhooks", 120, 60_000, 60),
+            // Dev tokens (local only): 60 per minute, 20 at once.
+            ("dev_token", 60, 60_000, 20),
         ];
         let by_name = defaults
             .into_iter()

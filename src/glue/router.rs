@@ -19,7 +19,9 @@ use crate::metrics::Delta;
 use crate::obs;
 
 use super::admission::unauthorized;
-use super::http::{error_response, internal, json, log, now_ms, read_body, with_headers};
+use super::http::{
+    error_response, internal, json, log, now_ms, read_body, require_upgrade, with_headers,
+};
 use super::rooms::{broadcast_many, create_room, room_call, room_socket};
 use super::settings::{api_keys, auth_secret, config as settings};
 use super::stub::Call;
@@ -142,6 +144,31 @@ async fn handle(
     {
         super::coordination::enforce(env, config, "api", &format!("apikey:{k}")).await?;
     }
+    let socket = matches!(
+        route,
+        Route::RoomSocket(_) | Route::VoiceSocket(_) | Route::ChatSocket(_)
+    );
+    if socket {
+        // Everything a socket request can be refused for without state comes first: nothing
+        // is charged (no Limiter object is even created) for a request that is not one.
+        if let Some(o) = origin {
+            if !config.cors.allows(o, self_origin) {
+                return Err(cors::origin_refused(o));
+            }
+        }
+        require_upgrade(&req)?;
+    }
+    if route == Route::DevToken && !config.is_local() {
+        return Err(ApiError::not_found(
+            "not_found",
+            "the dev token endpoint exists only locally",
+        ));
+    }
+    // Public routes spend a per-address budget before they do or store anything.
+    if let Some(policy) = route.address_policy(method) {
+        let ip = super::coordination::client_ip(&req);
+        super::coordination::enforce(env, config, policy, &format!("ip:{ip}")).await?;
+    }
     match route {
         Route::Health => json(
             200,
@@ -153,24 +180,8 @@ async fn handle(
             }),
         ),
         Route::CreateRoom => create_room(env).await,
-        Route::RoomSocket(key) => {
-            if let Some(o) = origin {
-                if !config.cors.allows(o, self_origin) {
-                    return Err(cors::origin_refused(o));
-                }
-            }
-            let ip = super::coordination::client_ip(&req);
-            super::coordination::enforce(env, config, "connect", &format!("ip:{ip}")).await?;
-            room_socket(req, env, config, key, request_id).await
-        }
+        Route::RoomSocket(key) => room_socket(req, env, config, key, request_id).await,
         r @ (Route::VoiceSocket(_) | Route::ChatSocket(_)) => {
-            if let Some(o) = origin {
-                if !config.cors.allows(o, self_origin) {
-                    return Err(cors::origin_refused(o));
-                }
-            }
-            let ip = super::coordination::client_ip(&req);
-            super::coordination::enforce(env, config, "connect", &format!("ip:{ip}")).await?;
             super::sessions::socket(req, env, config, &r, request_id).await
         }
         Route::RoomInfo(key) => room_call(env, &key, Call::new(Op::RoomInfo)).await,
@@ -209,12 +220,6 @@ async fn handle(
             broadcast_many(env, b, key_name).await
         }
         Route::DevToken => {
-            if !config.is_local() {
-                return Err(ApiError::not_found(
-                    "not_found",
-                    "the dev token endpoint exists only locally",
-                ));
-            }
             let r: DevTokenRequest =
                 bodies::parse_json(&read_body(&mut req, bodies::MAX_API_BODY_BYTES).await?)?;
             let now_s = now_ms() / 1000;

@@ -212,6 +212,22 @@ impl Route {
         )
     }
 
+    /// The rate-limit policy a call of this public route spends from the caller's address
+    /// (`ip:<address key>`), if any: every route a caller without an API key can reach, so
+    /// what an unauthenticated caller makes the service do and store is bounded per address.
+    /// Socket routes spend `connect`, once the upgrade itself has been checked.
+    pub fn address_policy(&self, method: Method) -> Option<&'static str> {
+        Some(match self {
+            Self::CreateRoom => "rooms",
+            Self::Leads if method == Method::Post => "leads",
+            Self::Valuation => "valuation",
+            Self::Webhook(_) => "webhooks",
+            Self::DevToken => "dev_token",
+            Self::RoomSocket(_) | Self::VoiceSocket(_) | Self::ChatSocket(_) => "connect",
+            _ => return None,
+        })
+    }
+
     /// A short, bounded label for metrics and logs (never a name or id from the path).
     pub fn label(&self) -> &'static str {
         match self {
@@ -520,6 +536,35 @@ mod tests {
             Route::RoomSocket(RoomKey::Named("x".into())).label(),
             "rooms.ws"
         );
+    }
+
+    #[test]
+    fn every_public_route_spends_an_address_policy() {
+        let key = RoomKey::Named("x".into());
+        let public = [
+            (Route::CreateRoom, Method::Post, "rooms"),
+            (Route::Leads, Method::Post, "leads"),
+            (Route::Valuation, Method::Post, "valuation"),
+            (Route::Webhook("payments".into()), Method::Post, "webhooks"),
+            (Route::DevToken, Method::Post, "dev_token"),
+            (Route::RoomSocket(key), Method::Get, "connect"),
+            (Route::VoiceSocket("s".into()), Method::Get, "connect"),
+            (Route::ChatSocket("s".into()), Method::Get, "connect"),
+        ];
+        for (route, method, policy) in public {
+            assert!(!route.needs_api_key_for(method), "{route:?} is public");
+            assert_eq!(route.address_policy(method), Some(policy), "{route:?}");
+            assert!(
+                crate::coordination::limiter::Policies::default()
+                    .get(policy)
+                    .is_ok(),
+                "{policy} has a default"
+            );
+        }
+        // Keyed routes spend the key's `api` policy instead; health costs nothing.
+        assert_eq!(Route::Leads.address_policy(Method::Get), None);
+        assert_eq!(Route::Health.address_policy(Method::Get), None);
+        assert_eq!(Route::Notify.address_policy(Method::Post), None);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! one with [`harness::Server::start`]. The server is stopped when the run ends, pass or fail.
 
 mod coord;
+mod edge;
 mod foundation;
 mod ops;
 mod reliability;
@@ -40,6 +41,12 @@ pub const STRICT_VARS: &[(&str, &str)] = &[
     ("ROOM_PUBLISH_BURST", "3"),
     ("ROOM_MAX_STRIKES", "5"),
     ("ROOM_HISTORY_MAX_MESSAGES", "5"),
+    // The local connect and api budgets (many tests connect from 127.0.0.1), and the public
+    // routes' per-address policies at their defaults (tests/e2e/edge.rs).
+    (
+        "LIMIT_POLICIES",
+        r#"{"connect":{"rate":1000,"period_ms":10000,"burst":500},"api":{"rate":10000,"period_ms":60000,"burst":2000}}"#,
+    ),
 ];
 
 macro_rules! trials {
@@ -103,6 +110,10 @@ fn all(ctx: Arc<Ctx>) -> Vec<Trial> {
         .with_ignored_flag(std::env::var_os("ROOMKEEPER_SOAK").is_none())
     };
     let mut all = trials![ctx;
+        edge::every_public_route_has_a_per_address_budget,
+        edge::ipv6_callers_share_the_budget_of_their_64,
+        edge::a_socket_request_that_is_no_upgrade_spends_nothing,
+        edge::tokens_honour_nbf_and_the_maximum_lifetime,
         reliability::crash_mid_publishing_loses_nothing_acknowledged,
         reliability::a_panic_inside_an_object_leaves_nothing_broken,
         foundation::health_answers,

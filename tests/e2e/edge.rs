@@ -1,0 +1,187 @@
+//! The edges an unauthenticated caller reaches: per-address budgets on every public route
+//! (IPv6 callers by their /64), nothing charged for a socket request that is not one, and the
+//! token rules (`nbf`, `TOKEN_MAX_TTL_S`), against real workerd (the strict server, whose
+//! public-route policies are the defaults).
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Value};
+
+use crate::Ctx;
+use roomkeeper_testkit::harness::{http, room, Client, Enc};
+
+/// The dev `AUTH_SECRET` of `wrangler.toml`'s top level, which both test servers use.
+const DEV_SECRET: &[u8] = b"roomkeeper-local-dev-secret";
+
+/// A documentation-range address no other test uses, so each test has fresh budgets.
+fn fresh_ipv4() -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(1);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed) + (std::process::id() % 200) * 256;
+    format!("198.51.{}.{}", (n / 256) % 256, n % 256)
+}
+
+fn now_s() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn sign_token(claims: &Value) -> String {
+    use base64::Engine;
+    use hmac::Mac;
+    let e = |v: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v);
+    let input = format!(
+        "{}.{}",
+        e(br#"{"alg":"HS256","typ":"JWT"}"#),
+        e(claims.to_string().as_bytes())
+    );
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(DEV_SECRET).unwrap();
+    mac.update(input.as_bytes());
+    format!("{input}.{}", e(&mac.finalize().into_bytes()))
+}
+
+/// Sends `POST path` with `body` from address `ip`; answers the status, `Retry-After` and
+/// the error code, if any.
+async fn post_from(base: &str, path: &str, ip: &str, body: &str) -> (u16, Option<String>, Value) {
+    let r = http()
+        .post(format!("{base}{path}"))
+        .header("CF-Connecting-IP", ip)
+        .header("Content-Type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let retry = r
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_string());
+    let v: Value = r.json().await.unwrap_or(Value::Null);
+    (status, retry, v["error"]["code"].clone())
+}
+
+/// Spends a public route's burst from one address: the call after it is a 429
+/// `rate_limited` with `Retry-After`, while another address is still served.
+async fn burst_then_refused(base: &str, path: &str, body: &str, burst: usize) {
+    let ip = fresh_ipv4();
+    for i in 0..burst {
+        let (status, _, code) = post_from(base, path, &ip, body).await;
+        assert_ne!(status, 429, "{path}: call {i} of the burst refused: {code}");
+    }
+    let (status, retry, code) = post_from(base, path, &ip, body).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (429, Some("rate_limited")),
+        "{path}"
+    );
+    let retry: u64 = retry.expect("Retry-After").parse().unwrap();
+    assert!(retry >= 1, "{path}: Retry-After {retry}");
+    let (status, _, _) = post_from(base, path, &fresh_ipv4(), body).await;
+    assert_ne!(status, 429, "{path}: another address has its own budget");
+}
+
+pub async fn every_public_route_has_a_per_address_budget(ctx: Arc<Ctx>) {
+    let base = &ctx.strict_http;
+    // The bursts of the default policies (src/coordination/limiter.rs, docs/COORDINATION.md).
+    burst_then_refused(base, "/api/rooms", "", 5).await;
+    // Bodies that are refused after the budget check: no lead, estimate or event is stored.
+    burst_then_refused(base, "/api/leads", "{}", 5).await;
+    burst_then_refused(base, "/api/valuation", "{}", 20).await;
+    burst_then_refused(base, "/api/webhooks/payments", "{}", 60).await;
+    burst_then_refused(
+        base,
+        "/api/dev/token",
+        r#"{"sub":"edge","rooms":["edge"]}"#,
+        20,
+    )
+    .await;
+}
+
+pub async fn ipv6_callers_share_the_budget_of_their_64(ctx: Arc<Ctx>) {
+    let base = &ctx.strict_http;
+    let net = 0x1000 + (std::process::id() % 0xe000);
+    // Five room creations from five addresses of one /64 spend its burst of five...
+    for host in 1..=5 {
+        let ip = format!("2001:db8:{net:x}:7::{host}");
+        let (status, _, code) = post_from(base, "/api/rooms", &ip, "").await;
+        assert_eq!(status, 201, "{ip}: {code}");
+    }
+    // ...so a sixth address of the same /64 is refused,
+    let (status, _, code) =
+        post_from(base, "/api/rooms", &format!("2001:db8:{net:x}:7::99"), "").await;
+    assert_eq!((status, code.as_str()), (429, Some("rate_limited")));
+    // while the neighbouring /64 has its own.
+    let (status, _, _) = post_from(base, "/api/rooms", &format!("2001:db8:{net:x}:8::1"), "").await;
+    assert_eq!(status, 201);
+}
+
+pub async fn a_socket_request_that_is_no_upgrade_spends_nothing(ctx: Arc<Ctx>) {
+    // More plain GETs than the connect burst (500 on the test servers) from one address: every
+    // one is a 426, none a 429, so none was charged to (or created) a Limiter.
+    let ip = fresh_ipv4();
+    let r = room("edge-no-upgrade");
+    let url = format!("{}/api/rooms/{r}/ws", ctx.strict_http);
+    let calls = (0..520).map(|_| {
+        let (url, ip) = (url.clone(), ip.clone());
+        async move {
+            http()
+                .get(url)
+                .header("CF-Connecting-IP", ip)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    });
+    let statuses = futures_util::future::join_all(calls).await;
+    assert!(statuses.iter().all(|s| *s == 426), "{statuses:?}");
+    // A real connection from that address is still within its budget.
+    let t = sign_token(&json!({"sub": "edge", "rooms": [r], "exp": now_s() + 600}));
+    let url = format!("{}/api/rooms/{r}/ws?token={t}", ctx.strict_ws);
+    assert!(
+        Client::try_connect(&url, Enc::Json, &[("CF-Connecting-IP", &ip)])
+            .await
+            .is_ok()
+    );
+}
+
+pub async fn tokens_honour_nbf_and_the_maximum_lifetime(ctx: Arc<Ctx>) {
+    let r = room("edge-tokens");
+    let now = now_s();
+    let refused = |claims: Value| {
+        let url = format!(
+            "{}/api/rooms/{r}/ws?token={}",
+            ctx.strict_ws,
+            sign_token(&claims)
+        );
+        async move {
+            Client::try_connect(&url, Enc::Json, &[])
+                .await
+                .err()
+                .map(|e| {
+                    (
+                        e.status,
+                        e.body["error"]["code"].as_str().unwrap_or("").to_string(),
+                    )
+                })
+        }
+    };
+    // Not valid for another ten minutes.
+    let early = json!({"sub": "e", "rooms": [r], "nbf": now + 600, "exp": now + 1200});
+    assert_eq!(
+        refused(early).await,
+        Some((401, "token_not_yet_valid".into()))
+    );
+    // Two days long: over TOKEN_MAX_TTL_S (one day by default), with or without iat.
+    let long = json!({"sub": "e", "rooms": [r], "iat": now, "exp": now + 2 * 86_400});
+    assert_eq!(refused(long).await, Some((401, "invalid_token".into())));
+    let long = json!({"sub": "e", "rooms": [r], "exp": now + 2 * 86_400});
+    assert_eq!(refused(long).await, Some((401, "invalid_token".into())));
+    // Already valid (nbf within the leeway) and an hour long: admitted.
+    let good = json!({"sub": "e", "rooms": [r], "nbf": now + 10, "iat": now, "exp": now + 3600});
+    assert_eq!(refused(good).await, None);
+}
