@@ -20,11 +20,29 @@
 // - turns acks into promises with timeouts; errors reject with the server's code;
 // - keeps presence (members with connection counts) from welcome/joined/presence/left;
 // - speaks JSON or MessagePack (`encoding: "msgpack"`), with a small built-in codec;
-// - heartbeats with `{"type":"ping"}` (answered by the runtime without waking the room).
+// - heartbeats with `{"type":"ping"}` (answered by the runtime without waking the room) and
+//   treats a connection that answers nothing within `pongTimeoutMs` of a ping as dead;
+// - gives up on a connect attempt that has no `welcome` within `connectTimeoutMs`, and retries;
+// - asks a token provider (`token: async () => jwt`) before every connect, so a token that
+//   expired mid-session (close 4001) is replaced; with a static token, 4001 stops the client.
 
-/** Close codes from which a client must not reconnect on its own (docs/PROTOCOL.md). */
-export function shouldReconnect(code) {
+/**
+ * Whether a client may reconnect on its own after close `code` (docs/PROTOCOL.md, "Close
+ * codes"): 1xxx and 4000–4499 yes, 4500–4999 no; 4001 (token expired) only when the client can
+ * get a fresh token (`canRefreshToken`), since reconnecting with the same token cannot succeed.
+ */
+export function shouldReconnect(code, { canRefreshToken = false } = {}) {
+  if (code === 4001) return canRefreshToken;
   return !(code >= 4500 && code < 5000);
+}
+
+/**
+ * The next step after close `code`: `"reconnect"` (with backoff, recovering with `since`),
+ * `"refresh"` (ask the token provider for a fresh token, then reconnect) or `"stop"`.
+ */
+export function closeAction(code, { canRefreshToken = false } = {}) {
+  if (!shouldReconnect(code, { canRefreshToken })) return "stop";
+  return code === 4001 ? "refresh" : "reconnect";
 }
 
 /** Exponential backoff with full jitter: a random delay in [0, min(cap, base * 2^attempt)). */
@@ -172,16 +190,25 @@ export class RoomError extends Error {
 /**
  * A connection to one room that survives disconnects.
  *
- * Options: `room` (name or private id), `name` (display name), `token` (JWT, optional),
+ * Options: `room` (name or private id), `name` (display name), `token` (optional: a JWT
+ * string, or a token provider — a function, sync or async, returning the JWT to use, called
+ * before every connect with `{ attempt, reason }`, reason `"connect"`, `"reconnect"` or
+ * `"token_expired"`; `getToken` is the same as a function-valued `token` and wins over it),
  * `meta` (member metadata), `encoding` ("json" | "msgpack"), `history` (messages to replay on
  * a fresh join), `baseUrl` (default: this page's origin), `ackTimeoutMs` (10 000),
- * `maxQueue` (publishes kept while offline, 100), `heartbeatMs` (25 000),
+ * `maxQueue` (publishes kept while offline, 100), `heartbeatMs` (25 000), `pongTimeoutMs`
+ * (10 000: after a ping, how long to wait for the pong — any frame counts — before dropping
+ * the connection and reconnecting), `connectTimeoutMs` (15 000: from opening the socket to the
+ * `welcome`; longer and the attempt is abandoned and retried with backoff),
  * `backoff` ({ baseMs, capMs }), `WebSocket` (constructor, for non-browser use).
  */
 export class RoomClient {
   constructor(opts) {
     if (!opts?.room) throw new TypeError("room is required");
-    this.opts = { encoding: "json", history: 50, ackTimeoutMs: 10000, maxQueue: 100, heartbeatMs: 25000, ...opts };
+    this.opts = {
+      encoding: "json", history: 50, ackTimeoutMs: 10000, maxQueue: 100, heartbeatMs: 25000,
+      pongTimeoutMs: 10000, connectTimeoutMs: 15000, ...opts,
+    };
     this.handlers = new Map();
     this.members = new Map();
     this.epoch = null;
@@ -193,6 +220,14 @@ export class RoomClient {
     this.ws = null;
     this.me = null;
     this.stopped = false;
+    this.generation = 0; // bumped by every open() and close(): stale callbacks check it
+    this.lastClose = null; // the code that ended the previous connection (for the token provider)
+  }
+
+  /** The token provider (`getToken`, or a function-valued `token`), or null for a static token. */
+  get tokenProvider() {
+    if (typeof this.opts.getToken === "function") return this.opts.getToken;
+    return typeof this.opts.token === "function" ? this.opts.token : null;
   }
 
   /** Registers a handler: message, presence, status, recovery, welcome, error, closed. */
@@ -213,11 +248,11 @@ export class RoomClient {
     this.emit("status", { state, ...detail });
   }
 
-  url() {
+  url(token = typeof this.opts.token === "string" ? this.opts.token : undefined) {
     const base = this.opts.baseUrl ?? globalThis.location?.origin ?? "http://127.0.0.1:8787";
     const u = new URL(`/api/rooms/${encodeURIComponent(this.opts.room)}/ws`, base);
     u.protocol = u.protocol === "https:" ? "wss:" : "ws:";
-    if (this.opts.token) u.searchParams.set("token", this.opts.token);
+    if (token) u.searchParams.set("token", token);
     return u.toString();
   }
 
@@ -228,13 +263,37 @@ export class RoomClient {
     return this;
   }
 
+  /** Asks the token provider (if any) for this attempt's token, then opens the socket. */
   open() {
+    const gen = ++this.generation;
+    this.setState(this.attempt === 0 ? "connecting" : "reconnecting", { attempt: this.attempt });
+    const provider = this.tokenProvider;
+    if (!provider) return this.openSocket(this.url());
+    const reason = this.lastClose === 4001 ? "token_expired" : this.lastClose === null ? "connect" : "reconnect";
+    Promise.resolve()
+      .then(() => provider({ attempt: this.attempt, reason }))
+      .then(
+        (token) => {
+          if (gen !== this.generation || this.stopped) return; // closed (or reopened) meanwhile
+          this.openSocket(this.url(token));
+        },
+        (e) => {
+          if (gen !== this.generation || this.stopped) return;
+          this.emit("error", new RoomError("token_unavailable", `the token provider failed: ${e?.message ?? e}`));
+          this.retry({ code: 1006, reason: "token provider failed" });
+        },
+      );
+  }
+
+  openSocket(url) {
     const WS = this.opts.WebSocket ?? globalThis.WebSocket;
     const protocols = this.opts.encoding === "msgpack" ? ["roomkeeper.v1.msgpack"] : ["roomkeeper.v1.json"];
-    this.setState(this.attempt === 0 ? "connecting" : "reconnecting", { attempt: this.attempt });
-    const ws = new WS(this.url(), protocols);
+    const ws = new WS(url, protocols);
     ws.binaryType = "arraybuffer";
     this.ws = ws;
+    // From here to the welcome: connectTimeoutMs, or this attempt is abandoned and retried.
+    clearTimeout(this.connectTimer);
+    this.connectTimer = setTimeout(() => this.abandon(ws, "connect timeout"), this.opts.connectTimeoutMs);
     ws.onopen = () => {
       const join = { type: "join", name: this.opts.name, meta: this.opts.meta };
       if (this.epoch) join.since = { epoch: this.epoch, offset: this.offset };
@@ -247,6 +306,18 @@ export class RoomClient {
     ws.onerror = () => {}; // onclose follows
   }
 
+  /**
+   * Gives up on `ws` (connect timeout, no pong): detaches it, closes it without waiting for the
+   * close handshake (a dead network never completes one) and reconnects as after a lost
+   * connection (1006).
+   */
+  abandon(ws, reason) {
+    if (this.ws !== ws) return;
+    ws.onopen = ws.onmessage = ws.onclose = null;
+    try { ws.close(4000, reason); } catch {}
+    this.closed({ code: 1006, reason });
+  }
+
   sendFrame(frame) {
     if (!this.ws || this.ws.readyState !== 1) return false;
     this.ws.send(this.opts.encoding === "msgpack" ? msgpack.encode(frame) : JSON.stringify(frame));
@@ -255,12 +326,20 @@ export class RoomClient {
 
   startHeartbeat() {
     clearInterval(this.heartbeat);
+    clearTimeout(this.pongTimer);
+    this.pongTimer = null;
+    const ws = this.ws;
     this.heartbeat = setInterval(() => {
-      if (this.ws?.readyState === 1) this.ws.send('{"type":"ping"}');
+      if (ws.readyState !== 1) return;
+      ws.send('{"type":"ping"}');
+      // Any frame before the deadline proves the connection alive (see receive()).
+      this.pongTimer ??= setTimeout(() => this.abandon(ws, "pong timeout"), this.opts.pongTimeoutMs);
     }, this.opts.heartbeatMs);
   }
 
   receive(data) {
+    clearTimeout(this.pongTimer);
+    this.pongTimer = null;
     let f;
     try {
       f = typeof data === "string" ? JSON.parse(data) : msgpack.decode(new Uint8Array(data));
@@ -300,6 +379,7 @@ export class RoomClient {
 
   welcome(f) {
     const resumed = this.epoch !== null;
+    clearTimeout(this.connectTimer);
     this.attempt = 0;
     this.me = f.me;
     this.members = new Map(f.members.map((m) => [m.id, m]));
@@ -322,16 +402,30 @@ export class RoomClient {
 
   closed(ev) {
     clearInterval(this.heartbeat);
+    clearTimeout(this.pongTimer);
+    clearTimeout(this.connectTimer);
+    this.pongTimer = null;
     this.ws = null;
-    const reconnect = !this.stopped && shouldReconnect(ev.code);
+    this.lastClose = ev.code;
+    const action = this.stopped ? "stop" : closeAction(ev.code, { canRefreshToken: this.tokenProvider !== null });
+    const reconnect = action !== "stop";
     this.emit("closed", { code: ev.code, reason: ev.reason, willReconnect: reconnect });
     if (!reconnect) {
+      if (ev.code === 4001 && !this.stopped) {
+        this.emit("error", new RoomError("token_expired",
+          "the token expired and no token provider is configured (pass `token: async () => jwt`) — not reconnecting"));
+      }
       this.setState("closed", { code: ev.code, reason: ev.reason });
       for (const id of [...this.pending.keys()]) this.settle(id, new RoomError("closed", `connection closed (${ev.code})`));
       return;
     }
+    this.retry(ev);
+  }
+
+  retry(ev) {
     const delay = backoffDelay(this.attempt++, this.opts.backoff);
-    this.setState("reconnecting", { attempt: this.attempt, delayMs: delay, code: ev.code });
+    this.setState("reconnecting", { attempt: this.attempt, delayMs: delay, code: ev.code, reason: ev.reason });
+    clearTimeout(this.retryTimer);
     this.retryTimer = setTimeout(() => this.open(), delay);
   }
 
@@ -368,7 +462,10 @@ export class RoomClient {
   /** Closes for good (no reconnect). */
   close() {
     this.stopped = true;
+    this.generation++;
     clearTimeout(this.retryTimer);
+    clearTimeout(this.connectTimer);
+    clearTimeout(this.pongTimer);
     clearInterval(this.heartbeat);
     this.ws?.close(1000, "bye");
   }
