@@ -106,6 +106,9 @@ pub enum AuthError {
     /// The `Authorization` header is not a bearer key, or not a configured one.
     #[error("invalid API key: {0}")]
     InvalidApiKey(&'static str),
+    /// The key is valid but does not hold the scope this route needs.
+    #[error("this API key lacks the {0} scope")]
+    MissingScope(&'static str),
 }
 
 impl AuthError {
@@ -125,6 +128,7 @@ impl AuthError {
             Self::InvalidApiKeysConfig(_) => "invalid_api_keys_config",
             Self::MissingApiKey => "missing_api_key",
             Self::InvalidApiKey(_) => "invalid_api_key",
+            Self::MissingScope(_) => "insufficient_scope",
         }
     }
 }
@@ -405,13 +409,77 @@ pub fn bearer(header: Option<&str>) -> Option<&str> {
     valid.then_some(credential)
 }
 
+/// What an API key may do. A key lists its scopes in `API_KEYS` (`name[read+publish]:key`);
+/// a key that lists none gets [`Scope::DEFAULT`], the least that a backend publishing into
+/// rooms needs. `admin` implies every other scope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// Publish into rooms over HTTP (`/api/rooms/:room/broadcast`, `/api/broadcast`).
+    Publish,
+    /// Read rooms' summaries and history, and the metrics.
+    Read,
+    /// Rate-limit checks and locks (`/api/limits/…`, `/api/locks/…`).
+    Coordination,
+    /// The services' data: leads (list, export, read, update), notifications, sales import.
+    Services,
+    /// The admin endpoints (close rooms and connections, lock override, audit); implies all.
+    Admin,
+}
+
+impl Scope {
+    /// Every scope, in the order `API_KEYS` documents them.
+    pub const ALL: [Scope; 5] = [
+        Scope::Publish,
+        Scope::Read,
+        Scope::Coordination,
+        Scope::Services,
+        Scope::Admin,
+    ];
+
+    /// The scopes of a key that lists none.
+    pub const DEFAULT: [Scope; 2] = [Scope::Publish, Scope::Read];
+
+    /// The scope's name in `API_KEYS`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Publish => "publish",
+            Scope::Read => "read",
+            Scope::Coordination => "coordination",
+            Scope::Services => "services",
+            Scope::Admin => "admin",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+
+    fn bit(self) -> u8 {
+        1 << (self as u8)
+    }
+}
+
+/// A set of scopes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Scopes(u8);
+
+impl Scopes {
+    fn of(scopes: impl IntoIterator<Item = Scope>) -> Self {
+        Self(scopes.into_iter().fold(0, |acc, s| acc | s.bit()))
+    }
+
+    fn allows(self, scope: Scope) -> bool {
+        self.0 & (scope.bit() | Scope::Admin.bit()) != 0
+    }
+}
+
 /// The configured API keys, parsed from the `API_KEYS` secret.
 ///
 /// Only SHA-256 digests of the keys are kept, and `Debug` shows names only, so a stray log line
 /// cannot print a key.
 #[derive(Clone)]
 pub struct ApiKeys {
-    keys: Vec<(String, [u8; 32])>,
+    keys: Vec<(String, [u8; 32], Scopes)>,
 }
 
 impl std::fmt::Debug for ApiKeys {
@@ -423,7 +491,9 @@ impl std::fmt::Debug for ApiKeys {
 }
 
 impl ApiKeys {
-    /// Parses a comma-separated list of keys, each either bare or `name:key`.
+    /// Parses a comma-separated list of keys, each either bare, `name:key` or
+    /// `name[scope+scope]:key` (scopes: [`Scope::ALL`]; none listed means
+    /// [`Scope::DEFAULT`]; a bare key has the default scopes too).
     ///
     /// A name is 1–[`MAX_API_KEY_NAME_LEN`] bytes of `[A-Za-z0-9_-]` and labels the key in
     /// logs and metrics; a bare key is named `key<N>` by its 1-based position among the
@@ -434,13 +504,34 @@ impl ApiKeys {
     /// duplicate keys are errors. Errors name entries by position or name, never by key.
     pub fn parse(setting: &str) -> Result<Self, AuthError> {
         let bad = |why: String| Err(AuthError::InvalidApiKeysConfig(why));
-        let mut keys: Vec<(String, [u8; 32])> = Vec::new();
+        let mut keys: Vec<(String, [u8; 32], Scopes)> = Vec::new();
         let entries = setting.split(',').map(str::trim).filter(|e| !e.is_empty());
         for (i, entry) in entries.enumerate() {
             let position = i + 1;
-            let (name, key) = match entry.split_once(':') {
-                Some((name, key)) => (name.to_string(), key),
+            let (label, key) = match entry.split_once(':') {
+                Some((label, key)) => (label.to_string(), key),
                 None => (format!("key{position}"), entry),
+            };
+            let (name, scopes) = match label.split_once('[') {
+                None => (label, Scopes::of(Scope::DEFAULT)),
+                Some((name, rest)) => {
+                    let Some(list) = rest.strip_suffix(']') else {
+                        return bad(format!("entry {position} has an unclosed scope list"));
+                    };
+                    let mut scopes = Vec::new();
+                    for s in list.split('+') {
+                        match Scope::parse(s.trim()) {
+                            Some(scope) => scopes.push(scope),
+                            None => {
+                                return bad(format!(
+                                    "entry {position} names an unknown scope; scopes are \
+                                     publish, read, coordination, services and admin"
+                                ))
+                            }
+                        }
+                    }
+                    (name.to_string(), Scopes::of(scopes))
+                }
             };
             let name_ok = !name.is_empty()
                 && name.len() <= MAX_API_KEY_NAME_LEN
@@ -462,14 +553,14 @@ impl ApiKeys {
                 return bad(format!("key {name} must be printable ASCII without spaces"));
             }
             let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
-            if let Some((other, _)) = keys.iter().find(|(n, d)| *n == name || *d == digest) {
+            if let Some((other, _, _)) = keys.iter().find(|(n, d, _)| *n == name || *d == digest) {
                 return bad(if *other == name {
                     format!("name {name} is used twice")
                 } else {
                     format!("keys {other} and {name} are the same")
                 });
             }
-            keys.push((name, digest));
+            keys.push((name, digest, scopes));
         }
         if keys.is_empty() {
             return bad("no keys configured".to_string());
@@ -479,7 +570,7 @@ impl ApiKeys {
 
     /// The configured keys' names, in configuration order.
     pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.keys.iter().map(|(name, _)| name.as_str())
+        self.keys.iter().map(|(name, _, _)| name.as_str())
     }
 
     /// Checks an `Authorization` header and returns the matching key's name.
@@ -498,7 +589,7 @@ impl ApiKeys {
         let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
         let mut found = subtle::Choice::from(0);
         let mut index = 0u32;
-        for (i, (_, configured)) in self.keys.iter().enumerate() {
+        for (i, (_, configured, _)) in self.keys.iter().enumerate() {
             let equal = configured.ct_eq(&digest);
             // At most a handful of keys: the index always fits.
             index.conditional_assign(&(i as u32), equal);
@@ -508,6 +599,26 @@ impl ApiKeys {
             Ok(&self.keys[index as usize].0)
         } else {
             Err(AuthError::InvalidApiKey("not a configured key"))
+        }
+    }
+
+    /// [`ApiKeys::check`], then whether the key holds `scope`: its name, or
+    /// [`AuthError::MissingScope`] (403 `insufficient_scope`).
+    pub fn authorize(
+        &self,
+        authorization_header: Option<&str>,
+        scope: Scope,
+    ) -> Result<&str, AuthError> {
+        let name = self.check(authorization_header)?;
+        let (_, _, scopes) = self
+            .keys
+            .iter()
+            .find(|(n, _, _)| n == name)
+            .expect("check answers a configured name");
+        if scopes.allows(scope) {
+            Ok(name)
+        } else {
+            Err(AuthError::MissingScope(scope.as_str()))
         }
     }
 }
@@ -1174,5 +1285,57 @@ mod tests {
         assert!(verify_with(&mint(&backdated, SECRET), SECRET, NOW, rules).is_err());
         // Unbounded, as `verify` is, accepts all of them.
         assert!(verify(&mint(&long, SECRET), SECRET, NOW).is_ok());
+    }
+
+    #[test]
+    fn api_keys_carry_scopes_with_least_privilege_by_default() {
+        let keys = ApiKeys::parse(
+            "pub:publisher-key-0123456789,ops[admin]:operator-key-0123456789,\
+             svc[services+coordination]:services-key-0123456789,bare-key-0123456789abc",
+        )
+        .unwrap();
+        let bearer = |k: &str| format!("Bearer {k}");
+        let pub_key = bearer("publisher-key-0123456789");
+        assert_eq!(keys.authorize(Some(&pub_key), Scope::Publish), Ok("pub"));
+        assert_eq!(keys.authorize(Some(&pub_key), Scope::Read), Ok("pub"));
+        let refused = keys.authorize(Some(&pub_key), Scope::Admin).unwrap_err();
+        assert_eq!(refused, AuthError::MissingScope("admin"));
+        assert_eq!(refused.code(), "insufficient_scope");
+        assert!(keys.authorize(Some(&pub_key), Scope::Services).is_err());
+        // admin implies every scope.
+        let ops = bearer("operator-key-0123456789");
+        for scope in Scope::ALL {
+            assert_eq!(keys.authorize(Some(&ops), scope), Ok("ops"));
+        }
+        let svc = bearer("services-key-0123456789");
+        assert!(keys.authorize(Some(&svc), Scope::Services).is_ok());
+        assert!(keys.authorize(Some(&svc), Scope::Coordination).is_ok());
+        assert!(keys.authorize(Some(&svc), Scope::Publish).is_err());
+        // A bare key has the default scopes.
+        let bare = bearer("bare-key-0123456789abc");
+        assert_eq!(keys.authorize(Some(&bare), Scope::Publish), Ok("key4"));
+        assert!(keys.authorize(Some(&bare), Scope::Admin).is_err());
+        // A wrong key is still a 401-kind error, not a scope error.
+        assert_eq!(
+            keys.authorize(Some("Bearer nope-nope-nope-nope"), Scope::Read)
+                .unwrap_err()
+                .code(),
+            "invalid_api_key"
+        );
+    }
+
+    #[test]
+    fn scope_lists_are_checked() {
+        for bad in [
+            "a[root]:0123456789abcdef",
+            "a[admin:0123456789abcdef",
+            "a[]:0123456789abcdef",
+        ] {
+            assert!(
+                matches!(ApiKeys::parse(bad), Err(AuthError::InvalidApiKeysConfig(_))),
+                "{bad}"
+            );
+        }
+        assert!(ApiKeys::parse("a[read+publish]:0123456789abcdef").is_ok());
     }
 }

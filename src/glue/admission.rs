@@ -19,9 +19,13 @@ pub(crate) enum Identity {
     Anonymous(String),
 }
 
-/// A refused token as the edge reports it (401 with the token error's code).
+/// A refused token or API key as the edge reports it: 401 with the error's code, or 403
+/// `insufficient_scope` for a valid key without the route's scope.
 pub(crate) fn unauthorized(e: AuthError) -> ApiError {
-    ApiError::unauthorized(e.code(), e.to_string())
+    match e {
+        AuthError::MissingScope(_) => ApiError::forbidden(e.code(), e.to_string()),
+        e => ApiError::unauthorized(e.code(), e.to_string()),
+    }
 }
 
 /// Reads the token from `Authorization: Bearer` or `?token=` and verifies it; without one,

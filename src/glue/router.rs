@@ -127,16 +127,17 @@ async fn handle(
         ));
     }
     let route = route::parse(method, &req.path())?;
-    let key_name = if route.needs_api_key_for(method) {
-        let authorization = req.headers().get("Authorization").map_err(internal)?;
-        Some(
-            api_keys(env)?
-                .check(authorization.as_deref())
-                .map_err(unauthorized)?
-                .to_string(),
-        )
-    } else {
-        None
+    let key_name = match route.api_scope(method) {
+        Some(scope) => {
+            let authorization = req.headers().get("Authorization").map_err(internal)?;
+            Some(
+                api_keys(env)?
+                    .authorize(authorization.as_deref(), scope)
+                    .map_err(unauthorized)?
+                    .to_string(),
+            )
+        }
+        None => None,
     };
     if let Some(k) = key_name
         .as_ref()

@@ -3,6 +3,7 @@
 //! Routing is a pure function so every path rule is unit-tested natively, and so that names
 //! are validated before any Durable Object is touched: a bad room name never costs an object.
 
+use crate::auth::Scope;
 use crate::http::error::ApiError;
 
 /// Longest accepted public room name, in bytes (the charset is ASCII).
@@ -210,6 +211,26 @@ impl Route {
                 | Self::AdminLockRelease(_)
                 | Self::AdminAudit
         )
+    }
+
+    /// The scope an API key needs for this route, if it needs a key at all
+    /// ([`Route::needs_api_key_for`]).
+    pub fn api_scope(&self, method: Method) -> Option<Scope> {
+        if !self.needs_api_key_for(method) {
+            return None;
+        }
+        Some(match self {
+            Self::RoomBroadcast(_) | Self::Broadcast => Scope::Publish,
+            Self::RoomInfo(_) | Self::RoomHistory(_) | Self::Metrics { .. } => Scope::Read,
+            Self::LimitCheck { .. } | Self::Lock { .. } => Scope::Coordination,
+            Self::ValuationSales
+            | Self::Leads
+            | Self::LeadsExport
+            | Self::Lead(_)
+            | Self::Notify
+            | Self::Notification(_) => Scope::Services,
+            _ => Scope::Admin,
+        })
     }
 
     /// The rate-limit policy a call of this public route spends from the caller's address
@@ -536,6 +557,31 @@ mod tests {
             Route::RoomSocket(RoomKey::Named("x".into())).label(),
             "rooms.ws"
         );
+    }
+
+    #[test]
+    fn keyed_routes_name_their_scope() {
+        let key = || RoomKey::Named("x".into());
+        let cases = [
+            (Route::RoomBroadcast(key()), Method::Post, Scope::Publish),
+            (Route::Broadcast, Method::Post, Scope::Publish),
+            (Route::RoomHistory(key()), Method::Get, Scope::Read),
+            (Route::Metrics { json: true }, Method::Get, Scope::Read),
+            (Route::Leads, Method::Get, Scope::Services),
+            (Route::Notify, Method::Post, Scope::Services),
+            (Route::AdminAudit, Method::Get, Scope::Admin),
+            (Route::AdminCloseRoom(key()), Method::Post, Scope::Admin),
+            (
+                Route::AdminLockRelease("l".into()),
+                Method::Post,
+                Scope::Admin,
+            ),
+        ];
+        for (route, method, scope) in cases {
+            assert_eq!(route.api_scope(method), Some(scope), "{route:?}");
+        }
+        assert_eq!(Route::Leads.api_scope(Method::Post), None, "public");
+        assert_eq!(Route::Health.api_scope(Method::Get), None);
     }
 
     #[test]

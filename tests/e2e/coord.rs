@@ -736,7 +736,8 @@ async fn connect_from(from: IpAddr, port: u16, url: &str) -> Result<impl Sized, 
 pub async fn floods_are_limited_per_ip_and_per_api_key(_ctx: Arc<Ctx>) {
     let persist = TempDir::new("floods");
     let policies = r#"{"connect":{"rate":1,"period_ms":60000,"burst":3},"api":{"rate":1,"period_ms":60000,"burst":4}}"#;
-    let keys = "dev:roomkeeper-local-dev-api-key,ops:roomkeeper-ops-test-api-key";
+    let keys =
+        "dev[admin]:roomkeeper-local-dev-api-key,ops[coordination]:roomkeeper-ops-test-api-key";
     let server = Server::start_with(
         &persist.0,
         &[("LIMIT_POLICIES", policies), ("API_KEYS", keys)],

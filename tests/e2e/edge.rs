@@ -63,21 +63,27 @@ async fn post_from(base: &str, path: &str, ip: &str, body: &str) -> (u16, Option
     (status, retry, v["error"]["code"].clone())
 }
 
-/// Spends a public route's burst from one address: the call after it is a 429
-/// `rate_limited` with `Retry-After`, while another address is still served.
+/// Spends a public route's burst from one address, all at once: the calls past it are 429
+/// `rate_limited` with `Retry-After` (a few refills may land while they are in flight),
+/// while another address is still served.
 async fn burst_then_refused(base: &str, path: &str, body: &str, burst: usize) {
     let ip = fresh_ipv4();
-    for i in 0..burst {
-        let (status, _, code) = post_from(base, path, &ip, body).await;
-        assert_ne!(status, 429, "{path}: call {i} of the burst refused: {code}");
-    }
-    let (status, retry, code) = post_from(base, path, &ip, body).await;
-    assert_eq!(
-        (status, code.as_str()),
-        (429, Some("rate_limited")),
-        "{path}"
+    // Capacity refills while the calls are in flight (a second or so for 70 calls here:
+    // `webhooks` refills one every 500 ms), so allow a few past the burst.
+    let calls = (0..burst + 10).map(|_| post_from(base, path, &ip, body));
+    let answers = futures_util::future::join_all(calls).await;
+    let served = answers.iter().filter(|(s, _, _)| *s != 429).count();
+    assert!(
+        (burst..=burst + 5).contains(&served),
+        "{path}: {served} of {} served with a burst of {burst}: {answers:?}",
+        burst + 10
     );
-    let retry: u64 = retry.expect("Retry-After").parse().unwrap();
+    let (_, retry, code) = answers
+        .iter()
+        .find(|(s, _, _)| *s == 429)
+        .expect("a refusal");
+    assert_eq!(code.as_str(), Some("rate_limited"), "{path}");
+    let retry: u64 = retry.as_ref().expect("Retry-After").parse().unwrap();
     assert!(retry >= 1, "{path}: Retry-After {retry}");
     let (status, _, _) = post_from(base, path, &fresh_ipv4(), body).await;
     assert_ne!(status, 429, "{path}: another address has its own budget");
@@ -184,4 +190,69 @@ pub async fn tokens_honour_nbf_and_the_maximum_lifetime(ctx: Arc<Ctx>) {
     // Already valid (nbf within the leeway) and an hour long: admitted.
     let good = json!({"sub": "e", "rooms": [r], "nbf": now + 10, "iat": now, "exp": now + 3600});
     assert_eq!(refused(good).await, None);
+}
+
+pub async fn api_keys_hold_only_their_scopes(ctx: Arc<Ctx>) {
+    let base = &ctx.strict_http;
+    let r = room("edge-scopes");
+    let call = |method: reqwest::Method, path: String, key: &'static str, body: Value| async move {
+        let resp = http()
+            .request(method, format!("{base}{path}"))
+            .bearer_auth(key)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let v: Value = resp.json().await.unwrap_or(Value::Null);
+        (
+            status,
+            v["error"]["code"].as_str().unwrap_or("").to_string(),
+        )
+    };
+    const READER: &str = "roomkeeper-reader-test-key";
+    const ADMIN: &str = roomkeeper_testkit::harness::DEV_API_KEY;
+    use reqwest::Method;
+    // A key listed without scopes gets the defaults: publish and read.
+    let (status, _) = call(
+        Method::POST,
+        format!("/api/rooms/{r}/broadcast"),
+        READER,
+        json!({"body": {"n": 1}}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, _) = call(
+        Method::GET,
+        format!("/api/rooms/{r}/history"),
+        READER,
+        Value::Null,
+    )
+    .await;
+    assert_eq!(status, 200);
+    // Nothing else: services, coordination and admin are refused 403 insufficient_scope.
+    for (method, path, body) in [
+        (Method::GET, "/api/leads".to_string(), Value::Null),
+        (
+            Method::GET,
+            "/api/locks/edge-scopes".to_string(),
+            Value::Null,
+        ),
+        (Method::GET, "/api/admin/audit".to_string(), Value::Null),
+        (
+            Method::POST,
+            format!("/api/admin/rooms/{r}/close"),
+            json!({"reason": "scope test"}),
+        ),
+    ] {
+        let (status, code) = call(method.clone(), path.clone(), READER, body.clone()).await;
+        assert_eq!(
+            (status, code.as_str()),
+            (403, "insufficient_scope"),
+            "{method} {path}"
+        );
+        // The admin key may do all of it.
+        let (status, _) = call(method.clone(), path.clone(), ADMIN, body).await;
+        assert_eq!(status, 200, "admin: {method} {path}");
+    }
 }

@@ -41,6 +41,11 @@ pub const STRICT_VARS: &[(&str, &str)] = &[
     ("ROOM_PUBLISH_BURST", "3"),
     ("ROOM_MAX_STRIKES", "5"),
     ("ROOM_HISTORY_MAX_MESSAGES", "5"),
+    // The dev key with every scope, and a key with the default scopes (publish, read).
+    (
+        "API_KEYS",
+        "dev[admin]:roomkeeper-local-dev-api-key,reader:roomkeeper-reader-test-key",
+    ),
     // The local connect and api budgets (many tests connect from 127.0.0.1), and the public
     // routes' per-address policies at their defaults (tests/e2e/edge.rs).
     (
@@ -114,6 +119,7 @@ fn all(ctx: Arc<Ctx>) -> Vec<Trial> {
         edge::ipv6_callers_share_the_budget_of_their_64,
         edge::a_socket_request_that_is_no_upgrade_spends_nothing,
         edge::tokens_honour_nbf_and_the_maximum_lifetime,
+        edge::api_keys_hold_only_their_scopes,
         reliability::crash_mid_publishing_loses_nothing_acknowledged,
         reliability::a_panic_inside_an_object_leaves_nothing_broken,
         foundation::health_answers,
