@@ -33,6 +33,10 @@ pub const METRICS: &[(&str, &str)] = &[
         "Rejoins with `since`, by outcome (recovered or reloaded)",
     ),
     (
+        "roomkeeper_room_unreadable_rows_total",
+        "Stored room messages skipped by history reads because they could not be decoded",
+    ),
+    (
         "roomkeeper_leads_total",
         "Leads taken in, by outcome (created or duplicate)",
     ),

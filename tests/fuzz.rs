@@ -1,5 +1,6 @@
 //! Fuzz-style property tests of every decoder that reads untrusted input: the WebSocket frame
-//! decoders (JSON and MessagePack), connection tokens, the sales CSV import, the router's path
+//! decoders (JSON and MessagePack) and what a room does with what they accept (stored, read
+//! back through history), connection tokens, the sales CSV import, the router's path
 //! parsing, and the batch frame encoder. None may panic on any input; where an answer can be
 //! checked, it is.
 //!
@@ -14,7 +15,14 @@ use serde_json::{json, Value};
 
 use roomkeeper::auth::{self, Claims, Perm};
 use roomkeeper::http::route::{self, Method};
-use roomkeeper::rooms::protocol::{decode, encode_batch, ClientFrame, Encoded, Encoding, RawFrame};
+use roomkeeper::rooms::limits::RoomLimits;
+use roomkeeper::rooms::protocol::{
+    decode, depth, encode_batch, ClientFrame, Encoded, Encoding, Message, RawFrame, ServerFrame,
+    MAX_BODY_DEPTH,
+};
+use roomkeeper::rooms::room::{Effect, Room};
+use roomkeeper::rooms::session::Session;
+use roomkeeper::rooms::store::{decode_rows, sql_int, MemoryStore, Store, StoreError, StoredRow};
 use roomkeeper::services::valuation::parse_sales_csv;
 
 const SECRET: &[u8] = b"fuzz-secret-0123456789";
@@ -290,7 +298,7 @@ proptest! {
     fn batches_of_any_messages_decode_to_their_parts(
         bodies in proptest::collection::vec(json_value(), 0..40),
     ) {
-        use roomkeeper::rooms::protocol::{MemberInfo, Message, ServerFrame};
+        use roomkeeper::rooms::protocol::MemberInfo;
         let frames: Vec<ServerFrame> = bodies
             .into_iter()
             .enumerate()
@@ -311,5 +319,173 @@ proptest! {
             prop_assert_eq!(&got["type"], "batch");
             prop_assert_eq!(got["messages"].as_array().unwrap(), &want);
         }
+    }
+
+    #[test]
+    fn every_accepted_publish_reads_back_through_history(
+        bodies in proptest::collection::vec(deep_or_huge(), 1..8),
+        msgpack in any::<bool>(),
+    ) {
+        let enc = if msgpack { Encoding::Msgpack } else { Encoding::Json };
+        let limits = RoomLimits {
+            max_frame_bytes: 64 * 1024,
+            publish_rate: 1000,
+            publish_burst: 1000,
+            max_strikes: 1000,
+            ..RoomLimits::default()
+        };
+        let mut room = Room::new("fuzz", "e", 0, limits);
+        let mut store = JsonStore::default();
+        room.attach(Session::new("c", "u", enc));
+        let frame = |v: Value| match enc {
+            Encoding::Json => Encoded::Text(v.to_string()),
+            Encoding::Msgpack => Encoded::Binary(rmp_serde::to_vec_named(&v).unwrap()),
+        };
+        let send = |room: &mut Room, store: &mut JsonStore, v: Value| {
+            let f = frame(v);
+            let raw = match &f {
+                Encoded::Text(t) => RawFrame::Text(t),
+                Encoded::Binary(b) => RawFrame::Binary(b),
+            };
+            let size = raw.len();
+            (size, room.receive(store, "c", raw, 1_000))
+        };
+        let (_, fx) = send(&mut room, &mut store, json!({"type": "join", "name": "f"}));
+        let welcomed = fx.iter().any(|e| matches!(e, Effect::Send { frame: ServerFrame::Welcome { .. }, .. }));
+        prop_assert!(welcomed, "join was not welcomed");
+        let mut accepted = Vec::new();
+        for (i, body) in bodies.into_iter().enumerate() {
+            let id = format!("m{i}");
+            let (size, fx) = send(&mut room, &mut store, json!({"type": "publish", "body": body, "id": id}));
+            let answer = fx.iter().find_map(|e| match e {
+                Effect::Send { frame: f @ (ServerFrame::Ack { .. } | ServerFrame::Error { .. }), .. } => Some(f.clone()),
+                _ => None,
+            });
+            match answer {
+                Some(ServerFrame::Ack { offset, .. }) => {
+                    prop_assert!(depth(&body) <= MAX_BODY_DEPTH, "a body nested {} deep was accepted", depth(&body));
+                    accepted.push((offset, body));
+                }
+                Some(ServerFrame::Error { code, .. }) => {
+                    prop_assert_eq!(code.as_str(), "too_large");
+                    let body_bytes = body.to_string().len();
+                    prop_assert!(
+                        depth(&body) > MAX_BODY_DEPTH || body_bytes > limits.max_body_bytes || size > limits.max_frame_bytes,
+                        "refused a body within every limit"
+                    );
+                }
+                other => prop_assert!(false, "no answer to a publish with an id: {other:?}"),
+            }
+        }
+        // Every accepted message reads back, through the JSON text the SQL store keeps: over
+        // HTTP history and on a join asking for history.
+        let page = room.history(&store, 0, 1000).unwrap();
+        let got: Vec<(u64, Value)> = page.messages.into_iter().map(|m| (m.offset, m.body)).collect();
+        prop_assert_eq!(&got, &accepted);
+        room.attach(Session::new("late", "v", enc));
+        let join = frame(json!({"type": "join", "name": "late", "history": 1000}));
+        let raw = match &join {
+            Encoded::Text(t) => RawFrame::Text(t),
+            Encoded::Binary(b) => RawFrame::Binary(b),
+        };
+        let fx = room.receive(&mut store, "late", raw, 2_000);
+        let replayed: Vec<(u64, Value)> = fx
+            .into_iter()
+            .filter_map(|e| match e {
+                Effect::Send { conn, frame: ServerFrame::Message(m) } if conn == "late" => Some((m.offset, m.body)),
+                _ => None,
+            })
+            .collect();
+        prop_assert_eq!(&replayed, &accepted);
+    }
+}
+
+/// A message body that is deeply nested (up to 200 levels of arrays and objects, past
+/// [`MAX_BODY_DEPTH`] and serde_json's own 128), huge (past `ROOM_MAX_BODY_BYTES`), or any value.
+fn deep_or_huge() -> impl Strategy<Value = Value> {
+    let deep = (
+        proptest::collection::vec(any::<bool>(), 0..200),
+        json_value(),
+    )
+        .prop_map(|(levels, core)| {
+            levels.into_iter().fold(core, |v, object| {
+                if object {
+                    json!({ "k": v })
+                } else {
+                    json!([v])
+                }
+            })
+        });
+    let huge = (1usize..20_000, 0usize..4).prop_map(|(n, shape)| match shape {
+        0 => json!("x".repeat(n)),
+        1 => json!(vec![1; n / 2]),
+        2 => json!({"text": "é".repeat(n / 2)}),
+        _ => json!((0..n / 8)
+            .map(|i| (format!("k{i}"), json!(i)))
+            .collect::<serde_json::Map<_, _>>()),
+    });
+    prop_oneof![deep, huge, json_value()]
+}
+
+/// A [`Store`] that keeps bodies as the SQL store does (JSON text, `serde_json::to_string`)
+/// and reads them back through the same decoder ([`decode_rows`]).
+#[derive(Default)]
+struct JsonStore {
+    rows: std::collections::BTreeMap<u64, StoredRow>,
+    dedupe: MemoryStore,
+}
+
+impl JsonStore {
+    fn read(&self, rows: Vec<StoredRow>) -> Vec<Message> {
+        let (messages, unreadable) = decode_rows(rows);
+        assert!(
+            unreadable.is_empty(),
+            "stored rows did not read back: {unreadable:?}"
+        );
+        messages
+    }
+}
+
+impl Store for JsonStore {
+    fn append(&mut self, m: &Message) -> Result<(), StoreError> {
+        let body = serde_json::to_string(&m.body).map_err(|e| StoreError(e.to_string()))?;
+        let row = StoredRow {
+            seq: sql_int(m.offset),
+            ts: sql_int(m.ts),
+            from_id: m.from.id.clone(),
+            from_name: m.from.name.clone(),
+            body,
+        };
+        self.rows.insert(m.offset, row);
+        Ok(())
+    }
+    fn after(&self, after: u64, limit: usize) -> Result<Vec<Message>, StoreError> {
+        let rows = self.rows.range(after.saturating_add(1)..).take(limit);
+        Ok(self.read(rows.map(|(_, r)| r.clone()).collect()))
+    }
+    fn latest(&self, limit: usize) -> Result<Vec<Message>, StoreError> {
+        let mut rows: Vec<StoredRow> = self.rows.values().rev().take(limit).cloned().collect();
+        rows.reverse();
+        Ok(self.read(rows))
+    }
+    fn first_offset(&self) -> Result<Option<u64>, StoreError> {
+        Ok(self.rows.keys().next().copied())
+    }
+    fn trim_through(&mut self, offset: u64) -> Result<(), StoreError> {
+        self.rows = self.rows.split_off(&offset.saturating_add(1));
+        Ok(())
+    }
+    fn trim_older(&mut self, ts: u64) -> Result<(), StoreError> {
+        self.rows.retain(|_, r| r.ts >= sql_int(ts));
+        Ok(())
+    }
+    fn dedupe_get(&self, key: &str) -> Result<Option<u64>, StoreError> {
+        self.dedupe.dedupe_get(key)
+    }
+    fn dedupe_put(&mut self, key: &str, offset: u64, ts: u64) -> Result<(), StoreError> {
+        self.dedupe.dedupe_put(key, offset, ts)
+    }
+    fn dedupe_expire(&mut self, ts: u64) -> Result<(), StoreError> {
+        self.dedupe.dedupe_expire(ts)
     }
 }

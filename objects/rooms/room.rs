@@ -27,7 +27,7 @@ use crate::http::route::PRIVATE_ROOM_ID_LEN;
 use crate::internal::{Binding, Op};
 use crate::metrics::{self, Delta, ROOM_CONNECTIONS};
 use crate::objects::alarm::{self, Alarm};
-use crate::objects::rooms::store::SqlStore;
+use crate::objects::rooms::store::{take_unreadable, SqlStore};
 use crate::objects::rooms::window::Batch;
 use crate::objects::socket::{auto_pong, finish_close, send_js, to_js};
 use crate::obs;
@@ -56,6 +56,8 @@ pub struct Room {
     batch: Batch,
     /// The room's figures (`GET /api/rooms/:room`), loaded with the core.
     stats: RefCell<RoomStats>,
+    /// Whether this instance ran the schema statements: once per object lifetime.
+    schema_ready: Cell<bool>,
 }
 
 /// Meta key of the room's saved figures ([`crate::rooms::stats::Counts`] as JSON).
@@ -72,6 +74,7 @@ impl DurableObject for Room {
             log_level: Cell::new(obs::Level::Info),
             batch: Batch::default(),
             stats: RefCell::new(RoomStats::default()),
+            schema_ready: Cell::new(false),
         }
     }
 
@@ -112,6 +115,7 @@ impl DurableObject for Room {
             let mut store = self.store();
             self.with_core(|c| c.receive(&mut store, &session.conn, raw, now_ms()))
         };
+        self.note_unreadable();
         self.perform(effects).await
     }
 
@@ -153,13 +157,41 @@ impl Room {
         SqlStore(self.state.storage().sql())
     }
 
+    /// The store with its tables created: the schema statements run once per object lifetime,
+    /// not on every request.
+    fn schema(&self) -> std::result::Result<SqlStore, StoreError> {
+        let store = self.store();
+        if !self.schema_ready.get() {
+            store.schema()?;
+            self.schema_ready.set(true);
+        }
+        Ok(store)
+    }
+
+    /// Logs and counts the stored rows the last reads skipped as unreadable.
+    fn note_unreadable(&self) {
+        let skipped = take_unreadable();
+        if skipped.is_empty() {
+            return;
+        }
+        let room = self.with_core(|c| c.key().to_string());
+        for u in &skipped {
+            let fields = serde_json::json!({"room": room, "offset": u.offset, "reason": u.reason});
+            self.log(obs::Level::Error, "unreadable_row", None, fields);
+        }
+        self.count(vec![Delta::new(
+            "roomkeeper_room_unreadable_rows_total",
+            &[],
+            skipped.len() as i64,
+        )]);
+    }
+
     async fn handle(&self, req: Request) -> std::result::Result<Response, ApiError> {
         settings::config(&self.env)?;
         let op = Op::decode(Binding::Room, &req.path())
             .ok_or_else(|| ApiError::not_found("not_found", "no such room operation"))?;
         if op == Op::RoomInit {
-            let store = self.store();
-            store.schema().map_err(internal)?;
+            let store = self.schema().map_err(internal)?;
             store.set_meta("private", "1").map_err(internal)?;
             return Response::empty()
                 .map(|r| r.with_status(204))
@@ -193,8 +225,7 @@ impl Room {
 
     /// Records the room's key on first contact; refuses private ids that were never created.
     fn ensure_known(&self, key: &str) -> std::result::Result<(), ApiError> {
-        let store = self.store();
-        store.schema().map_err(internal)?;
+        let store = self.schema().map_err(internal)?;
         if key.len() == PRIVATE_ROOM_ID_LEN && store.meta("private").map_err(internal)?.is_none() {
             return Err(ApiError::not_found(
                 "room_not_found",
@@ -306,6 +337,10 @@ impl Room {
             Err(PublishError::TooLarge { .. }) => Err(ApiError::PayloadTooLarge {
                 limit: limits.max_body_bytes,
             }),
+            Err(e @ PublishError::TooDeep) => Err(ApiError::Unprocessable {
+                code: "too_deep",
+                message: e.to_string(),
+            }),
             Err(e @ PublishError::InvalidId) => Err(ApiError::bad_request(
                 "invalid_idempotency_key",
                 e.to_string(),
@@ -322,6 +357,7 @@ impl Room {
         let page = self
             .with_core(|c| c.history(&store, q.since, q.limit))
             .map_err(internal)?;
+        self.note_unreadable();
         json(200, &page)
     }
 
@@ -334,8 +370,7 @@ impl Room {
         if self.core.borrow().is_some() {
             return Ok(());
         }
-        let store = self.store();
-        store.schema()?;
+        let store = self.schema()?;
         let key = store.meta("key")?.unwrap_or_default();
         let epoch = match store.meta("epoch")? {
             Some(e) => e,

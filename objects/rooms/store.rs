@@ -1,24 +1,17 @@
 //! The room's stream in the object's SQLite storage: the core's [`Store`] over `messages`,
 //! `dedupe` and `meta` tables.
 
+use std::cell::RefCell;
+
 use serde::Deserialize;
 use worker::{SqlStorage, SqlStorageValue};
 
-use crate::rooms::protocol::{MemberInfo, Message};
-use crate::rooms::store::{Store, StoreError};
+use crate::rooms::protocol::Message;
+use crate::rooms::store::{decode_rows, sql_int, Store, StoreError, StoredRow, Unreadable};
 
 /// The room's stream in the object's SQLite storage.
 #[derive(Clone)]
 pub struct SqlStore(pub SqlStorage);
-
-#[derive(Deserialize)]
-struct Row {
-    seq: i64,
-    ts: i64,
-    from_id: String,
-    from_name: String,
-    body: String,
-}
 
 #[derive(Deserialize)]
 struct One<T> {
@@ -27,6 +20,18 @@ struct One<T> {
 
 fn store_err(e: impl std::fmt::Display) -> StoreError {
     StoreError(e.to_string())
+}
+
+thread_local! {
+    /// Rows the reads of the current event skipped as unreadable. An isolate runs one event
+    /// at a time, and the Room takes them ([`take_unreadable`]) right after its synchronous
+    /// reads, so they belong to that room.
+    static UNREADABLE: RefCell<Vec<Unreadable>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The rows skipped since the last call (to log and count).
+pub fn take_unreadable() -> Vec<Unreadable> {
+    UNREADABLE.with(|u| std::mem::take(&mut *u.borrow_mut()))
 }
 
 impl SqlStore {
@@ -38,27 +43,18 @@ impl SqlStore {
         self.0.exec(q, Some(b)).map_err(store_err)
     }
 
+    /// Messages of a query; a row that cannot be decoded is skipped and noted, never fatal.
     fn messages(
         &self,
         q: &str,
         b: Vec<SqlStorageValue>,
     ) -> std::result::Result<Vec<Message>, StoreError> {
-        let rows: Vec<Row> = self.exec(q, b)?.to_array().map_err(store_err)?;
-        rows.into_iter()
-            .map(|r| {
-                Ok(Message {
-                    offset: r.seq as u64,
-                    ts: r.ts as u64,
-                    from: MemberInfo {
-                        id: r.from_id,
-                        name: r.from_name,
-                        meta: None,
-                        conns: 0,
-                    },
-                    body: serde_json::from_str(&r.body).map_err(store_err)?,
-                })
-            })
-            .collect()
+        let rows: Vec<StoredRow> = self.exec(q, b)?.to_array().map_err(store_err)?;
+        let (messages, unreadable) = decode_rows(rows);
+        if !unreadable.is_empty() {
+            UNREADABLE.with(|u| u.borrow_mut().extend(unreadable));
+        }
+        Ok(messages)
     }
 
     pub fn one<T: serde::de::DeserializeOwned>(
@@ -103,8 +99,8 @@ impl Store for SqlStore {
         self.exec(
             "INSERT INTO messages (seq, ts, from_id, from_name, body) VALUES (?, ?, ?, ?, ?)",
             vec![
-                (m.offset as i64).into(),
-                (m.ts as i64).into(),
+                sql_int(m.offset).into(),
+                sql_int(m.ts).into(),
                 m.from.id.as_str().into(),
                 m.from.name.as_str().into(),
                 serde_json::to_string(&m.body).map_err(store_err)?.into(),
@@ -116,14 +112,14 @@ impl Store for SqlStore {
     fn after(&self, after: u64, limit: usize) -> std::result::Result<Vec<Message>, StoreError> {
         self.messages(
             &format!("{COLUMNS} WHERE seq > ? ORDER BY seq LIMIT ?"),
-            vec![(after as i64).into(), (limit as i64).into()],
+            vec![sql_int(after).into(), sql_int(limit as u64).into()],
         )
     }
 
     fn latest(&self, limit: usize) -> std::result::Result<Vec<Message>, StoreError> {
         let mut v = self.messages(
             &format!("{COLUMNS} ORDER BY seq DESC LIMIT ?"),
-            vec![(limit as i64).into()],
+            vec![sql_int(limit as u64).into()],
         )?;
         v.reverse();
         Ok(v)
@@ -138,7 +134,7 @@ impl Store for SqlStore {
     fn trim_through(&mut self, offset: u64) -> std::result::Result<(), StoreError> {
         self.exec(
             "DELETE FROM messages WHERE seq <= ?",
-            vec![(offset as i64).into()],
+            vec![sql_int(offset).into()],
         )
         .map(|_| ())
     }
@@ -146,7 +142,7 @@ impl Store for SqlStore {
     fn trim_older(&mut self, ts: u64) -> std::result::Result<(), StoreError> {
         self.exec(
             "DELETE FROM messages WHERE ts < ?",
-            vec![(ts as i64).into()],
+            vec![sql_int(ts).into()],
         )
         .map(|_| ())
     }
@@ -165,13 +161,13 @@ impl Store for SqlStore {
     ) -> std::result::Result<(), StoreError> {
         self.exec(
             "INSERT OR REPLACE INTO dedupe (k, seq, ts) VALUES (?, ?, ?)",
-            vec![key.into(), (offset as i64).into(), (ts as i64).into()],
+            vec![key.into(), sql_int(offset).into(), sql_int(ts).into()],
         )
         .map(|_| ())
     }
 
     fn dedupe_expire(&mut self, ts: u64) -> std::result::Result<(), StoreError> {
-        self.exec("DELETE FROM dedupe WHERE ts < ?", vec![(ts as i64).into()])
+        self.exec("DELETE FROM dedupe WHERE ts < ?", vec![sql_int(ts).into()])
             .map(|_| ())
     }
 }

@@ -13,7 +13,8 @@ use std::future::Future;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use worker::{
-    Env, Request, Response, ResponseBuilder, SqlStorage, State, WebSocket, WebSocketPair,
+    Env, Request, Response, ResponseBuilder, SqlStorage, SqlStorageValue, State, WebSocket,
+    WebSocketPair,
 };
 
 use std::rc::Rc;
@@ -181,20 +182,25 @@ struct Row {
 }
 
 impl Kv {
-    fn schema(&self) -> worker::Result<()> {
-        self.0.exec(
-            "CREATE TABLE IF NOT EXISTS kv (k TEXT PRIMARY KEY, v TEXT NOT NULL)",
-            None,
-        )?;
-        Ok(())
+    const SCHEMA: &'static str =
+        "CREATE TABLE IF NOT EXISTS kv (k TEXT PRIMARY KEY, v TEXT NOT NULL)";
+
+    /// Runs `q`, creating the table first only if it is missing: the schema statement runs
+    /// once in the storage's lifetime (on the first write), not on every get and put.
+    fn exec(&self, q: &str, b: Vec<SqlStorageValue>) -> worker::Result<worker::SqlCursor> {
+        match self.0.exec(q, Some(b.clone())) {
+            Err(e) if e.to_string().contains("no such table") => {
+                self.0.exec(Self::SCHEMA, None)?;
+                self.0.exec(q, Some(b))
+            }
+            other => other,
+        }
     }
 
     /// The value under `key`, if any (and it parses).
     pub fn get<T: DeserializeOwned>(&self, key: &str) -> Option<T> {
-        self.schema().ok()?;
         let rows: Vec<Row> = self
-            .0
-            .exec("SELECT v FROM kv WHERE k = ?", Some(vec![key.into()]))
+            .exec("SELECT v FROM kv WHERE k = ?", vec![key.into()])
             .ok()?
             .to_array()
             .ok()?;
@@ -205,12 +211,11 @@ impl Kv {
 
     /// Stores `value` under `key`.
     pub fn put<T: Serialize>(&self, key: &str, value: &T) -> worker::Result<()> {
-        self.schema()?;
         let v =
             serde_json::to_string(value).map_err(|e| worker::Error::RustError(e.to_string()))?;
-        self.0.exec(
+        self.exec(
             "INSERT INTO kv (k, v) VALUES (?, ?) ON CONFLICT(k) DO UPDATE SET v = excluded.v",
-            Some(vec![key.into(), v.into()]),
+            vec![key.into(), v.into()],
         )?;
         Ok(())
     }

@@ -144,6 +144,12 @@ pub enum FrameError {
     /// A text frame on a MessagePack socket or a binary frame on a JSON socket.
     #[error("{0}")]
     WrongFrameKind(&'static str),
+    /// The frame nests arrays and objects deeper than [`MAX_FRAME_DEPTH`] levels.
+    #[error("frame nests deeper than {limit} levels (message bodies: {MAX_BODY_DEPTH})")]
+    TooDeep {
+        /// The limit on the frame's nesting.
+        limit: usize,
+    },
     /// `type` is missing or not one this protocol knows.
     #[error("unknown frame type {0:?}")]
     UnknownType(String),
@@ -161,7 +167,7 @@ impl FrameError {
     /// The stable error code sent to the client.
     pub fn code(&self) -> &'static str {
         match self {
-            Self::TooLarge { .. } => "too_large",
+            Self::TooLarge { .. } | Self::TooDeep { .. } => "too_large",
             Self::Malformed(_) => "malformed",
             Self::WrongFrameKind(_) => "wrong_frame_kind",
             Self::UnknownType(_) => "unknown_type",
@@ -170,7 +176,33 @@ impl FrameError {
     }
 }
 
-/// Decodes one client frame, enforcing the frame size limit before parsing anything.
+/// Deepest nesting of arrays and objects accepted in a message body or `meta`, the same for
+/// both encodings (`docs/PROTOCOL.md`): `1` and `"a"` nest 0 levels, `[1]` and `{"a":1}` one,
+/// `[[1]]` two. Far below serde_json's own limit of 128, so whatever is accepted, stored as
+/// JSON, reads back.
+pub const MAX_BODY_DEPTH: usize = 32;
+/// Deepest nesting of a whole frame: the frame object around a body at [`MAX_BODY_DEPTH`].
+pub const MAX_FRAME_DEPTH: usize = MAX_BODY_DEPTH + 1;
+
+/// How deeply `value` nests arrays and objects (see [`MAX_BODY_DEPTH`]); counted without
+/// recursion, so any value that could be built can be measured.
+pub fn depth(value: &Value) -> usize {
+    let mut deepest = 0;
+    let mut stack = vec![(value, 0usize)];
+    while let Some((v, d)) = stack.pop() {
+        let children: Box<dyn Iterator<Item = &Value>> = match v {
+            Value::Array(a) => Box::new(a.iter()),
+            Value::Object(o) => Box::new(o.values()),
+            _ => continue,
+        };
+        deepest = deepest.max(d + 1);
+        stack.extend(children.map(|c| (c, d + 1)));
+    }
+    deepest
+}
+
+/// Decodes one client frame, enforcing the frame size limit before parsing anything and the
+/// nesting limit ([`MAX_FRAME_DEPTH`]) on what was parsed.
 pub fn decode(
     encoding: Encoding,
     raw: RawFrame<'_>,
@@ -185,10 +217,19 @@ pub fn decode(
     let value: Value =
         match (encoding, raw) {
             (Encoding::Json, RawFrame::Text(t)) => {
-                serde_json::from_str(t).map_err(|_| FrameError::Malformed("JSON"))?
+                serde_json::from_str(t).map_err(|e| match e.to_string() {
+                    m if m.starts_with("recursion limit exceeded") => too_deep(),
+                    _ => FrameError::Malformed("JSON"),
+                })?
             }
             (Encoding::Msgpack, RawFrame::Binary(b)) => {
-                rmp_serde::from_slice(b).map_err(|_| FrameError::Malformed("MessagePack"))?
+                // Bounded while parsing: rmp-serde would otherwise recurse 1024 levels deep.
+                let mut de = rmp_serde::Deserializer::from_read_ref(b);
+                de.set_max_depth(MAX_FRAME_DEPTH + 1);
+                Value::deserialize(&mut de).map_err(|e| match e {
+                    rmp_serde::decode::Error::DepthLimitExceeded => too_deep(),
+                    _ => FrameError::Malformed("MessagePack"),
+                })?
             }
             (Encoding::Json, RawFrame::Binary(_)) => return Err(FrameError::WrongFrameKind(
                 "binary frame on a JSON connection; negotiate roomkeeper.v1.msgpack to send binary",
@@ -199,6 +240,9 @@ pub fn decode(
                 ))
             }
         };
+    if depth(&value) > MAX_FRAME_DEPTH {
+        return Err(too_deep());
+    }
     let kind = match value.get("type") {
         _ if !value.is_object() => {
             return Err(FrameError::Malformed(match encoding {
@@ -214,6 +258,12 @@ pub fn decode(
         kind,
         detail: e.to_string(),
     })
+}
+
+fn too_deep() -> FrameError {
+    FrameError::TooDeep {
+        limit: MAX_FRAME_DEPTH,
+    }
 }
 
 /// A member as other members see it.
@@ -538,6 +588,69 @@ mod tests {
         assert_eq!(e.code(), "wrong_frame_kind");
         let e = decode(Encoding::Msgpack, RawFrame::Text("{}"), 1024).unwrap_err();
         assert_eq!(e.code(), "wrong_frame_kind");
+    }
+
+    /// `levels` arrays nested around a number.
+    fn nested(levels: usize) -> Value {
+        (0..levels).fold(json!(1), |v, _| json!([v]))
+    }
+
+    fn publish_of(body: Value) -> Value {
+        json!({"type": "publish", "body": body})
+    }
+
+    #[test]
+    fn depth_counts_arrays_and_objects() {
+        assert_eq!(depth(&json!(1)), 0);
+        assert_eq!(depth(&json!("a")), 0);
+        assert_eq!(depth(&json!([])), 1);
+        assert_eq!(depth(&json!({"a": [1, {"b": {}}]})), 4);
+        assert_eq!(depth(&nested(MAX_BODY_DEPTH)), MAX_BODY_DEPTH);
+        assert_eq!(depth(&publish_of(nested(5))), 6);
+    }
+
+    #[test]
+    fn json_bodies_nest_up_to_the_limit() {
+        let at = publish_of(nested(MAX_BODY_DEPTH)).to_string();
+        let f = decode(Encoding::Json, RawFrame::Text(&at), 1 << 20).unwrap();
+        assert!(matches!(f, ClientFrame::Publish { body, .. } if body == nested(MAX_BODY_DEPTH)));
+        // One past the limit, and far past serde_json's own limit (128): the same refusal.
+        for levels in [MAX_BODY_DEPTH + 1, 200] {
+            let past = publish_of(nested(levels)).to_string();
+            let e = decode(Encoding::Json, RawFrame::Text(&past), 1 << 20).unwrap_err();
+            assert_eq!(
+                e,
+                FrameError::TooDeep {
+                    limit: MAX_FRAME_DEPTH
+                },
+                "{levels}"
+            );
+            assert_eq!(e.code(), "too_large");
+        }
+        // A deep `meta` is bounded the same way.
+        let meta = json!({"type": "join", "name": "a", "meta": {"m": nested(MAX_BODY_DEPTH)}});
+        let e = decode(Encoding::Json, RawFrame::Text(&meta.to_string()), 1 << 20);
+        assert_eq!(e.unwrap_err().code(), "too_large");
+    }
+
+    #[test]
+    fn msgpack_bodies_nest_up_to_the_limit() {
+        let enc = |v: &Value| rmp_serde::to_vec_named(v).unwrap();
+        let at = enc(&publish_of(nested(MAX_BODY_DEPTH)));
+        let f = decode(Encoding::Msgpack, RawFrame::Binary(&at), 1 << 20).unwrap();
+        assert!(matches!(f, ClientFrame::Publish { body, .. } if body == nested(MAX_BODY_DEPTH)));
+        // 200 levels were accepted once (rmp-serde allows 1024), then broke history reads.
+        for levels in [MAX_BODY_DEPTH + 1, 200, 500] {
+            let past = enc(&publish_of(nested(levels)));
+            let e = decode(Encoding::Msgpack, RawFrame::Binary(&past), 1 << 20).unwrap_err();
+            assert_eq!(
+                e,
+                FrameError::TooDeep {
+                    limit: MAX_FRAME_DEPTH
+                },
+                "{levels}"
+            );
+        }
     }
 
     #[test]

@@ -22,8 +22,8 @@ use crate::http::error::ApiError;
 use crate::rooms::limits::RoomLimits;
 use crate::rooms::names::display_name;
 use crate::rooms::protocol::{
-    close, decode, ClientFrame, Encoding, MemberInfo, Message, RawFrame, ServerFrame, StreamPos,
-    PROTOCOL_VERSION,
+    close, decode, depth, ClientFrame, Encoding, MemberInfo, Message, RawFrame, ServerFrame,
+    StreamPos, MAX_BODY_DEPTH, PROTOCOL_VERSION,
 };
 use crate::rooms::session::Session;
 use crate::rooms::store::{Store, StoreError};
@@ -100,6 +100,9 @@ pub enum PublishError {
         /// The limit.
         limit: usize,
     },
+    /// The body nests deeper than [`MAX_BODY_DEPTH`] levels.
+    #[error("message bodies nest at most {MAX_BODY_DEPTH} levels of arrays and objects")]
+    TooDeep,
     /// The client id or idempotency key is malformed.
     #[error("message ids are 1-{MAX_CLIENT_ID_LEN} bytes")]
     InvalidId,
@@ -112,7 +115,7 @@ impl PublishError {
     /// Stable error code.
     pub fn code(&self) -> &'static str {
         match self {
-            Self::TooLarge { .. } => "too_large",
+            Self::TooLarge { .. } | Self::TooDeep => "too_large",
             Self::InvalidId => "invalid_id",
             Self::Store(_) => "unavailable",
         }
@@ -155,6 +158,9 @@ struct ConnRate {
     strikes: u32,
 }
 
+/// The largest offset a stream can reach (SQLite integers are i64).
+pub const MAX_OFFSET: u64 = i64::MAX as u64;
+
 /// A `GET …/history` query: `since` (an offset, exclusive; default 0) and `limit` (1 to
 /// [`MAX_HISTORY_PAGE`]; default 100). Other parameters are ignored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -184,6 +190,9 @@ impl HistoryQuery {
                 _ => {}
             }
         }
+        // Offsets never exceed i64::MAX (SQLite's integers): a larger `since` means "after
+        // everything" and must not wrap to a negative number on the way to SQL.
+        q.since = q.since.min(MAX_OFFSET);
         if q.limit == 0 || q.limit > MAX_HISTORY_PAGE {
             return Err(ApiError::bad_request(
                 "invalid_query",
@@ -461,7 +470,7 @@ impl Room {
         let (recovered, replay) = if !perms.subscribe {
             (since.as_ref().map(|_| false), Vec::new())
         } else {
-            match self.replay(store, since.as_ref(), history.unwrap_or(0)) {
+            match self.replay(store, since.as_ref(), history) {
                 Ok(r) => r,
                 Err(e) => return vec![refusal(conn, "unavailable", e.to_string(), None)],
             }
@@ -512,26 +521,24 @@ impl Room {
 
     /// Decides what a joining client gets replayed: exactly what it missed when `since` is in
     /// this epoch and still in history (`recovered: true`), else the latest history
-    /// (`recovered: false`), never a silent gap.
+    /// (`recovered: false`): `history` of them, 1 when not asked, none for `history: 0`; never a
+    /// silent gap.
     fn replay(
         &self,
         store: &dyn Store,
         since: Option<&StreamPos>,
-        history: usize,
+        history: Option<usize>,
     ) -> Result<(Option<bool>, Vec<Message>), StoreError> {
-        let Some(pos) = since else {
-            return Ok((
-                None,
-                if history > 0 {
-                    store.latest(history)?
-                } else {
-                    Vec::new()
-                },
-            ));
+        let latest = |n: usize| match n.min(MAX_HISTORY_REPLAY) {
+            0 => Ok(Vec::new()),
+            n => store.latest(n),
         };
-        let fallback = history.clamp(1, MAX_HISTORY_REPLAY);
+        let Some(pos) = since else {
+            return Ok((None, latest(history.unwrap_or(0))?));
+        };
+        let fallback = history.unwrap_or(1);
         if pos.epoch != self.epoch || pos.offset > self.last_offset {
-            return Ok((Some(false), store.latest(fallback)?));
+            return Ok((Some(false), latest(fallback)?));
         }
         if pos.offset == self.last_offset {
             return Ok((Some(true), Vec::new()));
@@ -543,7 +550,7 @@ impl Room {
         if complete {
             Ok((Some(true), store.after(pos.offset, missed as usize)?))
         } else {
-            Ok((Some(false), store.latest(fallback)?))
+            Ok((Some(false), latest(fallback)?))
         }
     }
 
@@ -625,6 +632,9 @@ impl Room {
                 limit: self.limits.max_body_bytes,
             });
         }
+        if depth(&body) > MAX_BODY_DEPTH {
+            return Err(PublishError::TooDeep);
+        }
         if let Some(key) = dedupe_key {
             if let Some(offset) = store.dedupe_get(key)? {
                 let dup = Published {
@@ -686,7 +696,9 @@ impl Room {
     }
 
     /// The alarm fired: trims history by count and age, forgets old de-duplication keys, and
-    /// closes sessions whose token expired. Returns the effects and when to run again.
+    /// closes sessions whose token expired (a `token_expired` error frame, then close 4001; the
+    /// session is detached when the Close is performed). Returns the effects and when to run
+    /// again.
     pub fn maintain(
         &mut self,
         store: &mut dyn Store,
@@ -718,9 +730,11 @@ impl Room {
                 code: close::TOKEN_EXPIRED,
                 reason: "token expired".into(),
             });
-            effects.extend(self.detach(&conn));
+            // The session stays until the Close is performed (which detaches it, as every
+            // forced close does): the Send before it needs the session to be delivered.
         }
-        if let Some(next) = self.sessions.values().filter_map(|s| s.expires_ms).min() {
+        let live = self.sessions.values().filter_map(|s| s.expires_ms);
+        if let Some(next) = live.filter(|&e| e > now_ms).min() {
             effects.push(Effect::AlarmAt(next));
         }
         if store.first_offset()?.is_some() {
@@ -776,6 +790,21 @@ mod tests {
 
     #[test]
     fn history_queries_are_bounded_and_name_the_bad_parameter() {
+        assert_eq!(
+            HistoryQuery::parse([("since", "7"), ("limit", "5"), ("x", "y")]).unwrap(),
+            HistoryQuery { since: 7, limit: 5 }
+        );
+        // Seen live: `since=18446744073709551615` became -1 in SQL and returned offsets 1-3.
+        // Offsets never exceed i64::MAX, so any `since` above it means "after everything".
+        for huge in [u64::MAX, i64::MAX as u64 + 1] {
+            assert_eq!(
+                HistoryQuery::parse([("since", huge.to_string())]).unwrap(),
+                HistoryQuery {
+                    since: i64::MAX as u64,
+                    limit: 100
+                }
+            );
+        }
         assert_eq!(
             HistoryQuery::parse([("since", "7"), ("limit", "5"), ("x", "y")]).unwrap(),
             HistoryQuery { since: 7, limit: 5 }
@@ -1160,6 +1189,57 @@ mod tests {
     }
 
     #[test]
+    fn publish_bounds_body_nesting_for_every_door() {
+        // The HTTP broadcast reaches `publish` without a frame decode: the bound is here too.
+        let (mut r, mut st) = room();
+        let nested = |n: usize| (0..n).fold(json!(1), |v, _| json!([v]));
+        let from = MemberInfo {
+            id: "api:k".into(),
+            name: "api".into(),
+            meta: None,
+            conns: 0,
+        };
+        let deep = r.publish(
+            &mut st,
+            from.clone(),
+            nested(MAX_BODY_DEPTH + 1),
+            None,
+            None,
+            1,
+        );
+        assert_eq!(deep.unwrap_err().code(), "too_large");
+        assert_eq!(r.info().last_offset, 0);
+        let at = r.publish(&mut st, from, nested(MAX_BODY_DEPTH), None, None, 1);
+        assert_eq!(at.unwrap().0.offset, 1);
+        assert_eq!(
+            r.history(&st, 0, 10).unwrap().messages[0].body,
+            nested(MAX_BODY_DEPTH)
+        );
+    }
+
+    #[test]
+    fn failed_recovery_replays_exactly_history_messages() {
+        let (mut r, mut st) = room();
+        publish_n(&mut r, &mut st, 10, 0);
+        // `history: 0` asks for none: seen live replaying one (`history.clamp(1, …)`).
+        let fx = text(
+            &mut r,
+            &mut st,
+            "c1",
+            r#"{"type":"join","name":"a","since":{"epoch":"old","offset":3},"history":0}"#,
+        );
+        assert_eq!(welcome_of(&fx, "c1"), (Some(false), vec![]));
+        // Without `history` a failed recovery replays the documented default of one.
+        let fx = text(
+            &mut r,
+            &mut st,
+            "c2",
+            r#"{"type":"join","name":"b","since":{"epoch":"old","offset":3}}"#,
+        );
+        assert_eq!(welcome_of(&fx, "c2"), (Some(false), vec![10]));
+    }
+
+    #[test]
     fn recovery_across_epoch_or_trim_says_so() {
         let (mut r, mut st) = room();
         publish_n(&mut r, &mut st, 10, 0);
@@ -1212,9 +1292,19 @@ mod tests {
         publish_n(&mut r, &mut st, 1, 20_000);
         let fx = r.maintain(&mut st, 20_000).unwrap();
         assert_eq!(st.messages.keys().copied().collect::<Vec<_>>(), vec![6]);
-        assert!(fx
+        let to_c1: Vec<&Effect> = fx
             .iter()
-            .any(|e| matches!(e, Effect::Close { code: 4001, .. })));
+            .filter(|e| matches!(e, Effect::Send { conn, .. } | Effect::Close { conn, .. } if conn == "c1"))
+            .collect();
+        assert!(
+            matches!(to_c1[..], [Effect::Send { frame: ServerFrame::Error { code, .. }, .. }, Effect::Close { code: 4001, .. }] if code == "token_expired"),
+            "{to_c1:?}"
+        );
+        // Seen live: the session was detached inside `maintain`, so the object performing the
+        // Send found no session (no encoding) and dropped the frame. The session stays until
+        // the Close is performed, which detaches it like every forced close.
+        assert_eq!(r.session("c1").map(|s| s.enc), Some(Encoding::Json));
+        r.detach("c1");
         assert_eq!(r.connections(), 0);
         let page = r.history(&st, 0, 10).unwrap();
         assert!(page.truncated);
@@ -1272,7 +1362,7 @@ mod tests {
                         Op::Trim(n) => st.trim_through(u64::from(n)).unwrap(),
                     }
                 }
-                let (recovered, replay) = r.replay(&st, Some(&StreamPos { epoch: "e".into(), offset: since }), 5).unwrap();
+                let (recovered, replay) = r.replay(&st, Some(&StreamPos { epoch: "e".into(), offset: since }), Some(5)).unwrap();
                 let offsets: Vec<u64> = replay.iter().map(|m| m.offset).collect();
                 if recovered == Some(true) {
                     let want: Vec<u64> = (since + 1..=last).collect();

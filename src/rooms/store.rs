@@ -3,7 +3,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use super::protocol::Message;
+use serde::Deserialize;
+
+use super::protocol::{MemberInfo, Message};
 
 /// A storage failure, described for the log.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -31,6 +33,65 @@ pub trait Store {
     fn dedupe_put(&mut self, key: &str, offset: u64, ts: u64) -> Result<(), StoreError>;
     /// Forgets de-duplication keys recorded before `ts`.
     fn dedupe_expire(&mut self, ts: u64) -> Result<(), StoreError>;
+}
+
+/// The integer SQLite stores for an offset or a time: `v`, saturated at `i64::MAX` (a plain
+/// `as i64` turned `since=18446744073709551615` into -1, i.e. "everything").
+pub fn sql_int(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// One row of the `messages` table as SQL returns it (the body as stored: compact JSON).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct StoredRow {
+    /// The offset.
+    pub seq: i64,
+    /// Time of acceptance, ms.
+    pub ts: i64,
+    /// Sender id.
+    pub from_id: String,
+    /// Sender display name.
+    pub from_name: String,
+    /// The body as JSON text.
+    pub body: String,
+}
+
+/// A stored row that could not be read back, for the log and the
+/// `roomkeeper_room_unreadable_rows_total` counter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unreadable {
+    /// The row's offset.
+    pub offset: u64,
+    /// Why it could not be decoded.
+    pub reason: String,
+}
+
+/// Decodes stored rows into messages, in order. A row that cannot be decoded (say, a body
+/// nested deeper than serde_json reads, stored before bodies were bounded) never fails the
+/// page: it is left out and returned in the second list.
+pub fn decode_rows(rows: Vec<StoredRow>) -> (Vec<Message>, Vec<Unreadable>) {
+    let mut messages = Vec::with_capacity(rows.len());
+    let mut unreadable = Vec::new();
+    for r in rows {
+        match serde_json::from_str(&r.body) {
+            Ok(body) => messages.push(Message {
+                offset: r.seq.max(0) as u64,
+                ts: r.ts.max(0) as u64,
+                from: MemberInfo {
+                    id: r.from_id,
+                    name: r.from_name,
+                    meta: None,
+                    conns: 0,
+                },
+                body,
+            }),
+            Err(e) => unreadable.push(Unreadable {
+                offset: r.seq.max(0) as u64,
+                reason: e.to_string(),
+            }),
+        }
+    }
+    (messages, unreadable)
 }
 
 /// An in-memory [`Store`] for native tests and tools.
@@ -81,5 +142,47 @@ impl Store for MemoryStore {
     fn dedupe_expire(&mut self, ts: u64) -> Result<(), StoreError> {
         self.dedupe.retain(|_, (_, t)| *t >= ts);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offsets_saturate_on_the_way_to_sql() {
+        assert_eq!(sql_int(7), 7);
+        assert_eq!(sql_int(i64::MAX as u64), i64::MAX);
+        assert_eq!(sql_int(i64::MAX as u64 + 1), i64::MAX);
+        assert_eq!(sql_int(u64::MAX), i64::MAX);
+    }
+
+    #[test]
+    fn an_unreadable_row_is_skipped_not_fatal() {
+        let row = |seq: i64, body: String| StoredRow {
+            seq,
+            ts: 5,
+            from_id: "u".into(),
+            from_name: "n".into(),
+            body,
+        };
+        // Seen live: a body nested 200 deep, stored as JSON, failed every page it was on
+        // ("recursion limit exceeded").
+        let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+        let (messages, unreadable) = decode_rows(vec![
+            row(1, "{\"text\":\"a\"}".into()),
+            row(2, deep),
+            row(3, "not json".into()),
+            row(4, "[1]".into()),
+        ]);
+        let offsets: Vec<u64> = messages.iter().map(|m| m.offset).collect();
+        assert_eq!(offsets, vec![1, 4]);
+        assert_eq!(messages[0].body, serde_json::json!({"text": "a"}));
+        let bad: Vec<u64> = unreadable.iter().map(|u| u.offset).collect();
+        assert_eq!(bad, vec![2, 3]);
+        assert!(
+            unreadable[0].reason.contains("recursion limit"),
+            "{unreadable:?}"
+        );
     }
 }

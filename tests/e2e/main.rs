@@ -152,6 +152,8 @@ fn all(ctx: Arc<Ctx>) -> Vec<Trial> {
         rooms::join_limits_are_enforced,
         rooms::auth_refusals_are_documented,
         rooms::expired_tokens_are_refused_and_end_sessions,
+        rooms::hardening_deep_bodies_are_refused_and_history_stays_readable,
+        rooms::hardening_history_since_beyond_any_offset_is_empty,
         rooms::publish_flood_is_limited_then_disconnected,
         rooms::member_and_connection_caps,
         rooms::http_broadcast_reaches_every_member,

@@ -279,6 +279,10 @@ pub async fn join_limits_are_enforced(ctx: Arc<Ctx>) {
         (json!({"type": "join", "name": "  "}), "invalid_name"),
         (json!({"type": "join", "name": "bell\u{7}"}), "invalid_name"),
         (
+            json!({"type": "join", "name": "admin\u{202e}gnp.exe"}),
+            "invalid_name",
+        ),
+        (
             json!({"type": "join", "name": "m", "meta": {"bio": "b".repeat(300)}}),
             "too_large",
         ),
@@ -452,6 +456,7 @@ pub async fn expired_tokens_are_refused_and_end_sessions(ctx: Arc<Ctx>) {
     .await;
     let (mut c, _) = Client::join(&ws_url(&ctx.strict_ws, &r, Some(&t)), Enc::Json, "brief").await;
     let mut closed = None;
+    let mut warned = None;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while tokio::time::Instant::now() < deadline {
         if let Some(f) = c.try_recv(Duration::from_secs(5)).await {
@@ -461,11 +466,15 @@ pub async fn expired_tokens_are_refused_and_end_sessions(ctx: Arc<Ctx>) {
             }
             if f["type"] == "error" {
                 assert_eq!(f["code"], "token_expired");
+                warned = Some(f);
             }
         }
     }
     let closed = closed.expect("the session was closed when its token expired");
     assert_eq!(closed["code"], 4001);
+    // The protocol promises the error frame before the close: it must arrive.
+    let warned = warned.expect("a token_expired error frame arrived before the close");
+    assert!(warned["message"].as_str().is_some_and(|m| !m.is_empty()));
     // Reconnecting with the same token is refused as expired.
     let refused = Client::try_connect(&ws_url(&ctx.strict_ws, &r, Some(&t)), Enc::Json, &[])
         .await
@@ -962,4 +971,88 @@ pub async fn room_figures_count_exactly_and_survive_a_restart(_ctx: Arc<Ctx>) {
     server.stop();
     let server = Server::start(&persist.0);
     assert_eq!(info(server.http(), r.clone()).await["stats"], want);
+}
+
+/// `depth` arrays nested in one another around a number: `[[…[1]…]]`.
+fn nested(depth: usize) -> Value {
+    (0..depth).fold(json!(1), |v, _| json!([v]))
+}
+
+/// GET with the dev API key: status and JSON body.
+async fn get_json(url: String) -> (u16, Value) {
+    let r = http()
+        .get(url)
+        .bearer_auth(DEV_API_KEY)
+        .send()
+        .await
+        .unwrap();
+    (
+        r.status().as_u16(),
+        r.json::<Value>().await.unwrap_or(Value::Null),
+    )
+}
+
+pub async fn hardening_deep_bodies_are_refused_and_history_stays_readable(ctx: Arc<Ctx>) {
+    let r = room("deep");
+    let url = ws_url(&ctx.ws, &r, None);
+    let (mut m, _) = Client::join(&url, Enc::Msgpack, "deep").await;
+    // 200 levels over MessagePack: once accepted, stored and acked, then every history read
+    // of the room failed. Now refused at the door like any over-limit frame.
+    m.send(json!({"type": "publish", "body": nested(200), "id": "d1"}))
+        .await;
+    let e = next_ack(&mut m).await;
+    assert_eq!(
+        (e["type"].as_str(), e["code"].as_str()),
+        (Some("error"), Some("too_large")),
+        "{e}"
+    );
+    // The same over JSON, one level past the limit; at the limit it is accepted.
+    let (mut j, _) = Client::join(&url, Enc::Json, "json").await;
+    j.send(json!({"type": "publish", "body": nested(33), "id": "d2"}))
+        .await;
+    let e = next_ack(&mut j).await;
+    assert_eq!(e["code"], "too_large", "{e}");
+    assert_eq!(publish(&mut j, nested(32), "d3").await, 1);
+    m.send(json!({"type": "publish", "body": nested(32), "id": "d4"}))
+        .await;
+    assert_eq!(next_ack(&mut m).await["offset"], 2);
+    // The HTTP broadcast is a door too.
+    let (s, e) = post(
+        &format!("{}/api/rooms/{r}/broadcast", ctx.http),
+        Some(DEV_API_KEY),
+        json!({"body": nested(100)}).to_string(),
+    )
+    .await;
+    assert_eq!(
+        (s, e["error"]["code"].as_str()),
+        (422, Some("too_deep")),
+        "{e}"
+    );
+    // History reads work: over HTTP and on join.
+    let (s, page) = get_json(format!("{}/api/rooms/{r}/history", ctx.http)).await;
+    assert_eq!(s, 200, "{page}");
+    assert_eq!(page["messages"].as_array().map(Vec::len), Some(2));
+    assert_eq!(page["messages"][0]["body"], nested(32));
+    let (_, w) = Client::join_with(
+        &url,
+        Enc::Json,
+        json!({"type": "join", "name": "late", "history": 10}),
+    )
+    .await;
+    assert_eq!(w["replayed"], 2);
+}
+
+pub async fn hardening_history_since_beyond_any_offset_is_empty(ctx: Arc<Ctx>) {
+    let r = room("since-max");
+    let (mut a, _) = Client::join(&ws_url(&ctx.ws, &r, None), Enc::Json, "ann").await;
+    for i in 1..=3 {
+        publish(&mut a, json!(i), &format!("s{i}")).await;
+    }
+    for since in [u64::MAX, i64::MAX as u64 + 1, i64::MAX as u64] {
+        let (s, page) = get_json(format!("{}/api/rooms/{r}/history?since={since}", ctx.http)).await;
+        assert_eq!(s, 200, "{page}");
+        assert_eq!(page["messages"], json!([]), "since={since}: {page}");
+        assert_eq!(page["truncated"], false);
+        assert_eq!(page["last_offset"], 3);
+    }
 }
