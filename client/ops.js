@@ -28,7 +28,12 @@ function describe(e) {
   }
 }
 
+// Only what the service itself published counts: the `ops` room refuses every client publish,
+// and the dashboard trusts nothing else either.
+const SERVICE = "api:system";
+
 function show(m) {
+  if (m.from?.id !== SERVICE) return;
   if (seen.has(m.offset)) return;
   seen.add(m.offset);
   const e = typeof m.body === "object" && m.body ? m.body : { kind: "message", text: String(m.body) };
@@ -49,10 +54,19 @@ function show(m) {
   $("feed-count").textContent = seen.size;
 }
 
-const client = new RoomClient({ room: "ops", name: "ops dashboard", history: 100 });
+// The feed needs an operator token, minted by `POST /api/admin/ops-token` with an admin API
+// key; the client asks for a fresh one before every (re)connect.
+async function opsToken() {
+  const r = await api("POST", "/api/admin/ops-token");
+  if (!r.ok) throw new Error(`${r.status} ${r.json?.error?.code ?? ""}: ${r.json?.error?.message ?? "no ops token"}`);
+  return r.json.token;
+}
+
+const client = new RoomClient({ room: "ops", name: "ops dashboard", history: 100, getToken: opsToken });
 client.on("status", (s) => {
   $("status").dataset.state = s.state;
   $("status-text").textContent = {
+    idle: "set an admin API key to see the live feed",
     connecting: "connecting to the ops room…",
     open: "live: ops room",
     reconnecting: "reconnecting…",
@@ -66,7 +80,12 @@ client.on("recovery", (r) => {
 client.on("message", show);
 client.on("error", (e) => console.warn("ops room:", e.message));
 window.opsClient = client; // for the browser tests and the curious
-client.connect();
+let started = false;
+function startFeed() {
+  if (started || !key()) return;
+  started = true;
+  client.connect();
+}
 
 // ---- API key and HTTP panels ----------------------------------------------------------------
 
@@ -75,7 +94,9 @@ function key() {
 }
 
 function showKeyState() {
-  $("key-state").textContent = key() ? "key set for this tab" : "no key set: locks and limits need one";
+  $("key-state").textContent = key()
+    ? "key set for this tab"
+    : "no key set: the live feed, locks and limits need an admin key";
 }
 
 $("key-form").addEventListener("submit", (e) => {
@@ -83,8 +104,10 @@ $("key-form").addEventListener("submit", (e) => {
   sessionStorage.setItem(KEY_STORAGE, $("api-key").value.trim());
   $("api-key").value = "";
   showKeyState();
+  startFeed();
 });
 showKeyState();
+startFeed();
 
 async function api(method, path, body) {
   const headers = { "Content-Type": "application/json" };

@@ -196,6 +196,10 @@ pub struct Claims {
     /// (`token_not_yet_valid`) until then, less [`CLOCK_LEEWAY_S`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nbf: Option<u64>,
+    /// An operator credential: the holder may read the service's reserved rooms (the `ops`
+    /// feed), never publish there. Absent means false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ops: bool,
 }
 
 /// What the service demands of a token beyond its signature and claims.
@@ -639,6 +643,7 @@ mod tests {
             exp: NOW + 600,
             iat: Some(NOW),
             nbf: None,
+            ops: false,
         }
     }
 
@@ -739,6 +744,7 @@ mod tests {
                 exp: 2_000_000_000,
                 iat: None,
                 nbf: None,
+                ops: false,
             })
         );
     }

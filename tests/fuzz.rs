@@ -208,6 +208,7 @@ proptest! {
             exp: 2_000,
             iat: None,
             nbf: None,
+            ops: false,
         };
         let token = auth::mint(&claims, SECRET);
         prop_assert_eq!(auth::verify(&token, SECRET, 1_000).map(|c| c.sub), Ok(claims.sub.clone()));

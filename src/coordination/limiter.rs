@@ -803,7 +803,9 @@ mod tests {
         assert_eq!(*p.get("connect").unwrap(), policy(5, 1_000, 2));
         assert_eq!(*p.get("export").unwrap(), policy(1, 60_000, 1));
         assert_eq!(p.get("api").unwrap(), d.get("api").unwrap());
-        assert_eq!(p.iter().count(), 5);
+        // The nine defaults and the one added.
+        assert_eq!(d.iter().count(), 9);
+        assert_eq!(p.iter().count(), 10);
     }
 
     #[test]

@@ -60,7 +60,26 @@ fn admit(
         perms: Perms::ALL,
         expires_ms: None,
     };
-    match identify(req, env, config)? {
+    let identity = identify(req, env, config)?;
+    if key.is_reserved() {
+        // The operators' feed: an operator token reads it; nobody publishes there but the
+        // service itself, and operators do not show up to each other.
+        return match identity {
+            Identity::Token(claims) if claims.ops => Ok(Admission {
+                anonymous: false,
+                name: claims.name.clone().or_else(|| Some("operator".into())),
+                perms: Perms {
+                    publish: false,
+                    subscribe: true,
+                    presence: false,
+                },
+                expires_ms: Some(claims.expires_at_ms()),
+                ..base(claims.sub.clone())
+            }),
+            _ => Err(reserved(key)),
+        };
+    }
+    match identity {
         Identity::Anonymous(user) => Ok(base(user)),
         Identity::Token(claims) => {
             if !claims.allows_room(key.as_str()) {
@@ -82,6 +101,18 @@ fn admit(
             })
         }
     }
+}
+
+/// The refusal of a client's way into a reserved room (403 `reserved_room`).
+pub(crate) fn reserved(key: &RoomKey) -> ApiError {
+    ApiError::forbidden(
+        "reserved_room",
+        format!(
+            "{} is the service's own feed: only the service publishes there, and reading it \
+             needs an operator token",
+            key.as_str()
+        ),
+    )
 }
 
 /// `GET /api/rooms/:room/ws`: checks the upgrade, negotiates the encoding, authenticates, and
@@ -159,6 +190,7 @@ pub(crate) async fn broadcast_many(
                 })
             };
             let key = match RoomKey::parse(room) {
+                Ok(k) if k.is_reserved() => return failed(reserved(&k)),
                 Ok(k) => k,
                 Err(e) => return failed(e),
             };

@@ -13,7 +13,7 @@ use crate::config::Config;
 use crate::http::bodies::{self, DevTokenRequest, MultiBroadcast, RoomBroadcast};
 use crate::http::cors;
 use crate::http::error::ApiError;
-use crate::http::route::{self, Method, Route};
+use crate::http::route::{self, Method, Route, OPS_ROOM};
 use crate::internal::Op;
 use crate::metrics::Delta;
 use crate::obs;
@@ -22,9 +22,13 @@ use super::admission::unauthorized;
 use super::http::{
     error_response, internal, json, log, now_ms, read_body, require_upgrade, with_headers,
 };
-use super::rooms::{broadcast_many, create_room, room_call, room_socket};
+use super::rooms::{broadcast_many, create_room, reserved, room_call, room_socket};
 use super::settings::{api_keys, auth_secret, config as settings};
 use super::stub::Call;
+
+/// Lifetime of an operator token (`POST /api/admin/ops-token`), seconds: the dashboard asks
+/// for a fresh one on every (re)connect.
+pub const OPS_TOKEN_TTL_S: u64 = 3600;
 
 #[event(start)]
 fn start() {
@@ -195,6 +199,7 @@ async fn handle(
                 .to_string();
             room_call(env, &key, Call::new(Op::RoomHistory).query(&query)).await
         }
+        Route::RoomBroadcast(key) if key.is_reserved() => Err(reserved(&key)),
         Route::RoomBroadcast(key) => {
             let mut b: RoomBroadcast =
                 bodies::parse_json(&read_body(&mut req, bodies::MAX_API_BODY_BYTES).await?)?;
@@ -270,6 +275,24 @@ async fn handle(
             super::ops::admin::admin_lock_release(req, env, &name, key_name.as_deref()).await
         }
         Route::AdminAudit => super::ops::admin::admin_audit(req, env).await,
+        Route::AdminOpsToken => {
+            let now_s = now_ms() / 1000;
+            let claims = auth::Claims {
+                sub: format!("operator:{}", key_name.as_deref().unwrap_or("key")),
+                name: Some("operator".into()),
+                rooms: vec![OPS_ROOM.into()],
+                perms: vec![auth::Perm::Subscribe],
+                exp: now_s + OPS_TOKEN_TTL_S.min(config.tokens.max_ttl_s),
+                iat: Some(now_s),
+                nbf: None,
+                ops: true,
+            };
+            let token = auth::mint(&claims, auth_secret(env)?.as_bytes());
+            json(
+                200,
+                &j!({ "token": token, "exp": claims.exp, "room": OPS_ROOM }),
+            )
+        }
         Route::BenchRaw { room, op } => super::bench::route(req, env, config, &room, op).await,
     }
 }

@@ -112,6 +112,7 @@ impl DevTokenRequest {
             exp: now_s + ttl,
             iat: Some(now_s),
             nbf: None,
+            ops: false,
         })
     }
 }

@@ -12,6 +12,14 @@ pub const MAX_ROOM_NAME_LEN: usize = 48;
 /// Length of a private room id: the hex form of a Durable Object unique id.
 pub const PRIVATE_ROOM_ID_LEN: usize = 64;
 
+/// Rooms the service keeps for itself: `ops`, the operators' feed of leads, notifications,
+/// deliveries and alerts. Only the service publishes there; reading needs an operator token
+/// (`POST /api/admin/ops-token`) or, over HTTP, the `admin` scope.
+pub const RESERVED_ROOMS: &[&str] = &["ops"];
+
+/// The operators' feed (one of [`RESERVED_ROOMS`]).
+pub const OPS_ROOM: &str = "ops";
+
 /// Which room a request addresses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RoomKey {
@@ -37,6 +45,12 @@ impl RoomKey {
         }
         validate_room_name(segment)?;
         Ok(Self::Named(segment.to_string()))
+    }
+
+    /// Whether this is a reserved room ([`RESERVED_ROOMS`]): the service's own feeds, which
+    /// clients can neither publish into nor read without an operator credential.
+    pub fn is_reserved(&self) -> bool {
+        matches!(self, Self::Named(n) if RESERVED_ROOMS.contains(&n.as_str()))
     }
 
     /// The string the router uses to find the object (the name, or the hex id).
@@ -145,6 +159,9 @@ pub enum Route {
     AdminLockRelease(String),
     /// `GET /api/admin/audit?subject=&limit=`: the audit trail (API key).
     AdminAudit,
+    /// `POST /api/admin/ops-token` (API key, `admin`): a short-lived operator token that
+    /// reads the `ops` feed.
+    AdminOpsToken,
     /// `/api/bench/raw/:room/{ws,status,panic}`: the bench-only raw baseline object, served
     /// only when `ENVIRONMENT=local` or `BENCH_ROUTES=true` (see `BENCHMARKS.md`).
     BenchRaw {
@@ -210,6 +227,7 @@ impl Route {
                 | Self::AdminSessions
                 | Self::AdminLockRelease(_)
                 | Self::AdminAudit
+                | Self::AdminOpsToken
         )
     }
 
@@ -221,6 +239,8 @@ impl Route {
         }
         Some(match self {
             Self::RoomBroadcast(_) | Self::Broadcast => Scope::Publish,
+            // The operators' feed carries leads: reading it over HTTP is an admin's.
+            Self::RoomInfo(k) | Self::RoomHistory(k) if k.is_reserved() => Scope::Admin,
             Self::RoomInfo(_) | Self::RoomHistory(_) | Self::Metrics { .. } => Scope::Read,
             Self::LimitCheck { .. } | Self::Lock { .. } => Scope::Coordination,
             Self::ValuationSales
@@ -278,7 +298,8 @@ impl Route {
             | Self::AdminCloseConnection { .. }
             | Self::AdminSessions
             | Self::AdminLockRelease(_)
-            | Self::AdminAudit => "admin",
+            | Self::AdminAudit
+            | Self::AdminOpsToken => "admin",
             Self::BenchRaw { .. } => "bench",
             #[allow(unreachable_patterns)]
             _ => "other",
@@ -395,6 +416,7 @@ pub fn parse(method: Method, path: &str) -> Result<Route, ApiError> {
             (Route::AdminLockRelease(lock_name(name)?), &["POST"])
         }
         ["api", "admin", "audit"] => (Route::AdminAudit, &["GET"]),
+        ["api", "admin", "ops-token"] => (Route::AdminOpsToken, &["POST"]),
         ["api", "bench", "raw", room, op @ ("ws" | "status" | "panic")] => {
             let op: &'static str = match *op {
                 "ws" => "ws",
@@ -581,6 +603,24 @@ mod tests {
             assert_eq!(route.api_scope(method), Some(scope), "{route:?}");
         }
         assert_eq!(Route::Leads.api_scope(Method::Post), None, "public");
+        let ops = RoomKey::parse("ops").unwrap();
+        assert!(ops.is_reserved() && !key().is_reserved());
+        assert_eq!(
+            Route::RoomHistory(ops.clone()).api_scope(Method::Get),
+            Some(Scope::Admin)
+        );
+        assert_eq!(
+            Route::RoomInfo(ops).api_scope(Method::Get),
+            Some(Scope::Admin)
+        );
+        assert_eq!(
+            parse(Method::Post, "/api/admin/ops-token"),
+            Ok(Route::AdminOpsToken)
+        );
+        assert_eq!(
+            Route::AdminOpsToken.api_scope(Method::Post),
+            Some(Scope::Admin)
+        );
         assert_eq!(Route::Health.api_scope(Method::Get), None);
     }
 

@@ -256,3 +256,70 @@ pub async fn api_keys_hold_only_their_scopes(ctx: Arc<Ctx>) {
         assert_eq!(status, 200, "admin: {method} {path}");
     }
 }
+
+pub async fn the_ops_feed_is_private(ctx: Arc<Ctx>) {
+    use roomkeeper_testkit::harness::{ops_feed_url, DEV_API_KEY};
+    let refused = |url: String| async move {
+        let e = Client::try_connect(&url, Enc::Json, &[])
+            .await
+            .err()
+            .expect("refused");
+        (
+            e.status,
+            e.body["error"]["code"].as_str().unwrap_or("").to_string(),
+        )
+    };
+    // Anonymous (allowed elsewhere on this server) and an all-rooms token are both refused.
+    let anon = format!("{}/api/rooms/ops/ws", ctx.ws);
+    assert_eq!(refused(anon).await, (403, "reserved_room".to_string()));
+    let all = sign_token(&json!({"sub": "nosy", "rooms": ["*"], "exp": now_s() + 600}));
+    let url = format!("{}/api/rooms/ops/ws?token={all}", ctx.ws);
+    assert_eq!(refused(url).await, (403, "reserved_room".to_string()));
+    // Nobody publishes there over HTTP, not even an admin key; a multi-room broadcast says so
+    // for that room alone.
+    let r = http()
+        .post(format!("{}/api/rooms/ops/broadcast", ctx.http))
+        .bearer_auth(DEV_API_KEY)
+        .json(&json!({"body": {"kind": "lead", "id": "ld_fake", "name": "Fake"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "reserved_room");
+    let other = room("edge-ops-other");
+    let r = http()
+        .post(format!("{}/api/broadcast", ctx.http))
+        .bearer_auth(DEV_API_KEY)
+        .json(&json!({"rooms": ["ops", other], "body": {"kind": "lead"}}))
+        .send()
+        .await
+        .unwrap();
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["results"][0]["error"]["code"], "reserved_room", "{v}");
+    assert!(v["results"][1]["offset"].is_u64(), "{v}");
+    // Reading it over HTTP is an admin's: a key with the default scopes is refused.
+    let history = |key: &'static str| {
+        let url = format!("{}/api/rooms/ops/history", ctx.strict_http);
+        async move {
+            http()
+                .get(url)
+                .bearer_auth(key)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(history("roomkeeper-reader-test-key").await, 403);
+    assert_eq!(history(DEV_API_KEY).await, 200);
+    // An operator token reads the feed, and cannot publish into it.
+    let (mut op, welcome) =
+        Client::join(&ops_feed_url(&ctx.http, &ctx.ws).await, Enc::Json, "op").await;
+    assert_eq!(welcome["room"], "ops");
+    op.send(json!({"type": "publish", "body": {"kind": "lead", "id": "ld_fake"}, "id": "x1"}))
+        .await;
+    let e = op.recv_type("error").await;
+    assert_eq!(e["code"], "forbidden", "{e}");
+}

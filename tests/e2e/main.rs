@@ -120,6 +120,7 @@ fn all(ctx: Arc<Ctx>) -> Vec<Trial> {
         edge::a_socket_request_that_is_no_upgrade_spends_nothing,
         edge::tokens_honour_nbf_and_the_maximum_lifetime,
         edge::api_keys_hold_only_their_scopes,
+        edge::the_ops_feed_is_private,
         reliability::crash_mid_publishing_loses_nothing_acknowledged,
         reliability::a_panic_inside_an_object_leaves_nothing_broken,
         foundation::health_answers,

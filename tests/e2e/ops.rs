@@ -182,7 +182,7 @@ pub async fn delivery_failures_raise_bounded_alerts(_ctx: Arc<Ctx>) {
     );
     let base = server.http();
     let (mut ops, _) = Client::join(
-        &format!("{}/api/rooms/ops/ws", server.ws()),
+        &roomkeeper_testkit::harness::ops_feed_url(&server.http(), &server.ws()).await,
         Enc::Json,
         "ops",
     )

@@ -180,7 +180,7 @@ pub async fn lead_flow_end_to_end(_ctx: Arc<Ctx>) {
     );
     let base = server.http();
     let (mut ops_room, _) = Client::join(
-        &format!("{}/api/rooms/ops/ws", server.ws()),
+        &roomkeeper_testkit::harness::ops_feed_url(&server.http(), &server.ws()).await,
         Enc::Json,
         "ops-watcher",
     )

@@ -521,7 +521,7 @@ pub async fn voice_bad_input_gets_error_codes(ctx: Arc<Ctx>) {
 /// conversation ends with a lead stored (source `chatbot`), scored, and in the ops room.
 pub async fn chatbot_answers_and_submits_a_lead(ctx: Arc<Ctx>) {
     let (mut ops, _) = Client::join(
-        &format!("{}/api/rooms/ops/ws", ctx.ws),
+        &roomkeeper_testkit::harness::ops_feed_url(&ctx.http, &ctx.ws).await,
         Enc::Json,
         "sessions-ops-watcher",
     )

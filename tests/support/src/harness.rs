@@ -492,6 +492,23 @@ pub async fn token(base: &str, body: Value) -> String {
     v["token"].as_str().unwrap().to_string()
 }
 
+/// The WebSocket URL of the operators' `ops` feed on the server at `http`/`ws`, with a fresh
+/// operator token (`POST /api/admin/ops-token` with the dev key, which has the admin scope).
+pub async fn ops_feed_url(http_base: &str, ws_base: &str) -> String {
+    let r = http()
+        .post(format!("{http_base}/api/admin/ops-token"))
+        .bearer_auth(DEV_API_KEY)
+        .send()
+        .await
+        .expect("POST /api/admin/ops-token");
+    assert_eq!(r.status().as_u16(), 200, "ops token");
+    let v: Value = r.json().await.unwrap();
+    format!(
+        "{ws_base}/api/rooms/ops/ws?token={}",
+        v["token"].as_str().unwrap()
+    )
+}
+
 /// One request a [`Receiver`] got.
 #[derive(Debug, Clone)]
 pub struct Received {
