@@ -267,17 +267,40 @@ impl Room {
         self.sessions.len()
     }
 
+    /// A user's joined connections that others can see (with the `presence` permission).
     fn conns_of(&self, user: &str) -> u32 {
         self.sessions
             .values()
-            .filter(|s| s.joined() && s.user == user)
+            .filter(|s| s.joined() && s.perms.presence && s.user == user)
             .count() as u32
     }
 
-    /// Joined members, one per user (with its connection count), in user-id order.
+    /// Whether `user` has any joined connection, seen or not (for the member cap).
+    fn is_member(&self, user: &str) -> bool {
+        self.sessions.values().any(|s| s.joined() && s.user == user)
+    }
+
+    /// Distinct joined users, seen or not (what `ROOM_MAX_MEMBERS` counts).
+    fn member_count(&self) -> usize {
+        let users: std::collections::BTreeSet<&str> = self
+            .sessions
+            .values()
+            .filter(|s| s.joined())
+            .map(|s| s.user.as_str())
+            .collect();
+        users.len()
+    }
+
+    /// Joined members that others can see, one per user (with its visible connection count),
+    /// in user-id order. `presence` governs both seeing and being seen: a connection without
+    /// it is in no member list and causes no join, leave or presence event.
     pub fn members(&self) -> Vec<MemberInfo> {
         let mut by_user: BTreeMap<&str, (u32, &Session)> = BTreeMap::new();
-        for s in self.sessions.values().filter(|s| s.joined()) {
+        for s in self
+            .sessions
+            .values()
+            .filter(|s| s.joined() && s.perms.presence)
+        {
             by_user.entry(&s.user).or_insert((0, s)).0 += 1;
         }
         by_user
@@ -326,7 +349,7 @@ impl Room {
         let Some(session) = self.sessions.remove(conn) else {
             return Vec::new();
         };
-        if !session.joined() {
+        if !session.joined() || !session.perms.presence {
             return Vec::new();
         }
         let left = self.conns_of(&session.user);
@@ -448,8 +471,7 @@ impl Room {
             )];
         }
         let user = session.user.clone();
-        let new_member = self.conns_of(&user) == 0;
-        if new_member && self.members().len() >= self.limits.max_members {
+        if !self.is_member(&user) && self.member_count() >= self.limits.max_members {
             return vec![
                 refusal(
                     conn,
@@ -480,8 +502,13 @@ impl Room {
         session.name = Some(name);
         session.meta = meta;
         let saved = session.clone();
+        let visible = perms.presence;
+        // Others saw this user before if another of its connections was visible.
         let conns = self.conns_of(&user);
-        let me = saved.member(conns).expect("just named");
+        let new_member = visible && conns == 1;
+        let me = saved
+            .member(if visible { conns } else { 1 })
+            .expect("just named");
         let mut effects = vec![
             Effect::Save(saved),
             Effect::Send {
@@ -507,15 +534,17 @@ impl Room {
             conn: conn.to_string(),
             frame: ServerFrame::Message(m),
         }));
-        effects.push(Effect::Broadcast {
-            frame: if new_member {
-                ServerFrame::Joined { member: me }
-            } else {
-                ServerFrame::Presence { member: me }
-            },
-            to: Audience::Presence,
-            except: Some(conn.to_string()),
-        });
+        if visible {
+            effects.push(Effect::Broadcast {
+                frame: if new_member {
+                    ServerFrame::Joined { member: me }
+                } else {
+                    ServerFrame::Presence { member: me }
+                },
+                to: Audience::Presence,
+                except: Some(conn.to_string()),
+            });
+        }
         effects
     }
 
@@ -1116,6 +1145,96 @@ mod tests {
         let [(_, subs), _] = r.audience(Audience::Subscribers, None);
         let [(_, pres), _] = r.audience(Audience::Presence, None);
         assert_eq!((subs.len(), pres.len()), (2, 1));
+    }
+
+    #[test]
+    fn presence_governs_being_seen_as_well_as_seeing() {
+        let (mut r, mut st) = room();
+        text(&mut r, &mut st, "c1", r#"{"type":"join","name":"ann"}"#);
+        let mut hidden = Session::new("c9", "u9", Encoding::Json);
+        hidden.perms = Perms {
+            publish: true,
+            subscribe: true,
+            presence: false,
+        };
+        hidden.anonymous = false;
+        r.attach(hidden);
+        // Its join announces nothing to the others...
+        let fx = text(&mut r, &mut st, "c9", r#"{"type":"join","name":"hidden"}"#);
+        assert!(
+            !fx.iter().any(|e| matches!(e, Effect::Broadcast { .. })),
+            "{fx:?}"
+        );
+        // ...and it is in no member list: not the next joiner's, not the room's.
+        let fx = text(&mut r, &mut st, "c2", r#"{"type":"join","name":"bob"}"#);
+        let ServerFrame::Welcome { members, .. } = sent_to(&fx, "c2")[0] else {
+            panic!("welcome")
+        };
+        let names: Vec<&str> = members.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, ["ann", "bob"]);
+        assert!(r.info().members.iter().all(|m| m.name != "hidden"));
+        // Its leaving is silent too; it still counts against the member cap.
+        assert!(r.detach("c9").is_empty());
+        assert!(!r.detach("c2").is_empty());
+    }
+
+    #[test]
+    fn anonymous_de_duplication_is_per_connection() {
+        let (mut r, mut st) = room();
+        let publish = r#"{"type":"publish","body":1,"id":"victim-id"}"#;
+        text(&mut r, &mut st, "c1", r#"{"type":"join","name":"victim"}"#);
+        text(
+            &mut r,
+            &mut st,
+            "c2",
+            r#"{"type":"join","name":"attacker"}"#,
+        );
+        // The attacker publishes first with the victim's id...
+        let fx = text(&mut r, &mut st, "c2", publish);
+        assert!(matches!(
+            sent_to(&fx, "c2")[..],
+            [
+                ..,
+                ServerFrame::Ack {
+                    duplicate: false,
+                    ..
+                }
+            ]
+        ));
+        // ...and the victim's publish is still a new message, not a duplicate.
+        let fx = text(&mut r, &mut st, "c1", publish);
+        assert!(
+            fx.iter().any(|e| matches!(
+                e,
+                Effect::Broadcast {
+                    frame: ServerFrame::Message(_),
+                    ..
+                }
+            )),
+            "{fx:?}"
+        );
+        assert!(matches!(
+            sent_to(&fx, "c1")[..],
+            [
+                ..,
+                ServerFrame::Ack {
+                    duplicate: false,
+                    ..
+                }
+            ]
+        ));
+        // A retry on the same connection is still recognised.
+        let fx = text(&mut r, &mut st, "c1", publish);
+        assert!(matches!(
+            sent_to(&fx, "c1")[..],
+            [
+                ..,
+                ServerFrame::Ack {
+                    duplicate: true,
+                    ..
+                }
+            ]
+        ));
     }
 
     #[test]

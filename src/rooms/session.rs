@@ -12,7 +12,8 @@ pub struct Perms {
     pub publish: bool,
     /// Receives messages (and history).
     pub subscribe: bool,
-    /// Sees the member list and join/leave events.
+    /// Sees the member list and join/leave events, and is seen in them (without it a connection
+    /// is invisible to the others).
     pub presence: bool,
 }
 
@@ -81,9 +82,12 @@ impl Session {
         })
     }
 
+    /// The de-duplication key of a publish id: per user for a token's subject; per connection
+    /// for an anonymous one (its user id is new on every connection), so no anonymous client
+    /// can make another's publish come back as a duplicate by reusing its id.
     pub(crate) fn dedupe_key(&self, id: &str) -> String {
         if self.anonymous {
-            format!("anon/{id}")
+            format!("anon:{}/{id}", self.conn)
         } else {
             format!("user:{}/{id}", self.user)
         }
