@@ -151,6 +151,7 @@ fn all(ctx: Arc<Ctx>) -> Vec<Trial> {
         services::signed_webhooks_become_payment_notifications,
         services::unverified_webhooks_keep_a_bounded_log,
         services::racing_status_changes_audit_only_the_winner,
+        services::an_unknown_stored_status_is_refused_not_read_as_new,
         services::imports_past_the_fit_cap_keep_estimates_answering,
         services::services_bodies_are_capped_while_streaming,
         sessions::daily_caps_hold_across_a_users_sessions,

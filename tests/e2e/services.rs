@@ -560,8 +560,8 @@ pub async fn signed_webhooks_become_payment_notifications(ctx: Arc<Ctx>) {
     assert_eq!(r.status().as_u16(), 404);
 }
 
-/// One scalar from the local D1 of a stopped server (`wrangler d1 execute --json`).
-fn d1_count(persist: &std::path::Path, sql: &str) -> u64 {
+/// Runs `sql` on the local D1 of a stopped server (`wrangler d1 execute --json`).
+fn d1_execute(persist: &std::path::Path, sql: &str) -> Value {
     let out = std::process::Command::new(
         roomkeeper_testkit::harness::root().join("node_modules/.bin/wrangler"),
     )
@@ -578,8 +578,60 @@ fn d1_count(persist: &std::path::Path, sql: &str) -> u64 {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let v: Value = serde_json::from_slice(&out.stdout).expect("wrangler --json output");
-    v[0]["results"][0]["n"].as_u64().expect("a count named n")
+    serde_json::from_slice(&out.stdout).expect("wrangler --json output")
+}
+
+/// One count (a column named `n`) from the local D1 of a stopped server.
+fn d1_count(persist: &std::path::Path, sql: &str) -> u64 {
+    d1_execute(persist, sql)[0]["results"][0]["n"]
+        .as_u64()
+        .expect("a count named n")
+}
+
+/// A lead whose stored status this version does not know is never read as `new`: changing
+/// it answers 409 `unknown_stored_status` and writes nothing.
+pub async fn an_unknown_stored_status_is_refused_not_read_as_new(_ctx: Arc<Ctx>) {
+    let persist = TempDir::new("lead-status");
+    let mut server = Server::start(&persist.0);
+    let (s, v) = post_json(
+        &format!("{}/api/leads", server.http()),
+        None,
+        &json!({"name": "Odd Status", "email": format!("odd-{}@example.net", std::process::id()), "source": "web"}),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    let id = v["id"].as_str().unwrap().to_string();
+    server.stop();
+    d1_execute(
+        &persist.0,
+        &format!("UPDATE leads SET status = 'archived' WHERE id = '{id}'"),
+    );
+    let server = Server::start(&persist.0);
+    let url = format!("{}/api/leads/{id}", server.http());
+    let r = http()
+        .patch(&url)
+        .bearer_auth(DEV_API_KEY)
+        .json(&json!({"status": "contacted"}))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let v: Value = r.json().await.unwrap_or(Value::Null);
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (409, Some("unknown_stored_status")),
+        "{v}"
+    );
+    let (_, lead) = get(&url).await;
+    assert_eq!(lead["status"], "archived", "{lead}");
+    assert!(
+        !lead["audit"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["action"] == "status"),
+        "nothing audited: {lead}"
+    );
 }
 
 /// A flood of badly signed webhooks is refused and counted, and the log of refusals in D1
