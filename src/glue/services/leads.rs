@@ -10,9 +10,8 @@ use super::jobs::{enqueue, log, metric, push_ops, Job};
 use super::notify::create_notification;
 use super::valuation::estimate;
 use crate::glue::d1::{self, db, num, opt_str};
-use crate::glue::http::{internal, json, now_ms};
+use crate::glue::http::{internal, json, now_ms, read_body, read_json};
 use crate::glue::settings;
-use crate::http::bodies;
 use crate::http::error::ApiError;
 use crate::services::leads::{self, Country, Lead, LeadFilter, LeadRow, LeadStatus, Timeline};
 use crate::services::notify::{self, LeadNotice, Notification};
@@ -42,7 +41,7 @@ pub(crate) async fn create_lead(
     env: &Env,
     _config: &crate::config::Config,
 ) -> Result<Response, ApiError> {
-    let input = leads::parse_input(&req.bytes().await.map_err(internal)?)?;
+    let input = leads::parse_input(&read_body(&mut req, leads::MAX_LEAD_BODY_BYTES).await?)?;
     let created = submit_lead(env, input).await?;
     if created.duplicate {
         return json(
@@ -224,8 +223,8 @@ impl LeadDbRow {
         }
     }
 
-    fn row(&self) -> LeadRow {
-        LeadRow {
+    fn row(&self) -> Result<LeadRow, ApiError> {
+        Ok(LeadRow {
             id: self.id.clone(),
             created_at_ms: self.created_at as u64,
             name: self.name.clone(),
@@ -235,9 +234,9 @@ impl LeadDbRow {
             timeline: Timeline::parse(&self.timeline),
             source: self.source.clone(),
             score: self.score.unwrap_or(0.0) as u8,
-            status: LeadStatus::parse(&self.status).unwrap_or(LeadStatus::New),
+            status: stored_status(&self.status)?,
             estimated_value: self.estimated_value.map(|v| v as u64),
-        }
+        })
     }
 
     fn view(&self) -> Value {
@@ -366,10 +365,9 @@ pub(crate) async fn list_leads(req: Request, env: &Env) -> Result<Response, ApiE
     let rows = query_leads(env, &filter, filter.limit + 1).await?;
     let more = rows.len() > filter.limit;
     let page: Vec<&LeadDbRow> = rows.iter().take(filter.limit).collect();
-    let next = if more {
-        page.last().map(|r| leads::Cursor::after(&r.row()).encode())
-    } else {
-        None
+    let next = match page.last() {
+        Some(r) if more => Some(leads::Cursor::after(&r.row()?).encode()),
+        _ => None,
     };
     json(
         200,
@@ -435,7 +433,12 @@ pub(crate) async fn export_leads(req: Request, env: &Env) -> Result<Response, Ap
     let mut filter = lead_filter(&req)?;
     filter.cursor = None;
     let rows = query_leads(env, &filter, MAX_EXPORT_ROWS).await?;
-    let csv = leads::to_csv(&rows.iter().map(LeadDbRow::row).collect::<Vec<_>>());
+    let csv = leads::to_csv(
+        &rows
+            .iter()
+            .map(LeadDbRow::row)
+            .collect::<Result<Vec<_>, _>>()?,
+    );
     let headers = Headers::new();
     headers
         .set("Content-Type", "text/csv; charset=utf-8")
@@ -483,14 +486,16 @@ struct LeadPatch {
     status: String,
 }
 
-/// `PATCH /api/leads/:id` `{"status": …}`: a lifecycle transition, audited.
+/// `PATCH /api/leads/:id` `{"status": …}`: a lifecycle transition, audited. The change is a
+/// compare-and-set on the status it was decided from; losing that race (a concurrent change
+/// got there first) is a 409 `status_conflict` and writes nothing, audit row included.
 pub(crate) async fn update_lead(
     mut req: Request,
     env: &Env,
     id: &str,
     key_name: Option<&str>,
 ) -> Result<Response, ApiError> {
-    let patch: LeadPatch = bodies::parse_json(&req.bytes().await.map_err(internal)?)?;
+    let patch: LeadPatch = read_json(&mut req).await?;
     let to = LeadStatus::parse(&patch.status).ok_or_else(|| {
         ApiError::unprocessable(
             "invalid_status",
@@ -501,29 +506,50 @@ pub(crate) async fn update_lead(
     let row = load_lead(&db, id)
         .await?
         .ok_or_else(|| ApiError::not_found("lead_not_found", "no such lead"))?;
-    let from = LeadStatus::parse(&row.status).unwrap_or(LeadStatus::New);
+    let from = stored_status(&row.status)?;
     leads::transition(from, to).map_err(|e| ApiError::conflict(e.code(), e.to_string()))?;
     let now = now_ms();
     let actor = format!("api:{}", key_name.unwrap_or("key"));
-    db.batch(vec![
-        db.prepare("UPDATE leads SET status = ?, updated_at = ? WHERE id = ? AND status = ?")
+    let detail = j!({"from": from.as_str(), "to": to.as_str()}).to_string();
+    // One batch (one transaction): the audit row is inserted only if the update just before
+    // it changed the row (`changes()`), so a lost race leaves no trace.
+    let results = db
+        .batch(vec![
+            db.prepare("UPDATE leads SET status = ?, updated_at = ? WHERE id = ? AND status = ?")
+                .bind(&[
+                    JsValue::from_str(to.as_str()),
+                    num(now as f64),
+                    JsValue::from_str(id),
+                    JsValue::from_str(from.as_str()),
+                ])
+                .map_err(internal)?,
+            db.prepare(
+                "INSERT INTO audit (at, subject, action, actor, detail) \
+                 SELECT ?, ?, 'status', ?, ? WHERE changes() = 1",
+            )
             .bind(&[
-                JsValue::from_str(to.as_str()),
                 num(now as f64),
                 JsValue::from_str(id),
-                JsValue::from_str(from.as_str()),
+                JsValue::from_str(&actor),
+                JsValue::from_str(&detail),
             ])
             .map_err(internal)?,
-        audit_stmt(
-            &db,
-            now,
-            id,
-            "status",
-            &actor,
-            Some(&j!({"from": from.as_str(), "to": to.as_str()})),
-        )?,
-    ])
-    .await
-    .map_err(internal)?;
+        ])
+        .await
+        .map_err(internal)?;
+    let changed = results
+        .first()
+        .ok_or(ApiError::Internal)?
+        .meta()
+        .map_err(internal)?
+        .and_then(|m| m.changes)
+        .unwrap_or(0);
+    leads::settle_status_change(from, to, changed as u64)
+        .map_err(|e| ApiError::conflict(e.code(), e.to_string()))?;
     get_lead(env, id).await
+}
+
+/// A stored status, or the explicit 409 `unknown_stored_status` (never read as `new`).
+fn stored_status(s: &str) -> Result<LeadStatus, ApiError> {
+    LeadStatus::from_stored(s).map_err(|e| ApiError::conflict(e.code(), e.to_string()))
 }

@@ -8,8 +8,7 @@ use worker::{D1Database, Env, Request, Response};
 
 use super::jobs::{enqueue, metric, push_ops, Job};
 use crate::glue::d1::{self, db, num};
-use crate::glue::http::{internal, json, now_ms};
-use crate::http::bodies;
+use crate::glue::http::{internal, json, now_ms, read_json};
 use crate::http::error::ApiError;
 use crate::services::notify::Notification;
 
@@ -93,7 +92,7 @@ pub(crate) async fn notify(
     env: &Env,
     _key: Option<&str>,
 ) -> Result<Response, ApiError> {
-    let r: NotifyRequest = bodies::parse_json(&req.bytes().await.map_err(internal)?)?;
+    let r: NotifyRequest = read_json(&mut req).await?;
     let n = Notification::from_parts(&r.template, r.data)
         .map_err(|e| ApiError::unprocessable(e.code(), e.to_string()))?;
     let (id, inserted) = create_notification(env, n).await?;

@@ -9,8 +9,7 @@ use serde_json::{json as j, Value};
 use worker::{D1Database, Env, Request, Response};
 
 use crate::glue::d1::{db, num};
-use crate::glue::http::{internal, json, now_ms};
-use crate::http::bodies;
+use crate::glue::http::{internal, json, now_ms, read_body, read_json};
 use crate::http::error::ApiError;
 use crate::services::valuation::{self, Model, PropertyFacts, Sale, MAX_IMPORT_BYTES};
 
@@ -99,18 +98,23 @@ pub(crate) async fn current_model(env: &Env) -> Result<Rc<Model>, ApiError> {
     let model = match cached {
         Some(m) => m,
         None => {
+            // Only the newest sales one fit may use are read (the fit window), so a table of
+            // any size can be valued.
             let rows: Vec<SaleRow> = db
                 .prepare(
                     "SELECT price, lotsize, bedrooms, bathrms, stories, driveway, recroom, \
-                     fullbase, gashw, airco, garagepl, prefarea FROM sales ORDER BY id",
+                     fullbase, gashw, airco, garagepl, prefarea FROM sales \
+                     ORDER BY id DESC LIMIT ?",
                 )
+                .bind(&[num(valuation::MAX_FIT_SALES as f64)])
+                .map_err(internal)?
                 .all()
                 .await
                 .map_err(internal)?
                 .results()
                 .map_err(internal)?;
-            let sales: Vec<Sale> = rows.iter().map(SaleRow::sale).collect();
-            let model = Model::fit(&sales).map_err(|e| ApiError::Unavailable {
+            let sales: Vec<Sale> = rows.iter().rev().map(SaleRow::sale).collect();
+            let model = Model::fit_newest(&sales).map_err(|e| ApiError::Unavailable {
                 message: format!("no valuation model: {e} ({})", e.code()),
             })?;
             if let Ok(text) = serde_json::to_string(&model) {
@@ -161,7 +165,7 @@ pub(crate) async fn estimate(
 
 /// `POST /api/valuation`: property facts in, an estimate with an interval and comparables out.
 pub(crate) async fn valuation(mut req: Request, env: &Env) -> Result<Response, ApiError> {
-    let body: Value = bodies::parse_json(&req.bytes().await.map_err(internal)?)?;
+    let body: Value = read_json(&mut req).await?;
     let facts = valuation::parse_facts_json(&body).map_err(invalid_facts)?;
     let (est, cached) = estimate(env, &facts).await?;
     let mut v = serde_json::to_value(&est).map_err(internal)?;
@@ -180,29 +184,13 @@ struct RowIssue {
 /// JSON array of flat rows. Good rows are stored, bad rows reported by line (CSV) or by
 /// 1-based position (JSON); the model refits on the next estimate (and right away here).
 pub(crate) async fn import_sales(mut req: Request, env: &Env) -> Result<Response, ApiError> {
-    let declared = req
-        .headers()
-        .get("Content-Length")
-        .ok()
-        .flatten()
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > MAX_IMPORT_BYTES) {
-        return Err(ApiError::PayloadTooLarge {
-            limit: MAX_IMPORT_BYTES,
-        });
-    }
     let content_type = req
         .headers()
         .get("Content-Type")
         .ok()
         .flatten()
         .unwrap_or_default();
-    let bytes = req.bytes().await.map_err(internal)?;
-    if bytes.len() > MAX_IMPORT_BYTES {
-        return Err(ApiError::PayloadTooLarge {
-            limit: MAX_IMPORT_BYTES,
-        });
-    }
+    let bytes = read_body(&mut req, MAX_IMPORT_BYTES).await?;
     let (sales, issues): (Vec<Sale>, Vec<RowIssue>) = if content_type.starts_with("text/csv") {
         let text = String::from_utf8(bytes)
             .map_err(|_| ApiError::bad_request("invalid_csv", "the CSV is not UTF-8"))?;

@@ -8,14 +8,15 @@ use worker::{Env, Request, Response};
 use super::jobs::{log, metric};
 use super::notify::create_notification;
 use crate::glue::d1::{db, num, opt_str};
-use crate::glue::http::{internal, json, now_ms};
+use crate::glue::http::{internal, json, now_ms, read_body};
 use crate::glue::settings::webhook_secrets;
 use crate::http::error::ApiError;
 use crate::services::notify::{self, Notification, PaymentEvent};
 
 /// `POST /api/webhooks/:source`: verifies the signature (secret per source from
 /// `WEBHOOK_SECRETS`, a JSON object), logs every attempt, and turns a verified payment event
-/// into a `payment` notification. Bad signatures are logged and refused, never processed.
+/// into a `payment` notification. Bad signatures are counted, kept in a log of at most
+/// [`notify::MAX_REJECTED_WEBHOOKS`] rows (the newest) and refused, never processed.
 pub(crate) async fn webhook(
     mut req: Request,
     env: &Env,
@@ -29,12 +30,7 @@ pub(crate) async fn webhook(
             ApiError::not_found("unknown_webhook_source", "no webhook source of that name")
         })?
         .to_string();
-    let bytes = req.bytes().await.map_err(internal)?;
-    if bytes.len() > notify::MAX_EVENT_BODY_BYTES {
-        return Err(ApiError::PayloadTooLarge {
-            limit: notify::MAX_EVENT_BODY_BYTES,
-        });
-    }
+    let bytes = read_body(&mut req, notify::MAX_EVENT_BODY_BYTES).await?;
     let header = |name: &str| req.headers().get(name).ok().flatten().unwrap_or_default();
     let (ts, sig) = (
         header(notify::TIMESTAMP_HEADER),
@@ -53,6 +49,27 @@ pub(crate) async fn webhook(
             ])
             .map_err(internal)
     };
+    // A refusal is counted first, then kept in a bounded log: the row is inserted and every
+    // unverified row but the newest MAX_REJECTED_WEBHOOKS pruned in one batch, so no number
+    // of bad requests grows the table.
+    let refuse = |code: &'static str| {
+        let record = record(false, None, code);
+        let db = &db;
+        async move {
+            log("webhook_refused", code);
+            metric(env, "roomkeeper_webhook_events_total", "outcome", code).await;
+            let prune = db
+                .prepare(
+                    "DELETE FROM webhook_events WHERE verified = 0 AND id <= \
+                     (SELECT id FROM webhook_events WHERE verified = 0 \
+                      ORDER BY id DESC LIMIT 1 OFFSET ?)",
+                )
+                .bind(&[num(notify::MAX_REJECTED_WEBHOOKS as f64)])
+                .map_err(internal)?;
+            db.batch(vec![record?, prune]).await.map_err(internal)?;
+            Ok::<(), ApiError>(())
+        }
+    };
     if let Err(e) = notify::verify_signature(
         secret.as_bytes(),
         &ts,
@@ -61,21 +78,13 @@ pub(crate) async fn webhook(
         now / 1000,
         notify::DEFAULT_TOLERANCE_S,
     ) {
-        record(false, None, e.code())?
-            .run()
-            .await
-            .map_err(internal)?;
-        log("webhook_refused", e.code());
-        metric(env, "roomkeeper_webhook_events_total", "outcome", e.code()).await;
+        refuse(e.code()).await?;
         return Err(ApiError::unauthorized(e.code(), e.to_string()));
     }
     let event = match PaymentEvent::parse(&bytes) {
         Ok(ev) => ev,
         Err(e) => {
-            record(false, None, e.code())?
-                .run()
-                .await
-                .map_err(internal)?;
+            refuse(e.code()).await?;
             return Err(ApiError::unprocessable(e.code(), e.to_string()));
         }
     };

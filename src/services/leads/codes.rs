@@ -24,6 +24,11 @@ pub const INVALID_LEAD: &str = "invalid_lead";
 pub const INVALID_STATUS: &str = "invalid_status";
 /// The status change is not allowed from the current status (409).
 pub const INVALID_TRANSITION: &str = "invalid_transition";
+/// The status changed between reading the lead and writing the change (a concurrent change
+/// won); nothing was written (409).
+pub const STATUS_CONFLICT: &str = "status_conflict";
+/// The lead's stored status is not one this version knows; it is not changed (409).
+pub const UNKNOWN_STORED_STATUS: &str = "unknown_stored_status";
 /// A listing cursor that this service did not produce.
 pub const INVALID_CURSOR: &str = "invalid_cursor";
 /// A query parameter with a malformed or out-of-range value.

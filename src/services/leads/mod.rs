@@ -51,4 +51,7 @@ pub use score::{
     dedupe_keys, score, within_dedupe_window, Score, ScoreInputs, DEDUPE_WINDOW_MS, HIGH_VALUE,
     HOT_THRESHOLD, MID_VALUE,
 };
-pub use status::{can_transition, transition, LeadStatus, TransitionError};
+pub use status::{
+    can_transition, settle_status_change, transition, LeadStatus, StatusConflict, TransitionError,
+    UnknownStoredStatus,
+};

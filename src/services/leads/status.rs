@@ -49,6 +49,25 @@ impl LeadStatus {
     pub fn parse(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|t| t.as_str() == s)
     }
+
+    /// Reads a status as stored in D1. A value this version does not know is an error, never
+    /// read as some default: changing a lead whose status is unknown could skip the lifecycle.
+    pub fn from_stored(s: &str) -> Result<Self, UnknownStoredStatus> {
+        Self::parse(s).ok_or_else(|| UnknownStoredStatus(s.to_string()))
+    }
+}
+
+/// A stored status that is not one of [`LeadStatus::ALL`] (written by another version, or by
+/// hand).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the stored status {0:?} is not a known lead status")]
+pub struct UnknownStoredStatus(pub String);
+
+impl UnknownStoredStatus {
+    /// Always [`codes::UNKNOWN_STORED_STATUS`] (a 409 at the edge).
+    pub fn code(&self) -> &'static str {
+        codes::UNKNOWN_STORED_STATUS
+    }
 }
 
 impl TryFrom<String> for LeadStatus {
@@ -115,5 +134,77 @@ pub fn transition(from: LeadStatus, to: LeadStatus) -> Result<LeadStatus, Transi
         Ok(to)
     } else {
         Err(TransitionError { from, to })
+    }
+}
+
+/// A status change that lost its compare-and-set: the lead's status was no longer `from` when
+/// the change was written (another change got there first). Nothing was written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the lead is no longer {}: another change was made first; read the lead and retry",
+    from.as_str()
+)]
+pub struct StatusConflict {
+    /// The status the change was decided from.
+    pub from: LeadStatus,
+    /// The status it asked for.
+    pub to: LeadStatus,
+}
+
+impl StatusConflict {
+    /// Always [`codes::STATUS_CONFLICT`] (a 409 at the edge).
+    pub fn code(&self) -> &'static str {
+        codes::STATUS_CONFLICT
+    }
+}
+
+/// Settles a compare-and-set status write (`UPDATE … WHERE id = ? AND status = from`) by the
+/// rows it changed: exactly one means it applied; none means the status moved under it, a
+/// [`StatusConflict`] (and its audit row, written only when the update changed a row, is not
+/// written either).
+pub fn settle_status_change(
+    from: LeadStatus,
+    to: LeadStatus,
+    changed_rows: u64,
+) -> Result<LeadStatus, StatusConflict> {
+    if changed_rows == 1 {
+        Ok(to)
+    } else {
+        Err(StatusConflict { from, to })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unknown_stored_status_is_an_error_not_new() {
+        for s in LeadStatus::ALL {
+            assert_eq!(LeadStatus::from_stored(s.as_str()), Ok(s));
+        }
+        for bad in ["", "New", "archived", "new "] {
+            let err = LeadStatus::from_stored(bad).unwrap_err();
+            assert_eq!(err, UnknownStoredStatus(bad.to_string()));
+            assert_eq!(err.code(), "unknown_stored_status");
+        }
+    }
+
+    #[test]
+    fn a_lost_compare_and_set_is_a_conflict() {
+        use LeadStatus::*;
+        assert_eq!(settle_status_change(New, Qualified, 1), Ok(Qualified));
+        // A retried no-op still matches its row, so it applies.
+        assert_eq!(settle_status_change(New, New, 1), Ok(New));
+        let err = settle_status_change(New, Spam, 0).unwrap_err();
+        assert_eq!(
+            err,
+            StatusConflict {
+                from: New,
+                to: Spam
+            }
+        );
+        assert_eq!(err.code(), "status_conflict");
+        assert!(settle_status_change(New, Spam, 2).is_err());
     }
 }

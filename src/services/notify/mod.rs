@@ -45,6 +45,6 @@ pub use template::{
     escape_mrkdwn, format_amount, MAX_BLOCK_CHARS, MAX_ID_CHARS, MAX_LINE_CHARS, MAX_REASONS_SHOWN,
 };
 pub use webhook::{
-    sign, verify_signature, WebhookError, DEFAULT_TOLERANCE_S, MAX_SIGNATURES,
-    MAX_SIGNATURE_HEADER_LEN, SIGNATURE_HEADER, TIMESTAMP_HEADER,
+    sign, verify_signature, WebhookError, DEFAULT_TOLERANCE_S, MAX_REJECTED_WEBHOOKS,
+    MAX_SIGNATURES, MAX_SIGNATURE_HEADER_LEN, SIGNATURE_HEADER, TIMESTAMP_HEADER,
 };

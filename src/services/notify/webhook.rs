@@ -16,6 +16,11 @@ pub const DEFAULT_TOLERANCE_S: u64 = 300;
 pub const MAX_SIGNATURE_HEADER_LEN: usize = 1024;
 /// Most `v1` entries compared.
 pub const MAX_SIGNATURES: usize = 8;
+/// Most refused (unverified) inbound webhooks kept in D1's `webhook_events`: the newest are
+/// kept, older ones are pruned in the same batch that records a new one, so a flood of bad
+/// signatures can never grow the table. Every refusal is still counted in
+/// `roomkeeper_webhook_events_total{outcome=<code>}`.
+pub const MAX_REJECTED_WEBHOOKS: usize = 100;
 
 /// Why an inbound webhook was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -51,7 +51,7 @@ pub use facts::{
 };
 pub use hedonic::HUBER_C;
 pub use model::{
-    Comparable, Diagnostics, Estimate, FitConfig, FitError, FittedRange, Model,
+    fit_window, Comparable, Diagnostics, Estimate, FitConfig, FitError, FittedRange, Model,
     COMPARABLES_REPORTED, DEFAULT_LEVEL, LOTSIZE_MARGIN, MAX_FIT_SALES, MIN_FIT_SALES,
     MODEL_FORMAT,
 };

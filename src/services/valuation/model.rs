@@ -11,7 +11,6 @@
 
 use super::codes;
 use super::comparables::{self, Kernel, Tuned};
-use super::csv::MAX_IMPORT_ROWS;
 use super::facts::{fact_specs, validate_sale, PropertyFacts, Sale, ValidationError, N_FACTS};
 use super::hedonic::{features, fit_linear, Linear, LinearFit, HUBER_C};
 use super::linalg::{mean, mean_abs, median};
@@ -21,8 +20,20 @@ use serde::{Deserialize, Serialize};
 /// Fewest sales a model is fitted on: a dozen coefficients and the interval's tail quantiles
 /// need a few dozen residuals to mean anything.
 pub const MIN_FIT_SALES: usize = 30;
-/// Most sales a model is fitted on (tuning the comparables kernel is quadratic in this).
-pub const MAX_FIT_SALES: usize = MAX_IMPORT_ROWS;
+/// Most sales a model is fitted on. Tuning the comparables kernel is quadratic in this, and a
+/// fit runs inside a request (the import's, or the first estimate's after an import), so it is
+/// kept to what fits a Worker's CPU and memory comfortably: a fit on 5,000 sales took about
+/// 15 s locally (import included) and the next request
+/// found the isolate restarted. A larger sales table is not refused:
+/// [`Model::fit_newest`] fits on the newest this many ([`fit_window`]), so imports can never
+/// leave estimates without a model.
+pub const MAX_FIT_SALES: usize = 1_000;
+
+/// The sales one fit uses out of `sales` (oldest first): the newest [`MAX_FIT_SALES`], in
+/// their order. The market moves, so the most recent sales are the best comparables.
+pub fn fit_window(sales: &[Sale]) -> &[Sale] {
+    &sales[sales.len().saturating_sub(MAX_FIT_SALES)..]
+}
 /// Default coverage level of the reported interval.
 pub const DEFAULT_LEVEL: f64 = 0.8;
 /// Relative margin by which a requested lot size may exceed the fitted range: lot size is
@@ -191,6 +202,12 @@ impl Model {
     /// Fits the production model ([`FitConfig::default`]) on `sales`.
     pub fn fit(sales: &[Sale]) -> Result<Model, FitError> {
         Self::fit_with(sales, &FitConfig::default())
+    }
+
+    /// Fits the production model on the newest [`MAX_FIT_SALES`] of `sales` (oldest first):
+    /// never [`FitError::TooManySales`], however many sales there are.
+    pub fn fit_newest(sales: &[Sale]) -> Result<Model, FitError> {
+        Self::fit(fit_window(sales))
     }
 
     /// Fits a model with explicit options.
@@ -740,6 +757,23 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn the_fit_window_is_the_newest_max_fit_sales() {
+        let sales = windsor();
+        assert_eq!(fit_window(sales), sales, "under the cap: every sale");
+        // Past the cap (the demo data plus a 4,460-row import): the newest MAX_FIT_SALES.
+        let many: Vec<Sale> = sales
+            .iter()
+            .cycle()
+            .take(sales.len() + 4_460)
+            .copied()
+            .collect();
+        let window = fit_window(&many);
+        assert_eq!(window.len(), MAX_FIT_SALES);
+        assert_eq!(window, &many[many.len() - MAX_FIT_SALES..]);
+        assert_eq!(window.last(), many.last());
+    }
+
+    #[test]
     fn fit_refuses_bad_inputs() {
         let sales = windsor();
         let err = Model::fit(&sales[..MIN_FIT_SALES - 1]).unwrap_err();
@@ -754,6 +788,7 @@ pub(crate) mod tests {
         assert!(Model::fit(&sales[..MIN_FIT_SALES]).is_ok());
         let many = vec![sales[0]; MAX_FIT_SALES + 1];
         assert_eq!(Model::fit(&many).unwrap_err().code(), codes::TOO_MANY_SALES);
+
         let mut bad = sales[..100].to_vec();
         bad[42].price = 0;
         let err = Model::fit(&bad).unwrap_err();
