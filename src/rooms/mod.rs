@@ -1,6 +1,7 @@
 //! Rooms: the wire protocol, the room state machine, its batch-window write-behind and its
 //! figures. The Durable Object glue that moves their frames is `objects/rooms/`.
 
+pub mod history;
 pub mod limits;
 pub mod names;
 pub mod protocol;

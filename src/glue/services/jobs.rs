@@ -10,14 +10,12 @@ use crate::glue::rooms::room_call;
 use crate::glue::stub::Call;
 use crate::http::bodies::RoomBroadcast;
 use crate::http::error::ApiError;
-use crate::http::route::RoomKey;
+use crate::http::route::{RoomKey, OPS_ROOM};
 use crate::internal::Op;
 use crate::metrics::Delta;
 
 /// Queue binding.
 const JOBS: &str = "JOBS";
-/// The room every lead and notification is pushed to, live.
-pub const OPS_ROOM: &str = "ops";
 
 /// A background job. Travels as a JSON string (a JS object body would lose its fields).
 #[derive(Debug, Clone, Serialize, Deserialize)]
