@@ -1,7 +1,9 @@
 //! The Metrics Durable Object: one per deployment (named `global`), summing counter deltas
 //! into its SQLite storage so the figures survive restarts and every isolate sees the same
-//! totals. It also keeps the registry of active rooms (connections per room) for the admin
-//! view.
+//! totals. It also keeps the registry of active rooms and sessions (connections per name)
+//! for the admin view; a name leaves it when its last connection closes, so the registry is
+//! bounded by the connections open now. Counter rows are bounded by their label sets, which
+//! never carry a room, user or key.
 
 use serde::Deserialize;
 use worker::{durable_object, DurableObject, Env, Request, Response, Result, State};
@@ -88,6 +90,12 @@ impl DurableObject for Metrics {
                                  ON CONFLICT(room) DO UPDATE SET connections = max(0, rooms.connections + ?), \
                                  updated_at = excluded.updated_at",
                                 Some(vec![room.as_str().into(), d.delta.into(), now.into(), d.delta.into()]),
+                            )?;
+                            // A room or session with no open connection leaves the registry:
+                            // it holds what is open now, never every name ever used.
+                            sql.exec(
+                                "DELETE FROM rooms WHERE room = ? AND connections <= 0",
+                                Some(vec![room.as_str().into()]),
                             )?;
                         }
                         continue;

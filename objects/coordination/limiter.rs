@@ -18,7 +18,7 @@ use serde::Deserialize;
 use worker::{durable_object, DurableObject, Env, Request, Response, Result, SqlStorage, State};
 
 use crate::coordination::limiter::{self, CheckRequest, Decision, GcraState};
-use crate::glue::http::{error_response, internal, json, now_ms, read_json};
+use crate::glue::http::{failure_response, internal, json, now_ms, read_json};
 use crate::http::error::ApiError;
 use crate::internal::{Binding, Op};
 
@@ -49,9 +49,14 @@ impl DurableObject for Limiter {
     }
 
     async fn fetch(&self, req: Request) -> Result<Response> {
+        let rid = req
+            .headers()
+            .get(crate::obs::REQUEST_ID_HEADER)
+            .ok()
+            .flatten();
         match self.handle(req).await {
             Ok(r) => Ok(r),
-            Err(e) => error_response(&e),
+            Err(e) => failure_response(&e, rid.as_deref()),
         }
     }
 }

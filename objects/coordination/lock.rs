@@ -39,7 +39,7 @@ use crate::coordination::lock::{
     AcquireOutcome, AcquireRequest, Event, Lease, LockError, LockState, ReleaseRequest,
     RenewRequest,
 };
-use crate::glue::http::{error_response, internal, json as json_response, now_ms, read_json};
+use crate::glue::http::{failure_response, internal, json as json_response, now_ms, read_json};
 use crate::http::error::ApiError;
 use crate::internal::{Binding, Op};
 use crate::objects::alarm::Alarm;
@@ -87,9 +87,14 @@ impl DurableObject for Lock {
     }
 
     async fn fetch(&self, req: Request) -> Result<Response> {
+        let rid = req
+            .headers()
+            .get(crate::obs::REQUEST_ID_HEADER)
+            .ok()
+            .flatten();
         match self.handle(req).await {
             Ok(r) => Ok(r),
-            Err(e) => error_response(&e),
+            Err(e) => failure_response(&e, rid.as_deref()),
         }
     }
 

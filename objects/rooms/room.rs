@@ -18,7 +18,7 @@ use worker::{
     WebSocket, WebSocketIncomingMessage, WebSocketPair,
 };
 
-use crate::glue::http::{error_response, internal, json, now_ms, read_json};
+use crate::glue::http::{failure_response, internal, json, log_error, now_ms, read_json};
 use crate::glue::rooms::ROOM_KEY_HEADER;
 use crate::glue::settings;
 use crate::http::bodies::RoomBroadcast;
@@ -80,12 +80,17 @@ impl DurableObject for Room {
     }
 
     async fn fetch(&self, req: Request) -> Result<Response> {
+        let rid = req
+            .headers()
+            .get(crate::obs::REQUEST_ID_HEADER)
+            .ok()
+            .flatten();
         let result = self.handle(req).await;
         // Any request is an event: it reports figures that are due (e.g. an idle room's).
         self.flush_stats();
         match result {
             Ok(r) => Ok(r),
-            Err(e) => error_response(&e),
+            Err(e) => failure_response(&e, rid.as_deref()),
         }
     }
 
@@ -472,7 +477,7 @@ impl Room {
                 .map_err(|e| StoreError(e.to_string()))
                 .and_then(|v| self.store().set_meta(STATS_META, &v));
             if let Err(e) = result {
-                internal(format!("saving room figures: {e}"));
+                log_error("room_figures_not_saved", &e.to_string());
             }
         }
         if let Some(d) = deltas.filter(|d| !d.is_empty()) {

@@ -23,7 +23,7 @@ use worker::{
 };
 
 use super::session::{self, Kv};
-use crate::glue::http::{error_response, now_ms};
+use crate::glue::http::{failure_response, now_ms};
 use crate::glue::providers as net;
 use crate::http::error::ApiError;
 use crate::internal::Binding;
@@ -68,9 +68,14 @@ impl DurableObject for Chat {
         if let Some(refusal) = session::refuse_misconfigured(&self.env, &req, Binding::Chat) {
             return Ok(refusal);
         }
+        let rid = req
+            .headers()
+            .get(crate::obs::REQUEST_ID_HEADER)
+            .ok()
+            .flatten();
         match session::accept(&self.state, &self.env, &req, "chat", &self.backend) {
             Ok(r) => Ok(r),
-            Err(e) => error_response(&e),
+            Err(e) => failure_response(&e, rid.as_deref()),
         }
     }
 

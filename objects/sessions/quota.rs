@@ -10,7 +10,7 @@
 
 use worker::{durable_object, DurableObject, Env, Request, Response, Result, State};
 
-use crate::glue::http::{error_response, internal, json, now_ms, read_json};
+use crate::glue::http::{error_response, failure_response, internal, json, now_ms, read_json};
 use crate::glue::stub::{stub, Call};
 use crate::http::error::ApiError;
 use crate::internal::{Binding, Op};
@@ -37,6 +37,11 @@ impl DurableObject for Quota {
         if Op::decode(Binding::Quota, &req.path()) != Some(Op::QuotaCharge) {
             return error_response(&ApiError::not_found("not_found", "no such quota operation"));
         }
+        let rid = req
+            .headers()
+            .get(crate::obs::REQUEST_ID_HEADER)
+            .ok()
+            .flatten();
         let result = async {
             let delta: Usage = read_json(&mut req).await?;
             // No await from the read to the write: one step for this user's only writer.
@@ -46,7 +51,7 @@ impl DurableObject for Quota {
             json(200, &totals)
         }
         .await;
-        result.or_else(|e| error_response(&e))
+        result.or_else(|e| failure_response(&e, rid.as_deref()))
     }
 }
 

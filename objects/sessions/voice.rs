@@ -26,7 +26,7 @@ use worker::{
 
 use super::quota;
 use super::session::{self, Kv};
-use crate::glue::http::{error_response, now_ms};
+use crate::glue::http::{failure_response, now_ms};
 use crate::glue::providers as net;
 use crate::internal::Binding;
 use crate::sessions::admission::{SessionAdmission, SESSION_HEADER};
@@ -93,6 +93,11 @@ impl DurableObject for Voice {
             self.inner.disconnect();
         }
         self.inner.read_quota(&req).await;
+        let rid = req
+            .headers()
+            .get(crate::obs::REQUEST_ID_HEADER)
+            .ok()
+            .flatten();
         match session::accept(
             &self.state,
             &self.inner.env,
@@ -101,7 +106,7 @@ impl DurableObject for Voice {
             &self.inner.backend,
         ) {
             Ok(r) => Ok(r),
-            Err(e) => error_response(&e),
+            Err(e) => failure_response(&e, rid.as_deref()),
         }
     }
 

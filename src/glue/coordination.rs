@@ -16,7 +16,7 @@ use worker::{Env, Request, Response};
 
 use crate::config::Config;
 use crate::coordination::limiter::{self, Decision, Policy};
-use crate::glue::http::{internal, json as json_response, read_json};
+use crate::glue::http::{internal, json as json_response, log_error, read_json};
 use crate::http::bodies;
 use crate::http::client::address_key;
 use crate::http::error::ApiError;
@@ -109,7 +109,10 @@ pub(crate) async fn enforce(
     let decision = match check(env, policy_name, policy, key, 1).await {
         Ok(Ok(d)) => d,
         Ok(Err((status, body))) => {
-            internal(format!("limiter answered {status}: {body}"));
+            log_error(
+                "limiter_failed",
+                &format!("limiter answered {status}: {body}"),
+            );
             return Err(unavailable());
         }
         Err(_) => return Err(unavailable()),
@@ -212,7 +215,7 @@ pub(crate) async fn call(
     };
     // The object was reset, overloaded or unreachable: worth a retry, unlike a bug.
     let mut res = call.send(&stub(env, binding, name)?).await.map_err(|e| {
-        internal(e);
+        log_error("coordination_unavailable", &e.to_string());
         ApiError::Unavailable {
             message: "the coordination object is unavailable; try again".into(),
         }

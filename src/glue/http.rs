@@ -27,17 +27,41 @@ pub(crate) fn log(
     }
 }
 
-fn log_error(event: &str, detail: &str) {
+/// Logs an error-level event outside any request (a background task, a retry).
+pub(crate) fn log_error(event: &str, detail: &str) {
     worker::console_error!(
         "{}",
         j!({"level": "error", "event": event, "detail": detail})
     );
 }
 
-/// Logs an unexpected failure and hides it behind a plain 500.
+/// An unexpected failure, hidden from the caller behind a plain 500: its detail goes into the
+/// log line of the request that met it, with that request's id ([`failure_response`] in the
+/// objects, the router's request line at the edge).
 pub(crate) fn internal(e: impl std::fmt::Display) -> ApiError {
-    log_error("internal_error", &e.to_string());
-    ApiError::Internal
+    ApiError::Unexpected {
+        detail: e.to_string(),
+    }
+}
+
+/// An object's answer to a request that failed: an unexpected failure or a misconfiguration
+/// is logged first, with the request id the router sent (`X-Request-Id`) when there is one.
+pub(crate) fn failure_response(e: &ApiError, request_id: Option<&str>) -> Result<Response> {
+    if let Some(detail) = e.detail() {
+        let event = if e.code() == "config_error" {
+            "config_error"
+        } else {
+            "internal_error"
+        };
+        log(
+            obs::Level::Error,
+            obs::Level::Error,
+            event,
+            request_id,
+            j!({ "detail": detail }),
+        );
+    }
+    error_response(e)
 }
 
 /// A JSON response with the given status.
@@ -50,11 +74,9 @@ pub(crate) fn json(
         .map_err(internal)
 }
 
-/// The one place an [`ApiError`] becomes an HTTP response.
+/// The one place an [`ApiError`] becomes an HTTP response (logging is the caller's: the
+/// router's request line, or [`failure_response`]).
 pub(crate) fn error_response(e: &ApiError) -> Result<Response> {
-    if let ApiError::Config { message } = e {
-        log_error("config_error", message);
-    }
     let headers = Headers::new();
     headers.set("Content-Type", "application/json")?;
     for (k, v) in e.headers() {

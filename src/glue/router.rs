@@ -68,6 +68,10 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
         Ok(r) => r,
         Err(e) => {
             fields["code"] = j!(e.code());
+            // An unexpected failure's detail is logged here, on the line with the request id.
+            if let Some(detail) = e.detail() {
+                fields["detail"] = j!(detail);
+            }
             error_response(&e)?
         }
     };

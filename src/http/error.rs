@@ -100,6 +100,13 @@ pub enum ApiError {
     /// 500: an unexpected internal failure; details go to the log, not to the caller.
     #[error("internal error")]
     Internal,
+    /// 500: an unexpected internal failure with its detail for the log line of the request
+    /// (which carries the request id); the caller sees only what [`ApiError::Internal`] shows.
+    #[error("internal error")]
+    Unexpected {
+        /// What failed, for the log only.
+        detail: String,
+    },
     /// 503: a dependency (a Durable Object, storage) is unavailable right now.
     #[error("{message}")]
     Unavailable {
@@ -183,7 +190,7 @@ impl ApiError {
             Self::Unprocessable { .. } | Self::Invalid { .. } => 422,
             Self::UpgradeRequired => 426,
             Self::RateLimited { .. } => 429,
-            Self::Config { .. } | Self::Internal => 500,
+            Self::Config { .. } | Self::Internal | Self::Unexpected { .. } => 500,
             Self::Unavailable { .. } => 503,
         }
     }
@@ -203,9 +210,25 @@ impl ApiError {
             Self::UpgradeRequired => "upgrade_required",
             Self::RateLimited { .. } => "rate_limited",
             Self::Config { .. } => "config_error",
-            Self::Internal => "internal",
+            Self::Internal | Self::Unexpected { .. } => "internal",
             Self::Unavailable { .. } => "unavailable",
         }
+    }
+
+    /// What the log line of a failed request adds to the code: the detail of an unexpected
+    /// failure or of a misconfiguration (never shown to the caller beyond its own message).
+    pub fn detail(&self) -> Option<&str> {
+        match self {
+            Self::Unexpected { detail } => Some(detail),
+            Self::Config { message } => Some(message),
+            _ => None,
+        }
+    }
+
+    /// The error as a log line shows it: the detail where there is one, else the message.
+    pub fn log_text(&self) -> String {
+        self.detail()
+            .map_or_else(|| self.to_string(), str::to_string)
     }
 
     /// Extra response headers this error needs (`Allow`, `Retry-After`, `RateLimit`, `Upgrade`).
@@ -299,5 +322,12 @@ mod tests {
             ApiError::Internal.body(),
             r#"{"error":{"code":"internal","message":"internal error"}}"#
         );
+        let e = ApiError::Unexpected {
+            detail: "storage: disk on fire at /secret/path".into(),
+        };
+        assert_eq!(e.body(), ApiError::Internal.body());
+        assert_eq!((e.status(), e.code()), (500, "internal"));
+        assert_eq!(e.detail(), Some("storage: disk on fire at /secret/path"));
+        assert_eq!(ApiError::Internal.detail(), None);
     }
 }

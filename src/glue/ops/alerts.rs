@@ -129,7 +129,7 @@ pub(crate) async fn raise_alert(
                 obs::Level::Error,
                 "alert_failed",
                 None,
-                j!({"kind": kind, "detail": e.to_string()}),
+                j!({"kind": kind, "detail": e.log_text()}),
             );
         }
     }

@@ -139,7 +139,7 @@ async fn send(env: &Env, batch: Option<&str>, deltas: &[Delta]) -> bool {
     let failure = match metrics_call(env, call).await {
         Ok(r) if r.status_code() < 300 => return true,
         Ok(r) => format!("status {}", r.status_code()),
-        Err(e) => e.to_string(),
+        Err(e) => e.log_text(),
     };
     log(
         obs::Level::Info,

@@ -54,7 +54,7 @@ pub(super) async fn push_ops(env: &Env, key: String, event: Value) {
     };
     let call = Call::new(Op::RoomBroadcast).body(body);
     if let Err(e) = room_call(env, &RoomKey::Named(OPS_ROOM.into()), call).await {
-        log("ops_push_failed", &e.to_string());
+        log("ops_push_failed", &e.log_text());
     }
 }
 

@@ -26,7 +26,7 @@ async fn queue(batch: MessageBatch<String>, env: Env, _ctx: worker::Context) -> 
         match outcome {
             Ok(()) => message.ack(),
             Err(e) => {
-                log("job_failed", &e.to_string());
+                log("job_failed", &e.log_text());
                 message.retry_with_options(
                     &QueueRetryOptionsBuilder::new()
                         .with_delay_seconds(2)
