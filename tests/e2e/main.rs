@@ -6,6 +6,7 @@
 
 mod coord;
 mod edge;
+mod flood;
 mod foundation;
 mod ops;
 mod reliability;
@@ -121,6 +122,7 @@ fn all(ctx: Arc<Ctx>) -> Vec<Trial> {
         edge::tokens_honour_nbf_and_the_maximum_lifetime,
         edge::api_keys_hold_only_their_scopes,
         edge::the_ops_feed_is_private,
+        flood::an_unauthenticated_flood_leaves_bounded_state,
         reliability::crash_mid_publishing_loses_nothing_acknowledged,
         reliability::a_panic_inside_an_object_leaves_nothing_broken,
         foundation::health_answers,

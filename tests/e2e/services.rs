@@ -7,7 +7,9 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::Ctx;
-use roomkeeper_testkit::harness::{http, Client, Enc, Receiver, Server, TempDir, DEV_API_KEY};
+use roomkeeper_testkit::harness::{
+    d1_count, d1_execute, http, Client, Enc, Receiver, Server, TempDir, DEV_API_KEY,
+};
 
 async fn post_json(url: &str, key: Option<&str>, body: &Value) -> (u16, Value) {
     let mut req = http().post(url).json(body);
@@ -558,34 +560,6 @@ pub async fn signed_webhooks_become_payment_notifications(ctx: Arc<Ctx>) {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 404);
-}
-
-/// Runs `sql` on the local D1 of a stopped server (`wrangler d1 execute --json`).
-fn d1_execute(persist: &std::path::Path, sql: &str) -> Value {
-    let out = std::process::Command::new(
-        roomkeeper_testkit::harness::root().join("node_modules/.bin/wrangler"),
-    )
-    .args(["d1", "execute", "DB", "--local", "--json", "--persist-to"])
-    .arg(persist)
-    .args(["--command", sql])
-    .current_dir(roomkeeper_testkit::harness::root())
-    .env("WRANGLER_SEND_METRICS", "false")
-    .env("CI", "true")
-    .output()
-    .expect("run wrangler d1 execute");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("wrangler --json output")
-}
-
-/// One count (a column named `n`) from the local D1 of a stopped server.
-fn d1_count(persist: &std::path::Path, sql: &str) -> u64 {
-    d1_execute(persist, sql)[0]["results"][0]["n"]
-        .as_u64()
-        .expect("a count named n")
 }
 
 /// A lead whose stored status this version does not know is never read as `new`: changing

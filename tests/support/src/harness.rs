@@ -509,6 +509,32 @@ pub async fn ops_feed_url(http_base: &str, ws_base: &str) -> String {
     )
 }
 
+/// Runs `sql` on the local D1 of a stopped server (`wrangler d1 execute --json`).
+pub fn d1_execute(persist: &std::path::Path, sql: &str) -> Value {
+    let out = std::process::Command::new(root().join("node_modules/.bin/wrangler"))
+        .args(["d1", "execute", "DB", "--local", "--json", "--persist-to"])
+        .arg(persist)
+        .args(["--command", sql])
+        .current_dir(root())
+        .env("WRANGLER_SEND_METRICS", "false")
+        .env("CI", "true")
+        .output()
+        .expect("run wrangler d1 execute");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("wrangler --json output")
+}
+
+/// One count (a column named `n`) from the local D1 of a stopped server.
+pub fn d1_count(persist: &std::path::Path, sql: &str) -> u64 {
+    d1_execute(persist, sql)[0]["results"][0]["n"]
+        .as_u64()
+        .expect("a count named n")
+}
+
 /// One request a [`Receiver`] got.
 #[derive(Debug, Clone)]
 pub struct Received {

@@ -1,0 +1,128 @@
+//! A bounded flood of unauthenticated requests of every public kind against a fresh server
+//! with the default policies: what it leaves in storage (Durable Objects and D1 rows) stays
+//! within the documented caps (docs/COORDINATION.md, README limits), however many requests.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use serde_json::json;
+
+use crate::Ctx;
+use roomkeeper_testkit::harness::{d1_count, http, Client, Enc, Server, TempDir};
+
+/// Durable Objects with storage, by class: one SQLite file each under the persist folder.
+fn objects(persist: &Path) -> BTreeMap<String, usize> {
+    fn walk(dir: &Path, out: &mut BTreeMap<String, usize>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if path.extension().is_some_and(|x| x == "sqlite") {
+                let class = path
+                    .parent()
+                    .and_then(|p| p.file_name())
+                    .map(|n| n.to_string_lossy().to_string())
+                    .unwrap_or_default();
+                if let Some((_, class)) = class.rsplit_once('-') {
+                    *out.entry(class.to_string()).or_default() += 1;
+                }
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(&persist.join("v3").join("do"), &mut out);
+    out
+}
+
+pub async fn an_unauthenticated_flood_leaves_bounded_state(_ctx: Arc<Ctx>) {
+    let persist = TempDir::new("flood");
+    // The built-in policies (the top level's local ones are generous for the other tests).
+    let mut server = Server::start_with(&persist.0, &[("LIMIT_POLICIES", "{}")]);
+    let (base, ws) = (server.http(), server.ws());
+    // Two addresses: one IPv4 and one IPv6 /64 (many of its addresses).
+    let addresses = |i: usize| {
+        if i % 2 == 0 {
+            "203.0.113.50".to_string()
+        } else {
+            format!("2001:db8:f1:d::{:x}", i + 1)
+        }
+    };
+    let post = |path: &'static str, body: String, i: usize| {
+        let (base, ip) = (base.clone(), addresses(i));
+        async move {
+            http()
+                .post(format!("{base}{path}"))
+                .header("CF-Connecting-IP", ip)
+                .header("Content-Type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+                .unwrap_or(0)
+        }
+    };
+    let mut statuses: BTreeMap<&str, BTreeMap<u16, usize>> = BTreeMap::new();
+    let n = 400;
+    for (kind, path) in [
+        ("rooms", "/api/rooms"),
+        ("leads", "/api/leads"),
+        ("valuation", "/api/valuation"),
+        ("webhooks", "/api/webhooks/payments"),
+        ("dev_token", "/api/dev/token"),
+    ] {
+        let calls = (0..n).map(|i| {
+            let body = match kind {
+                "leads" => json!({"name": format!("Flood {i}"), "email": format!("flood{i}@example.com"), "source": "web"}).to_string(),
+                "valuation" => json!({"lotsize": 4000 + i, "bedrooms": 3, "bathrms": 1, "stories": 2}).to_string(),
+                "dev_token" => json!({"sub": format!("f{i}"), "rooms": ["flood"]}).to_string(),
+                _ => "{}".to_string(),
+            };
+            post(path, body, i)
+        });
+        for s in futures_util::future::join_all(calls).await {
+            *statuses.entry(kind).or_default().entry(s).or_default() += 1;
+        }
+    }
+    // Sockets: anonymous joins of fresh room names, and requests that are not upgrades.
+    for i in 0..100 {
+        let url = format!("{ws}/api/rooms/flood-{i}/ws");
+        let ip = addresses(i);
+        let _ = Client::try_connect(&url, Enc::Json, &[("CF-Connecting-IP", &ip)]).await;
+        let _ = http()
+            .get(format!("{base}/api/rooms/flood-x{i}/ws"))
+            .header("CF-Connecting-IP", ip)
+            .send()
+            .await;
+    }
+    server.stop();
+    let objects = objects(&persist.0);
+    let count = |class: &str| objects.get(class).copied().unwrap_or(0);
+    let report = format!("objects {objects:?}, answers {statuses:?}");
+    // Two addresses, each with its per-policy buckets in one Limiter.
+    assert!(count("Limiter") <= 2, "{report}");
+    // Rooms: the `rooms` burst (5) per address for private rooms, the `connect` burst (20) per
+    // address for anonymous joins, and the ops room the accepted leads are pushed to.
+    assert!(count("Room") <= 2 * (5 + 20) + 1, "{report}");
+    assert_eq!(count("Lock"), 0, "{report}");
+    // D1: the `leads` burst per address; unverified webhooks within their kept log.
+    let leads = d1_count(&persist.0, "SELECT COUNT(*) AS n FROM leads");
+    assert!(leads <= 2 * 5, "{leads} leads; {report}");
+    let events = d1_count(&persist.0, "SELECT COUNT(*) AS n FROM webhook_events");
+    assert!(events <= 100, "{events} webhook rows; {report}");
+    let notifications = d1_count(&persist.0, "SELECT COUNT(*) AS n FROM notifications");
+    assert!(
+        notifications <= 2 * 5 * 2,
+        "{notifications} notifications; {report}"
+    );
+    // Every kind was refused once its budget was spent: the flood did reach the limits.
+    for kind in ["rooms", "leads", "valuation", "webhooks", "dev_token"] {
+        assert!(
+            statuses[kind].get(&429).copied().unwrap_or(0) > 0,
+            "{kind} was never refused: {report}"
+        );
+    }
+}
