@@ -9,12 +9,10 @@
 //! copy of the project whose `build/` holds it.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use std::os::unix::process::CommandExt;
-
-use roomkeeper_testkit::harness::{free_port, root, TempDir};
+use roomkeeper_testkit::harness::{root, TempDir};
 
 /// A running `wrangler dev` over a snapshot; stopped (its whole process group) on drop.
 pub struct Server {
@@ -68,32 +66,12 @@ impl Server {
             .status()
             .expect("run scripts/db.sh");
         assert!(status.success(), "applying D1 migrations failed");
-        let port = free_port();
-        let inspector = free_port();
-        let log_dir = root.join("target/bench-logs");
-        std::fs::create_dir_all(&log_dir).expect("create log dir");
-        let log = log_dir.join(format!("wrangler-{port}.log"));
-        let out = std::fs::File::create(&log).expect("create log file");
-        let err = out.try_clone().expect("clone log file");
-        let child = Command::new(snapshot.0.join("node_modules/.bin/wrangler"))
-            .args(["dev", "--ip", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--inspector-port", &inspector.to_string()])
-            .arg("--persist-to")
-            .arg(&persist.0)
-            .args(["--show-interactive-dev-session=false", "--log-level", "log"])
-            .args(
-                vars.iter()
-                    .flat_map(|(k, v)| ["--var".to_string(), format!("{k}:{v}")]),
-            )
-            .current_dir(&snapshot.0)
-            .env("WRANGLER_SEND_METRICS", "false")
-            .env("CI", "true")
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .process_group(0)
-            .spawn()
-            .expect("spawn wrangler dev (run scripts/setup.sh first)");
+        let (child, port, log) = roomkeeper_testkit::harness::spawn_wrangler(
+            &snapshot.0,
+            &persist.0,
+            vars,
+            &root.join("target/bench-logs"),
+        );
         let mut server = Self {
             child: Some(child),
             port,

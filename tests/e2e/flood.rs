@@ -45,7 +45,7 @@ pub async fn an_unauthenticated_flood_leaves_bounded_state(_ctx: Arc<Ctx>) {
     let (base, ws) = (server.http(), server.ws());
     // Two addresses: one IPv4 and one IPv6 /64 (many of its addresses).
     let addresses = |i: usize| {
-        if i % 2 == 0 {
+        if i.is_multiple_of(2) {
             "203.0.113.50".to_string()
         } else {
             format!("2001:db8:f1:d::{:x}", i + 1)

@@ -105,32 +105,8 @@ impl Server {
             .status()
             .expect("run scripts/db.sh");
         assert!(status.success(), "applying D1 migrations failed");
-        let port = free_port();
-        let inspector = free_port();
-        let log_dir = root().join("target/e2e-logs");
-        std::fs::create_dir_all(&log_dir).expect("create log dir");
-        let log = log_dir.join(format!("wrangler-{port}.log"));
-        let out = std::fs::File::create(&log).expect("create log file");
-        let err = out.try_clone().expect("clone log file");
-        let child = Command::new(root().join("node_modules/.bin/wrangler"))
-            .args(["dev", "--ip", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--inspector-port", &inspector.to_string()])
-            .arg("--persist-to")
-            .arg(persist)
-            .args(["--show-interactive-dev-session=false", "--log-level", "log"])
-            .args(
-                vars.iter()
-                    .flat_map(|(k, v)| ["--var".to_string(), format!("{k}:{v}")]),
-            )
-            .current_dir(root())
-            .env("WRANGLER_SEND_METRICS", "false")
-            .env("CI", "true")
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .process_group(0)
-            .spawn()
-            .expect("spawn wrangler dev (run scripts/setup.sh first)");
+        let (child, port, log) =
+            spawn_wrangler(root(), persist, vars, &root().join("target/e2e-logs"));
         let mut server = Self {
             child: Some(child),
             port,
@@ -188,6 +164,44 @@ impl Server {
             stop_group(child);
         }
     }
+}
+
+/// Spawns `wrangler dev` from the tree at `dir` on free HTTP and inspector ports on
+/// 127.0.0.1, with state under `persist`, extra `--var NAME:VALUE` settings, and its output in
+/// a log file under `log_dir`, in a process group of its own (see [`stop_group`]). Answers the
+/// child, its HTTP port and the log's path; waiting until it serves is the caller's.
+pub fn spawn_wrangler(
+    dir: &Path,
+    persist: &Path,
+    vars: &[(&str, &str)],
+    log_dir: &Path,
+) -> (Child, u16, PathBuf) {
+    let port = free_port();
+    let inspector = free_port();
+    std::fs::create_dir_all(log_dir).expect("create log dir");
+    let log = log_dir.join(format!("wrangler-{port}.log"));
+    let out = std::fs::File::create(&log).expect("create log file");
+    let err = out.try_clone().expect("clone log file");
+    let child = Command::new(dir.join("node_modules/.bin/wrangler"))
+        .args(["dev", "--ip", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--inspector-port", &inspector.to_string()])
+        .arg("--persist-to")
+        .arg(persist)
+        .args(["--show-interactive-dev-session=false", "--log-level", "log"])
+        .args(
+            vars.iter()
+                .flat_map(|(k, v)| ["--var".to_string(), format!("{k}:{v}")]),
+        )
+        .current_dir(dir)
+        .env("WRANGLER_SEND_METRICS", "false")
+        .env("CI", "true")
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .process_group(0)
+        .spawn()
+        .expect("spawn wrangler dev (run scripts/setup.sh first)");
+    (child, port, log)
 }
 
 /// Stops a process and its group (wrangler and the workerd it started): TERM, then KILL after
