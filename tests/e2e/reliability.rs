@@ -134,7 +134,15 @@ pub async fn crash_mid_publishing_loses_nothing_acknowledged(_ctx: Arc<Ctx>) {
         workerd::wait_find(server.port, Duration::from_secs(20)).expect("find the workerd runtime");
     let r = room("crash");
     let url = format!("{}/api/rooms/{r}/ws", server.ws());
-    let mut publisher = connect(&url).await;
+    // The publisher retries on a new connection after the crash: exactly-once across
+    // connections is a token user's (anonymous de-duplication is per connection).
+    let t = roomkeeper_testkit::harness::token(
+        &server.http(),
+        serde_json::json!({"sub": "crash-publisher", "rooms": [r]}),
+    )
+    .await;
+    let pub_url = format!("{url}?token={t}");
+    let mut publisher = connect(&pub_url).await;
     join(&mut publisher, "pub", None).await;
     let mut reader = connect(&url).await;
     let welcome = join(&mut reader, "reader", None).await;
@@ -178,6 +186,7 @@ pub async fn crash_mid_publishing_loses_nothing_acknowledged(_ctx: Arc<Ctx>) {
     server.stop();
     let server = Server::start_with(&persist.0, FAST_PUBLISH);
     let url = format!("{}/api/rooms/{r}/ws", server.ws());
+    let pub_url = format!("{url}?token={t}");
 
     // 1. Every acknowledged message is stored, at the offset its ack gave.
     let stored: BTreeMap<u64, Value> = history(&server.http(), &r).await.into_iter().collect();
@@ -209,7 +218,7 @@ pub async fn crash_mid_publishing_loses_nothing_acknowledged(_ctx: Arc<Ctx>) {
     }
 
     // 3. The publisher retries everything it has no ack for, with the same ids.
-    let mut publisher = connect(&url).await;
+    let mut publisher = connect(&pub_url).await;
     join(&mut publisher, "pub", None).await;
     let mut duplicates = 0;
     for i in (0..N).filter(|i| !acked.contains_key(&format!("c{i}"))) {
