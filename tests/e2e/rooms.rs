@@ -813,7 +813,15 @@ pub async fn no_loss_across_a_restart(_ctx: Arc<Ctx>) {
     let mut server = Server::start(&persist.0);
     let r = room("restart");
     let url = ws_url(&server.ws(), &r, None);
-    let (mut publisher, _) = Client::join(&url, Enc::Json, "pub").await;
+    // The publisher retries on a new connection: exactly-once across connections is a token
+    // user's (anonymous de-duplication is per connection).
+    let t = token(
+        &server.http(),
+        json!({"sub": "restart-publisher", "rooms": [r]}),
+    )
+    .await;
+    let (mut publisher, _) =
+        Client::join(&ws_url(&server.ws(), &r, Some(&t)), Enc::Json, "pub").await;
     let (mut reader, w) = Client::join(&url, Enc::Json, "reader").await;
     let epoch = w["epoch"].as_str().unwrap().to_string();
     const N: usize = 60;
@@ -839,7 +847,8 @@ pub async fn no_loss_across_a_restart(_ctx: Arc<Ctx>) {
     let server = Server::start(&persist.0);
     let url = ws_url(&server.ws(), &r, None);
     // The publisher retries everything it has no ack for; duplicates are recognised.
-    let (mut publisher, _) = Client::join(&url, Enc::Json, "pub").await;
+    let (mut publisher, _) =
+        Client::join(&ws_url(&server.ws(), &r, Some(&t)), Enc::Json, "pub").await;
     for i in 0..N {
         let id = format!("r{i}");
         if !acked.contains(&id) {
