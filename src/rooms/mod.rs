@@ -5,6 +5,7 @@ pub mod history;
 pub mod limits;
 pub mod names;
 pub mod protocol;
+pub mod rate;
 pub mod room;
 pub mod session;
 pub mod stats;
