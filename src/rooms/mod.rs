@@ -2,6 +2,7 @@
 //! figures. The Durable Object glue that moves their frames is `objects/rooms/`.
 
 pub mod history;
+pub mod lag;
 pub mod limits;
 pub mod names;
 pub mod protocol;

@@ -18,6 +18,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::rooms::history::{HistoryPage, MAX_HISTORY_PAGE};
+use crate::rooms::lag::Lag;
 use crate::rooms::limits::RoomLimits;
 use crate::rooms::names::display_name;
 use crate::rooms::protocol::{
@@ -149,6 +150,8 @@ pub struct Room {
     limits: RoomLimits,
     /// Publish buckets (per connection, user and room) and strike counts, in memory only.
     rates: PublishRates,
+    /// What each reporting connection has processed (`seen`), for closing slow readers.
+    lag: Lag,
 }
 
 impl Room {
@@ -166,6 +169,7 @@ impl Room {
             sessions: BTreeMap::new(),
             rates: PublishRates::new(&limits),
             limits,
+            lag: Lag::default(),
         }
     }
 
@@ -278,6 +282,7 @@ impl Room {
     /// A socket closed: forget it and tell the others if that was the user's last connection.
     pub fn detach(&mut self, conn: &str) -> Vec<Effect> {
         self.rates.forget(conn);
+        self.lag.forget(conn);
         let Some(session) = self.sessions.remove(conn) else {
             return Vec::new();
         };
@@ -318,6 +323,16 @@ impl Room {
             }) => self.join(store, conn, name, meta, since, history),
             Ok(ClientFrame::Publish { body, id }) => {
                 self.publish_frame(store, conn, body, id, now_ms)
+            }
+            // Neither an accepted nor a refused frame: it leaves the strike count alone.
+            Ok(ClientFrame::Seen { offset }) if session.joined() => {
+                if session.perms.subscribe {
+                    self.lag.report(conn, offset, self.last_offset);
+                }
+                return Vec::new();
+            }
+            Ok(ClientFrame::Seen { .. }) => {
+                vec![refusal(conn, "not_joined", "send join before seen", None)]
             }
             Err(e) => vec![refusal(conn, e.code(), e.to_string(), None)],
         };
@@ -631,14 +646,24 @@ impl Room {
         if offset > self.limits.history_max_messages {
             store.trim_through(offset - self.limits.history_max_messages)?;
         }
-        let effects = vec![
+        // Readers that say they are too far behind are closed instead of being sent more.
+        let slow = self.lag.too_slow(offset, self.limits.max_lag_messages);
+        let mut effects: Vec<Effect> = slow
+            .into_iter()
+            .map(|conn| Effect::Close {
+                conn,
+                code: close::TOO_SLOW,
+                reason: "too slow".into(),
+            })
+            .collect();
+        effects.extend([
             Effect::Broadcast {
                 frame: ServerFrame::Message(message),
                 to: Audience::Subscribers,
                 except: None,
             },
             Effect::AlarmAt(now_ms + MAINTENANCE_INTERVAL_MS),
-        ];
+        ]);
         Ok((
             Published {
                 offset,
@@ -1156,6 +1181,111 @@ mod tests {
             assert!(publish_from(&mut r, &mut st, "c0", 0).is_empty());
         }
         assert_eq!(publish_from(&mut r, &mut st, "c0", 0), ["rate_limited"]);
+    }
+
+    fn closes(fx: &[Effect]) -> Vec<(&str, u16)> {
+        fx.iter()
+            .filter_map(|e| match e {
+                Effect::Close { conn, code, .. } => Some((conn.as_str(), *code)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn seen(r: &mut Room, st: &mut MemoryStore, conn: &str, offset: u64) -> Vec<Effect> {
+        let f = format!(r#"{{"type":"seen","offset":{offset}}}"#);
+        r.receive(st, conn, RawFrame::Text(&f), 0)
+    }
+
+    #[test]
+    fn a_reader_that_reports_and_falls_behind_is_closed_too_slow() {
+        let limits = RoomLimits {
+            max_lag_messages: 3,
+            ..RoomLimits::default()
+        };
+        // slow reports once and stops; quick keeps reporting; silent never reports.
+        let conns = [
+            ("slow", "u1", true),
+            ("quick", "u2", true),
+            ("silent", "u3", true),
+        ];
+        let (mut r, mut st) = joined_room(limits, &conns);
+        publish_n(&mut r, &mut st, 1, 0);
+        assert!(
+            seen(&mut r, &mut st, "slow", 1).is_empty(),
+            "seen is never answered"
+        );
+        assert_eq!(r.lag.seen("slow"), Some(1));
+        for head in 2..=4 {
+            let (_, fx) = r
+                .publish(&mut st, api(), json!(head), None, None, 0)
+                .unwrap();
+            assert!(closes(&fx).is_empty(), "{head} is within 3 of 1");
+            assert!(seen(&mut r, &mut st, "quick", head).is_empty());
+        }
+        // Offset 5 would put slow 4 behind what it reported: closed before it is delivered.
+        let (_, fx) = r.publish(&mut st, api(), json!(5), None, None, 0).unwrap();
+        assert_eq!(closes(&fx), [("slow", close::TOO_SLOW)]);
+        assert!(
+            matches!(&fx[..], [Effect::Close { .. }, Effect::Broadcast { frame: ServerFrame::Message(m), .. }, ..] if m.offset == 5),
+            "the close comes before the broadcast: {fx:?}"
+        );
+        // The glue detaches a closed connection; the others go on, the silent one unbounded.
+        r.detach("slow");
+        for head in 6..=20 {
+            let (_, fx) = r
+                .publish(&mut st, api(), json!(head), None, None, 0)
+                .unwrap();
+            assert!(closes(&fx).is_empty(), "{fx:?}");
+            assert!(seen(&mut r, &mut st, "quick", head).is_empty());
+        }
+        assert_eq!(r.lag.seen("silent"), None);
+        // Reports never go back, and one past the head counts as the head.
+        seen(&mut r, &mut st, "quick", 2);
+        assert_eq!(r.lag.seen("quick"), Some(20));
+        seen(&mut r, &mut st, "quick", 1_000_000);
+        assert_eq!(r.lag.seen("quick"), Some(20));
+    }
+
+    #[test]
+    fn seen_frames_are_checked_and_leave_strikes_alone() {
+        let limits = RoomLimits {
+            max_strikes: 2,
+            max_lag_messages: 1,
+            ..RoomLimits::default()
+        };
+        let mut r = Room::new("k", "e", 0, limits);
+        let mut st = MemoryStore::default();
+        r.attach(Session::new("c1", "u1", Encoding::Json));
+        assert_eq!(codes(&seen(&mut r, &mut st, "c1", 0)), ["not_joined"]);
+        let bad = RawFrame::Text(r#"{"type":"seen","offset":"x"}"#);
+        assert_eq!(codes(&r.receive(&mut st, "c1", bad, 0)), ["invalid_frame"]);
+        text(&mut r, &mut st, "c1", r#"{"type":"join","name":"a"}"#);
+        // A refusal, then a seen, then a refusal: still two in a row, so closed 4500.
+        text(&mut r, &mut st, "c1", r#"{"type":"join","name":"a"}"#);
+        assert!(seen(&mut r, &mut st, "c1", 0).is_empty());
+        let fx = text(&mut r, &mut st, "c1", r#"{"type":"join","name":"a"}"#);
+        assert_eq!(closes(&fx), [("c1", close::POLICY_VIOLATION)]);
+        // Off (0): a reporting reader is never closed for lag.
+        let off = RoomLimits {
+            max_lag_messages: 0,
+            ..limits
+        };
+        let (mut r, mut st) = joined_room(off, &[("c1", "u1", true)]);
+        seen(&mut r, &mut st, "c1", 0);
+        for i in 0..10 {
+            let (_, fx) = r.publish(&mut st, api(), json!(i), None, None, 0).unwrap();
+            assert!(closes(&fx).is_empty());
+        }
+    }
+
+    fn api() -> MemberInfo {
+        MemberInfo {
+            id: "api:k".into(),
+            name: "api".into(),
+            meta: None,
+            conns: 0,
+        }
     }
 
     #[test]
