@@ -1056,3 +1056,62 @@ pub async fn hardening_history_since_beyond_any_offset_is_empty(ctx: Arc<Ctx>) {
         assert_eq!(page["last_offset"], 3);
     }
 }
+
+/// A reader that reports `seen` once and then stops reading while another client publishes
+/// more than `ROOM_MAX_LAG_MESSAGES`: the room closes it with 4008 instead of queueing
+/// everything for it; what was sent before the close still arrives, and a reconnect with
+/// `since` recovers exactly the rest. The publisher, which never reports, is not closed.
+pub async fn a_reader_that_falls_behind_is_closed_too_slow_and_recovers(_ctx: Arc<Ctx>) {
+    const LAG: u64 = 20;
+    let persist = TempDir::new("lag");
+    let server = Server::start_with(&persist.0, &[("ROOM_MAX_LAG_MESSAGES", "20")]);
+    let r = room("lag");
+    let url = ws_url(&server.ws(), &r, None);
+    let (mut reader, w) = Client::join(&url, Enc::Json, "reader").await;
+    let epoch = w["epoch"].as_str().unwrap().to_string();
+    let (mut publisher, _) = Client::join(&url, Enc::Json, "pub").await;
+    assert_eq!(publish(&mut publisher, json!(1), "p1").await, 1);
+    assert_eq!(reader.recv_type("message").await["offset"], 1);
+    reader.send(json!({"type": "seen", "offset": 1})).await;
+    // Frames on one socket are handled in order: once this ack is back, the report is in.
+    assert_eq!(publish(&mut reader, json!("marker"), "r1").await, 2);
+
+    // The reader stops reading; the publisher goes on (within its burst of 40) past the lag.
+    let total = LAG + 7;
+    for i in 3..=total {
+        assert_eq!(publish(&mut publisher, json!(i), &format!("p{i}")).await, i);
+    }
+    // What the reader was sent: everything through 1 + LAG, then close 4008.
+    let mut got = Vec::new();
+    let close = loop {
+        let f = reader.recv().await;
+        match f["type"].as_str() {
+            Some("message") => got.push(f["offset"].as_u64().unwrap()),
+            Some("__close") => break f,
+            _ => {}
+        }
+    };
+    assert_eq!(close["code"], 4008, "{close}");
+    // (Its own marker, offset 2, was read with its ack.)
+    assert_eq!(got, (3..=1 + LAG).collect::<Vec<_>>());
+    // The publisher never reported: it is still open and still receives.
+    assert_eq!(
+        publish(&mut publisher, json!("after"), "after").await,
+        total + 1
+    );
+
+    // Reconnect with since: exactly the rest, recovered.
+    let since =
+        json!({"type": "join", "name": "reader", "since": {"epoch": epoch, "offset": 1 + LAG}});
+    let (mut reader, w) = Client::join_with(&url, Enc::Json, since).await;
+    assert_eq!(w["recovered"], true, "{w}");
+    let mut replayed = Vec::new();
+    for _ in 0..w["replayed"].as_u64().unwrap() {
+        replayed.push(
+            reader.recv_type("message").await["offset"]
+                .as_u64()
+                .unwrap(),
+        );
+    }
+    assert_eq!(replayed, (2 + LAG..=total + 1).collect::<Vec<_>>());
+}
