@@ -1115,3 +1115,50 @@ pub async fn a_reader_that_falls_behind_is_closed_too_slow_and_recovers(_ctx: Ar
     }
     assert_eq!(replayed, (2 + LAG..=total + 1).collect::<Vec<_>>());
 }
+
+/// The room's publish ceiling holds across connections and the HTTP broadcast: once the
+/// room's burst is spent, a socket publish is refused `rate_limited` (naming the room limit)
+/// and the broadcast answers 429 `rate_limited` with `Retry-After`.
+pub async fn the_room_publish_ceiling_spans_connections_and_the_http_broadcast(_ctx: Arc<Ctx>) {
+    let persist = TempDir::new("room-rate");
+    let server = Server::start_with(
+        &persist.0,
+        &[
+            ("ROOM_PUBLISH_ROOM_RATE", "1"),
+            ("ROOM_PUBLISH_ROOM_BURST", "3"),
+        ],
+    );
+    let r = room("roomrate");
+    let url = ws_url(&server.ws(), &r, None);
+    let (mut a, _) = Client::join(&url, Enc::Json, "a").await;
+    let (mut b, _) = Client::join(&url, Enc::Json, "b").await;
+    // Joined before the room's budget is spent, so the checks below come within the second
+    // before the room's bucket has one publish again.
+    let (mut c, _) = Client::join(&url, Enc::Json, "c").await;
+    assert_eq!(publish(&mut a, json!(1), "a1").await, 1);
+    assert_eq!(publish(&mut b, json!(2), "b1").await, 2);
+    let endpoint = format!("{}/api/rooms/{r}/broadcast", server.http());
+    let send = || {
+        http()
+            .post(&endpoint)
+            .bearer_auth(DEV_API_KEY)
+            .json(&json!({"body": "http"}))
+            .send()
+    };
+    let ok = send().await.unwrap();
+    assert_eq!(ok.status().as_u16(), 200);
+    let refused = send().await.unwrap();
+    assert_eq!(refused.status().as_u16(), 429);
+    assert!(refused.headers().get("Retry-After").is_some());
+    let v: Value = refused.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "rate_limited", "{v}");
+    // A third connection (another user, with its own full bucket) is refused too.
+    c.send(json!({"type": "publish", "body": 3, "id": "c1"}))
+        .await;
+    let e = c.recv_type("error").await;
+    assert_eq!(
+        (&e["code"], &e["id"]),
+        (&json!("rate_limited"), &json!("c1"))
+    );
+    assert!(e["message"].as_str().unwrap().contains("room limit"), "{e}");
+}
