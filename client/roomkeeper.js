@@ -22,9 +22,16 @@
 // - speaks JSON or MessagePack (`encoding: "msgpack"`), with a small built-in codec;
 // - heartbeats with `{"type":"ping"}` (answered by the runtime without waking the room) and
 //   treats a connection that answers nothing within `pongTimeoutMs` of a ping as dead;
+// - reports the offset it has processed (`{"type":"seen","offset":N}`) every `seenEvery`
+//   messages and on each heartbeat tick, so the room can close it with 4008 (too slow) if it
+//   falls far behind, instead of queueing without bound; 4008 reconnects and recovers;
 // - gives up on a connect attempt that has no `welcome` within `connectTimeoutMs`, and retries;
 // - asks a token provider (`token: async () => jwt`) before every connect, so a token that
 //   expired mid-session (close 4001) is replaced; with a static token, 4001 stops the client.
+
+/** Close code: this connection fell more than `ROOM_MAX_LAG_MESSAGES` behind by its `seen`
+ *  reports; reconnect and recover with `since` (docs/PROTOCOL.md, "Slow readers"). */
+export const CLOSE_TOO_SLOW = 4008;
 
 /**
  * Whether a client may reconnect on its own after close `code` (docs/PROTOCOL.md, "Close
@@ -200,6 +207,8 @@ export class RoomError extends Error {
  * (10 000: after a ping, how long to wait for the pong — any frame counts — before dropping
  * the connection and reconnecting), `connectTimeoutMs` (15 000: from opening the socket to the
  * `welcome`; longer and the attempt is abandoned and retried with backoff),
+ * `seenEvery` (100: report the processed offset with a `seen` frame after this many messages,
+ * besides on every heartbeat tick when it moved; 0 reports on heartbeat ticks only),
  * `backoff` ({ baseMs, capMs }), `WebSocket` (constructor, for non-browser use).
  */
 export class RoomClient {
@@ -207,8 +216,9 @@ export class RoomClient {
     if (!opts?.room) throw new TypeError("room is required");
     this.opts = {
       encoding: "json", history: 50, ackTimeoutMs: 10000, maxQueue: 100, heartbeatMs: 25000,
-      pongTimeoutMs: 10000, connectTimeoutMs: 15000, ...opts,
+      pongTimeoutMs: 10000, connectTimeoutMs: 15000, seenEvery: 100, ...opts,
     };
+    this.seenSent = -1; // the offset last reported with `seen` on this connection (-1: none)
     this.handlers = new Map();
     this.members = new Map();
     this.epoch = null;
@@ -291,6 +301,7 @@ export class RoomClient {
     const ws = new WS(url, protocols);
     ws.binaryType = "arraybuffer";
     this.ws = ws;
+    this.seenSent = -1; // a new connection has reported nothing
     // From here to the welcome: connectTimeoutMs, or this attempt is abandoned and retried.
     clearTimeout(this.connectTimer);
     this.connectTimer = setTimeout(() => this.abandon(ws, "connect timeout"), this.opts.connectTimeoutMs);
@@ -334,7 +345,21 @@ export class RoomClient {
       ws.send('{"type":"ping"}');
       // Any frame before the deadline proves the connection alive (see receive()).
       this.pongTimer ??= setTimeout(() => this.abandon(ws, "pong timeout"), this.opts.pongTimeoutMs);
+      // The ping must stay byte-exact (the runtime answers it), so the offset goes separately.
+      if (this.offset > this.seenSent) this.reportSeen();
     }, this.opts.heartbeatMs);
+  }
+
+  /** Tells the room the offset processed so far (`seen`); only once joined (`welcome`). */
+  reportSeen() {
+    if (this.state !== "open" || this.offset === this.seenSent) return;
+    if (this.sendFrame({ type: "seen", offset: this.offset })) this.seenSent = this.offset;
+  }
+
+  /** After messages were handled: reports when `seenEvery` more were processed. */
+  maybeReportSeen() {
+    const every = this.opts.seenEvery;
+    if (every > 0 && this.offset - Math.max(this.seenSent, 0) >= every) this.reportSeen();
   }
 
   receive(data) {
@@ -348,6 +373,7 @@ export class RoomClient {
       return;
     }
     this.handle(f);
+    if (f.type === "message" || f.type === "batch") this.maybeReportSeen();
   }
 
   handle(f) {

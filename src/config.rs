@@ -131,6 +131,34 @@ pub const SETTINGS: &[Setting] = &[
         "publishes at once per connection",
     ),
     var(
+        "ROOM_PUBLISH_USER_RATE",
+        "40",
+        "publishes per second across all of one user's connections (sustained; 0: off); \
+         each anonymous connection is its own user",
+    ),
+    var(
+        "ROOM_PUBLISH_USER_BURST",
+        "80",
+        "publishes at once across one user's connections",
+    ),
+    var(
+        "ROOM_PUBLISH_ROOM_RATE",
+        "1000",
+        "publishes per second into one room from everyone, sockets and HTTP broadcasts \
+         together (sustained; 0: off)",
+    ),
+    var(
+        "ROOM_PUBLISH_ROOM_BURST",
+        "2000",
+        "publishes at once into one room",
+    ),
+    var(
+        "ROOM_MAX_LAG_MESSAGES",
+        "1000",
+        "messages a connection that reports `seen` may fall behind before close 4008 \
+         ([protocol](docs/PROTOCOL.md#slow-readers); 0: off)",
+    ),
+    var(
         "ROOM_MAX_STRIKES",
         "20",
         "refused frames in a row before close 4500",
@@ -318,6 +346,11 @@ pub const ROOM_SETTINGS: &[&str] = &[
     "ROOM_DEDUPE_WINDOW_MS",
     "ROOM_PUBLISH_RATE",
     "ROOM_PUBLISH_BURST",
+    "ROOM_PUBLISH_USER_RATE",
+    "ROOM_PUBLISH_USER_BURST",
+    "ROOM_PUBLISH_ROOM_RATE",
+    "ROOM_PUBLISH_ROOM_BURST",
+    "ROOM_MAX_LAG_MESSAGES",
     "ROOM_MAX_STRIKES",
     "ROOM_BATCH_WINDOW_MS",
     "ROOM_BATCH_MAX_MESSAGES",
@@ -500,11 +533,16 @@ fn room_limits(lookup: &impl Fn(&str) -> Option<String>) -> Result<RoomLimits, C
         d.dedupe_window_ms,
         u64::from(d.publish_rate),
         u64::from(d.publish_burst),
+        u64::from(d.publish_user_rate),
+        u64::from(d.publish_user_burst),
+        u64::from(d.publish_room_rate),
+        u64::from(d.publish_room_burst),
+        d.max_lag_messages,
         u64::from(d.max_strikes),
         d.batch_window_ms,
         d.batch_max_messages as u64,
     ];
-    let bounds: [(u64, u64); 14] = [
+    let bounds: [(u64, u64); 19] = [
         (64, 1 << 20),
         (16, 1 << 20),
         (1, 256),
@@ -516,6 +554,11 @@ fn room_limits(lookup: &impl Fn(&str) -> Option<String>) -> Result<RoomLimits, C
         (1000, 7 * 24 * 3600 * 1000),
         (1, 10_000),
         (1, 100_000),
+        (0, 100_000),
+        (1, 100_000),
+        (0, 1_000_000),
+        (1, 1_000_000),
+        (0, 1_000_000),
         (1, 10_000),
         (0, 1000),
         (1, 1000),
@@ -535,9 +578,14 @@ fn room_limits(lookup: &impl Fn(&str) -> Option<String>) -> Result<RoomLimits, C
         dedupe_window_ms: n[8],
         publish_rate: n[9] as u32,
         publish_burst: n[10] as u32,
-        max_strikes: n[11] as u32,
-        batch_window_ms: n[12],
-        batch_max_messages: n[13] as usize,
+        publish_user_rate: n[11] as u32,
+        publish_user_burst: n[12] as u32,
+        publish_room_rate: n[13] as u32,
+        publish_room_burst: n[14] as u32,
+        max_lag_messages: n[15],
+        max_strikes: n[16] as u32,
+        batch_window_ms: n[17],
+        batch_max_messages: n[18] as usize,
     })
 }
 
@@ -612,6 +660,34 @@ mod tests {
             cfg(&[("ROOM_BATCH_WINDOW_MS", "5000")]).unwrap_err().name,
             "ROOM_BATCH_WINDOW_MS"
         );
+        let c = cfg(&[
+            ("ROOM_PUBLISH_USER_RATE", "0"),
+            ("ROOM_PUBLISH_USER_BURST", "5"),
+            ("ROOM_PUBLISH_ROOM_RATE", "300"),
+            ("ROOM_PUBLISH_ROOM_BURST", "600"),
+            ("ROOM_MAX_LAG_MESSAGES", "50"),
+        ])
+        .unwrap();
+        let r = c.room;
+        assert_eq!(
+            (
+                r.publish_user_rate,
+                r.publish_user_burst,
+                r.publish_room_rate,
+                r.publish_room_burst,
+                r.max_lag_messages
+            ),
+            (0, 5, 300, 600, 50)
+        );
+        for (name, bad) in [
+            ("ROOM_PUBLISH_USER_RATE", "fast"),
+            ("ROOM_PUBLISH_USER_BURST", "0"),
+            ("ROOM_PUBLISH_ROOM_RATE", "2000000"),
+            ("ROOM_PUBLISH_ROOM_BURST", "0"),
+            ("ROOM_MAX_LAG_MESSAGES", "-1"),
+        ] {
+            assert_eq!(cfg(&[(name, bad)]).unwrap_err().name, name, "{name}={bad}");
+        }
     }
 
     #[test]

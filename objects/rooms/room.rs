@@ -351,6 +351,11 @@ impl Room {
                 "invalid_idempotency_key",
                 e.to_string(),
             )),
+            // The room's publish ceiling (`ROOM_PUBLISH_ROOM_RATE`): 429 with `Retry-After`.
+            Err(PublishError::RateLimited(l)) => Err(ApiError::RateLimited {
+                retry_after_ms: l.retry_after_ms,
+                policy_headers: Vec::new(),
+            }),
             Err(PublishError::Store(e)) => Err(internal(e)),
         }
     }

@@ -31,6 +31,20 @@ pub struct RoomLimits {
     pub publish_rate: u32,
     /// Publishes allowed at once on one connection. Default 40.
     pub publish_burst: u32,
+    /// Publishes per second allowed across all of one user's connections (sustained); 0 turns
+    /// the per-user ceiling off. Anonymous connections are each their own user. Default 40.
+    pub publish_user_rate: u32,
+    /// Publishes allowed at once across one user's connections. Default 80.
+    pub publish_user_burst: u32,
+    /// Publishes per second allowed into the room from everyone, sockets and HTTP broadcasts
+    /// together (sustained); 0 turns the room ceiling off. Default 1000.
+    pub publish_room_rate: u32,
+    /// Publishes allowed at once into the room. Default 2000.
+    pub publish_room_burst: u32,
+    /// How many messages a connection that reports what it has processed (`seen`) may fall
+    /// behind the head before it is closed with 4008 instead of being sent more; 0 turns the
+    /// bound off. Default 1000.
+    pub max_lag_messages: u64,
     /// Refused frames in a row after which the connection is closed with 4500. Default 20.
     pub max_strikes: u32,
     /// Batch window in ms: messages a socket would receive within it are coalesced into one
@@ -54,6 +68,11 @@ impl Default for RoomLimits {
             dedupe_window_ms: 10 * 60 * 1000,
             publish_rate: 20,
             publish_burst: 40,
+            publish_user_rate: 40,
+            publish_user_burst: 80,
+            publish_room_rate: 1000,
+            publish_room_burst: 2000,
+            max_lag_messages: 1000,
             max_strikes: 20,
             batch_window_ms: 0,
             batch_max_messages: 64,

@@ -2,9 +2,11 @@
 //! figures. The Durable Object glue that moves their frames is `objects/rooms/`.
 
 pub mod history;
+pub mod lag;
 pub mod limits;
 pub mod names;
 pub mod protocol;
+pub mod rate;
 pub mod room;
 pub mod session;
 pub mod stats;

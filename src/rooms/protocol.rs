@@ -122,10 +122,16 @@ pub enum ClientFrame {
         #[serde(default)]
         id: Option<String>,
     },
+    /// The client has processed every message through `offset` (sent periodically, never
+    /// answered): what bounds how far behind a slow reader may fall (`ROOM_MAX_LAG_MESSAGES`).
+    Seen {
+        /// The offset of the last message processed.
+        offset: u64,
+    },
 }
 
 /// Frame `type` values a client may send, for telling `unknown_type` from `invalid_frame`.
-pub const CLIENT_FRAME_TYPES: &[&str] = &["join", "publish"];
+pub const CLIENT_FRAME_TYPES: &[&str] = &["join", "publish", "seen"];
 
 /// Why an incoming frame was refused (sent back as an `error` frame with this code).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -481,6 +487,9 @@ pub mod close {
     pub const ROOM_CLOSED: u16 = 4000;
     /// The token expired mid-session; refresh it and reconnect.
     pub const TOKEN_EXPIRED: u16 = 4001;
+    /// The connection fell more than `ROOM_MAX_LAG_MESSAGES` behind the head by its own `seen`
+    /// reports; reconnect with `since` and recover.
+    pub const TOO_SLOW: u16 = 4008;
     /// Too many protocol errors on this connection; do not reconnect as is.
     pub const POLICY_VIOLATION: u16 = 4500;
     /// Not authorised for this room; do not reconnect with the same credentials.

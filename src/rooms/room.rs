@@ -12,19 +12,20 @@
 //! encoding and permissions. Client sockets are one kind; relays or multiplexing gateways can
 //! be others.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::coordination::limiter::{self, GcraState, Policy};
 use crate::rooms::history::{HistoryPage, MAX_HISTORY_PAGE};
+use crate::rooms::lag::Lag;
 use crate::rooms::limits::RoomLimits;
 use crate::rooms::names::display_name;
 use crate::rooms::protocol::{
     close, decode, depth, ClientFrame, Encoding, MemberInfo, Message, RawFrame, ServerFrame,
     StreamPos, MAX_BODY_DEPTH, PROTOCOL_VERSION,
 };
+use crate::rooms::rate::{Limited, PublishRates};
 use crate::rooms::session::Session;
 use crate::rooms::store::{Store, StoreError};
 
@@ -104,6 +105,9 @@ pub enum PublishError {
     /// The client id or idempotency key is malformed.
     #[error("message ids are 1-{MAX_CLIENT_ID_LEN} bytes")]
     InvalidId,
+    /// A publish ceiling refused it (for the HTTP broadcast: the room's).
+    #[error("{}", .0.message())]
+    RateLimited(Limited),
     /// Storage failed; nothing was appended or acknowledged.
     #[error("the message could not be stored; retry")]
     Store(#[from] StoreError),
@@ -115,6 +119,7 @@ impl PublishError {
         match self {
             Self::TooLarge { .. } | Self::TooDeep => "too_large",
             Self::InvalidId => "invalid_id",
+            Self::RateLimited(_) => "rate_limited",
             Self::Store(_) => "unavailable",
         }
     }
@@ -135,12 +140,6 @@ pub struct RoomInfo {
     pub connections: usize,
 }
 
-#[derive(Debug, Clone, Copy, Default)]
-struct ConnRate {
-    bucket: GcraState,
-    strikes: u32,
-}
-
 /// A room: sessions, epoch and stream position.
 #[derive(Debug, Clone)]
 pub struct Room {
@@ -149,11 +148,10 @@ pub struct Room {
     last_offset: u64,
     sessions: BTreeMap<String, Session>,
     limits: RoomLimits,
-    policy: Policy,
-    /// Per-connection publish buckets and strike counts. Kept in memory only: an object is
-    /// evicted only after it has been idle for longer than a bucket takes to refill, so
-    /// losing them with the instance grants nothing a wait would not.
-    rates: HashMap<String, ConnRate>,
+    /// Publish buckets (per connection, user and room) and strike counts, in memory only.
+    rates: PublishRates,
+    /// What each reporting connection has processed (`seen`), for closing slow readers.
+    lag: Lag,
 }
 
 impl Room {
@@ -169,9 +167,9 @@ impl Room {
             epoch: epoch.into(),
             last_offset,
             sessions: BTreeMap::new(),
-            policy: limits.publish_policy(),
+            rates: PublishRates::new(&limits),
             limits,
-            rates: HashMap::new(),
+            lag: Lag::default(),
         }
     }
 
@@ -283,7 +281,8 @@ impl Room {
 
     /// A socket closed: forget it and tell the others if that was the user's last connection.
     pub fn detach(&mut self, conn: &str) -> Vec<Effect> {
-        self.rates.remove(conn);
+        self.rates.forget(conn);
+        self.lag.forget(conn);
         let Some(session) = self.sessions.remove(conn) else {
             return Vec::new();
         };
@@ -325,6 +324,16 @@ impl Room {
             Ok(ClientFrame::Publish { body, id }) => {
                 self.publish_frame(store, conn, body, id, now_ms)
             }
+            // Neither an accepted nor a refused frame: it leaves the strike count alone.
+            Ok(ClientFrame::Seen { offset }) if session.joined() => {
+                if session.perms.subscribe {
+                    self.lag.report(conn, offset, self.last_offset);
+                }
+                return Vec::new();
+            }
+            Ok(ClientFrame::Seen { .. }) => {
+                vec![refusal(conn, "not_joined", "send join before seen", None)]
+            }
             Err(e) => vec![refusal(conn, e.code(), e.to_string(), None)],
         };
         self.count_strikes(conn, &mut effects);
@@ -336,13 +345,11 @@ impl Room {
         let refused = effects.iter().any(|e| {
             matches!(e, Effect::Send { conn: c, frame: ServerFrame::Error { .. } } if c == conn)
         });
-        let rate = self.rates.entry(conn.to_string()).or_default();
         if !refused {
-            rate.strikes = 0;
+            self.rates.clear_strikes(conn);
             return;
         }
-        rate.strikes += 1;
-        if rate.strikes >= self.limits.max_strikes {
+        if self.rates.strike(conn) >= self.limits.max_strikes {
             effects.push(Effect::Close {
                 conn: conn.to_string(),
                 code: close::POLICY_VIOLATION,
@@ -542,23 +549,18 @@ impl Room {
             )];
         }
         let dedupe = id.as_deref().map(|i| session.dedupe_key(i));
-        let rate = self.rates.entry(conn.to_string()).or_default();
-        let decision = limiter::check(&mut rate.bucket, &self.policy, now_ms, 1)
-            .expect("cost 1 never exceeds a burst of at least 1");
-        if !decision.allowed {
-            return vec![refusal(
-                conn,
-                "rate_limited",
-                format!("too many messages; retry in {} ms", decision.retry_after_ms),
-                id,
-            )];
+        let user = (!session.anonymous).then(|| session.user.clone());
+        let sessions = &self.sessions;
+        let has_conns = |u: &str| sessions.values().any(|s| s.user == u);
+        if let Err(limited) = self.rates.check(conn, user.as_deref(), now_ms, has_conns) {
+            return vec![refusal(conn, "rate_limited", limited.message(), id)];
         }
         let from = MemberInfo {
             conns: 0,
             meta: None,
             ..from
         };
-        match self.publish(store, from, body, id.as_deref(), dedupe.as_deref(), now_ms) {
+        match self.append(store, from, body, id.as_deref(), dedupe.as_deref(), now_ms) {
             Ok((published, mut effects)) => {
                 if let Some(id) = id {
                     effects.push(Effect::Send {
@@ -576,9 +578,26 @@ impl Room {
         }
     }
 
-    /// Publishes a message from a client or the HTTP API: checks size and id, de-duplicates
-    /// by `dedupe_key`, appends to the store, and returns the broadcast to perform.
+    /// Publishes a message from the HTTP API: the room ceiling (`ROOM_PUBLISH_ROOM_RATE`)
+    /// first, then as [`Self::append`].
     pub fn publish(
+        &mut self,
+        store: &mut dyn Store,
+        from: MemberInfo,
+        body: Value,
+        id: Option<&str>,
+        dedupe_key: Option<&str>,
+        now_ms: u64,
+    ) -> Result<(Published, Vec<Effect>), PublishError> {
+        self.rates
+            .check_room(now_ms)
+            .map_err(PublishError::RateLimited)?;
+        self.append(store, from, body, id, dedupe_key, now_ms)
+    }
+
+    /// Appends a message whose rate was checked: checks size and id, de-duplicates by
+    /// `dedupe_key`, appends to the store, and returns the broadcast to perform.
+    fn append(
         &mut self,
         store: &mut dyn Store,
         from: MemberInfo,
@@ -627,14 +646,24 @@ impl Room {
         if offset > self.limits.history_max_messages {
             store.trim_through(offset - self.limits.history_max_messages)?;
         }
-        let effects = vec![
+        // Readers that say they are too far behind are closed instead of being sent more.
+        let slow = self.lag.too_slow(offset, self.limits.max_lag_messages);
+        let mut effects: Vec<Effect> = slow
+            .into_iter()
+            .map(|conn| Effect::Close {
+                conn,
+                code: close::TOO_SLOW,
+                reason: "too slow".into(),
+            })
+            .collect();
+        effects.extend([
             Effect::Broadcast {
                 frame: ServerFrame::Message(message),
                 to: Audience::Subscribers,
                 except: None,
             },
             Effect::AlarmAt(now_ms + MAINTENANCE_INTERVAL_MS),
-        ];
+        ]);
         Ok((
             Published {
                 offset,
@@ -677,6 +706,9 @@ impl Room {
         }
         store.trim_older(now_ms.saturating_sub(self.limits.history_max_age_ms))?;
         store.dedupe_expire(now_ms.saturating_sub(self.limits.dedupe_window_ms))?;
+        let sessions = &self.sessions;
+        self.rates
+            .prune(now_ms, |u| sessions.values().any(|s| s.user == u));
         let expired: Vec<String> = self
             .sessions
             .values()
@@ -1011,6 +1043,249 @@ mod tests {
         assert!(matches!(all.last(), Some(Effect::Close { code: 4500, .. })));
         // After a second the bucket has one token again.
         assert!(codes(&r.receive(&mut st, "c1", p, 1000)).is_empty());
+    }
+
+    fn joined_room(limits: RoomLimits, conns: &[(&str, &str, bool)]) -> (Room, MemoryStore) {
+        let mut r = Room::new("k", "e", 0, limits);
+        let mut st = MemoryStore::default();
+        for (c, u, anonymous) in conns {
+            let mut s = Session::new(*c, *u, Encoding::Json);
+            s.anonymous = *anonymous;
+            r.attach(s);
+            let j = RawFrame::Text(r#"{"type":"join","name":"a"}"#);
+            assert!(codes(&r.receive(&mut st, c, j, 0)).is_empty());
+        }
+        (r, st)
+    }
+
+    fn publish_from(r: &mut Room, st: &mut MemoryStore, conn: &str, now: u64) -> Vec<String> {
+        let p = RawFrame::Text(r#"{"type":"publish","body":1}"#);
+        codes(&r.receive(st, conn, p, now))
+    }
+
+    #[test]
+    fn user_ceiling_spans_a_users_connections() {
+        // Each connection alone could publish 10 at once; the user, across all of them, 3.
+        let limits = RoomLimits {
+            publish_rate: 10,
+            publish_burst: 10,
+            publish_user_rate: 1,
+            publish_user_burst: 3,
+            ..RoomLimits::default()
+        };
+        let conns = [
+            ("c1", "u1", false),
+            ("c2", "u1", false),
+            ("c3", "u1", false),
+            ("c4", "u2", false),
+            ("a1", "anon-1", true),
+        ];
+        let (mut r, mut st) = joined_room(limits, &conns);
+        for c in ["c1", "c2", "c3"] {
+            assert!(publish_from(&mut r, &mut st, c, 0).is_empty());
+        }
+        for c in ["c1", "c2", "c3"] {
+            assert_eq!(publish_from(&mut r, &mut st, c, 0), ["rate_limited"], "{c}");
+        }
+        let fx = r.receive(
+            &mut st,
+            "c2",
+            RawFrame::Text(r#"{"type":"publish","body":1,"id":"q"}"#),
+            0,
+        );
+        assert!(
+            matches!(sent_to(&fx, "c2")[..], [ServerFrame::Error { message, id: Some(_), .. }] if message.contains("user limit")),
+            "{fx:?}"
+        );
+        assert_eq!(r.last_offset(), 3, "refused publishes took no offset");
+        // Another user, and an anonymous connection (its own user), are not held back.
+        assert!(publish_from(&mut r, &mut st, "c4", 0).is_empty());
+        for _ in 0..5 {
+            assert!(publish_from(&mut r, &mut st, "a1", 0).is_empty());
+        }
+        // The user's bucket refills at its own rate, whichever connection asks.
+        assert!(publish_from(&mut r, &mut st, "c3", 1000).is_empty());
+        assert_eq!(publish_from(&mut r, &mut st, "c1", 1000), ["rate_limited"]);
+        // A refused publish counts as a strike, as the per-connection refusal does.
+        let limits = RoomLimits {
+            max_strikes: 2,
+            ..limits
+        };
+        let (mut r, mut st) = joined_room(limits, &conns[..2]);
+        for _ in 0..3 {
+            publish_from(&mut r, &mut st, "c1", 0);
+        }
+        let p = RawFrame::Text(r#"{"type":"publish","body":1}"#);
+        let fx = r.receive(&mut st, "c2", p, 0);
+        assert_eq!(codes(&fx), ["rate_limited"]);
+        let fx = r.receive(&mut st, "c2", p, 0);
+        assert!(
+            matches!(fx.last(), Some(Effect::Close { code: 4500, .. })),
+            "{fx:?}"
+        );
+    }
+
+    #[test]
+    fn room_ceiling_spans_users_and_the_http_broadcast() {
+        let limits = RoomLimits {
+            publish_room_rate: 2,
+            publish_room_burst: 4,
+            ..RoomLimits::default()
+        };
+        let conns: Vec<(String, String)> =
+            (0..6).map(|i| (format!("c{i}"), format!("u{i}"))).collect();
+        let conns: Vec<(&str, &str, bool)> = conns
+            .iter()
+            .map(|(c, u)| (c.as_str(), u.as_str(), c == "c5"))
+            .collect();
+        let (mut r, mut st) = joined_room(limits, &conns);
+        // Four users, one publish each: the room's burst. Every one after is refused.
+        for c in ["c0", "c1", "c2", "c3"] {
+            assert!(publish_from(&mut r, &mut st, c, 0).is_empty(), "{c}");
+        }
+        let fx = r.receive(
+            &mut st,
+            "c4",
+            RawFrame::Text(r#"{"type":"publish","body":1,"id":"late"}"#),
+            0,
+        );
+        assert!(
+            matches!(sent_to(&fx, "c4")[..], [ServerFrame::Error { code, message, .. }] if code == "rate_limited" && message.contains("room limit")),
+            "{fx:?}"
+        );
+        assert_eq!(publish_from(&mut r, &mut st, "c5", 0), ["rate_limited"]);
+        // The HTTP broadcast shares the room's ceiling.
+        let from = MemberInfo {
+            id: "api:k".into(),
+            name: "api".into(),
+            meta: None,
+            conns: 0,
+        };
+        let http = r.publish(&mut st, from.clone(), json!(1), None, None, 0);
+        assert!(
+            matches!(&http, Err(e @ PublishError::RateLimited(l)) if e.code() == "rate_limited" && l.retry_after_ms == 500),
+            "{http:?}"
+        );
+        assert_eq!(r.last_offset(), 4);
+        // Half a second later the room has one publish again: the first to ask gets it.
+        assert!(r.publish(&mut st, from, json!(2), None, None, 500).is_ok());
+        assert_eq!(publish_from(&mut r, &mut st, "c4", 500), ["rate_limited"]);
+        assert!(publish_from(&mut r, &mut st, "c4", 1000).is_empty());
+        // With the room ceiling off (0) only the connection's own bucket applies.
+        let off = RoomLimits {
+            publish_room_rate: 0,
+            ..limits
+        };
+        let (mut r, mut st) = joined_room(off, &conns[..1]);
+        for _ in 0..40 {
+            assert!(publish_from(&mut r, &mut st, "c0", 0).is_empty());
+        }
+        assert_eq!(publish_from(&mut r, &mut st, "c0", 0), ["rate_limited"]);
+    }
+
+    fn closes(fx: &[Effect]) -> Vec<(&str, u16)> {
+        fx.iter()
+            .filter_map(|e| match e {
+                Effect::Close { conn, code, .. } => Some((conn.as_str(), *code)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn seen(r: &mut Room, st: &mut MemoryStore, conn: &str, offset: u64) -> Vec<Effect> {
+        let f = format!(r#"{{"type":"seen","offset":{offset}}}"#);
+        r.receive(st, conn, RawFrame::Text(&f), 0)
+    }
+
+    #[test]
+    fn a_reader_that_reports_and_falls_behind_is_closed_too_slow() {
+        let limits = RoomLimits {
+            max_lag_messages: 3,
+            ..RoomLimits::default()
+        };
+        // slow reports once and stops; quick keeps reporting; silent never reports.
+        let conns = [
+            ("slow", "u1", true),
+            ("quick", "u2", true),
+            ("silent", "u3", true),
+        ];
+        let (mut r, mut st) = joined_room(limits, &conns);
+        publish_n(&mut r, &mut st, 1, 0);
+        assert!(
+            seen(&mut r, &mut st, "slow", 1).is_empty(),
+            "seen is never answered"
+        );
+        assert_eq!(r.lag.seen("slow"), Some(1));
+        for head in 2..=4 {
+            let (_, fx) = r
+                .publish(&mut st, api(), json!(head), None, None, 0)
+                .unwrap();
+            assert!(closes(&fx).is_empty(), "{head} is within 3 of 1");
+            assert!(seen(&mut r, &mut st, "quick", head).is_empty());
+        }
+        // Offset 5 would put slow 4 behind what it reported: closed before it is delivered.
+        let (_, fx) = r.publish(&mut st, api(), json!(5), None, None, 0).unwrap();
+        assert_eq!(closes(&fx), [("slow", close::TOO_SLOW)]);
+        assert!(
+            matches!(&fx[..], [Effect::Close { .. }, Effect::Broadcast { frame: ServerFrame::Message(m), .. }, ..] if m.offset == 5),
+            "the close comes before the broadcast: {fx:?}"
+        );
+        // The glue detaches a closed connection; the others go on, the silent one unbounded.
+        r.detach("slow");
+        for head in 6..=20 {
+            let (_, fx) = r
+                .publish(&mut st, api(), json!(head), None, None, 0)
+                .unwrap();
+            assert!(closes(&fx).is_empty(), "{fx:?}");
+            assert!(seen(&mut r, &mut st, "quick", head).is_empty());
+        }
+        assert_eq!(r.lag.seen("silent"), None);
+        // Reports never go back, and one past the head counts as the head.
+        seen(&mut r, &mut st, "quick", 2);
+        assert_eq!(r.lag.seen("quick"), Some(20));
+        seen(&mut r, &mut st, "quick", 1_000_000);
+        assert_eq!(r.lag.seen("quick"), Some(20));
+    }
+
+    #[test]
+    fn seen_frames_are_checked_and_leave_strikes_alone() {
+        let limits = RoomLimits {
+            max_strikes: 2,
+            max_lag_messages: 1,
+            ..RoomLimits::default()
+        };
+        let mut r = Room::new("k", "e", 0, limits);
+        let mut st = MemoryStore::default();
+        r.attach(Session::new("c1", "u1", Encoding::Json));
+        assert_eq!(codes(&seen(&mut r, &mut st, "c1", 0)), ["not_joined"]);
+        let bad = RawFrame::Text(r#"{"type":"seen","offset":"x"}"#);
+        assert_eq!(codes(&r.receive(&mut st, "c1", bad, 0)), ["invalid_frame"]);
+        text(&mut r, &mut st, "c1", r#"{"type":"join","name":"a"}"#);
+        // A refusal, then a seen, then a refusal: still two in a row, so closed 4500.
+        text(&mut r, &mut st, "c1", r#"{"type":"join","name":"a"}"#);
+        assert!(seen(&mut r, &mut st, "c1", 0).is_empty());
+        let fx = text(&mut r, &mut st, "c1", r#"{"type":"join","name":"a"}"#);
+        assert_eq!(closes(&fx), [("c1", close::POLICY_VIOLATION)]);
+        // Off (0): a reporting reader is never closed for lag.
+        let off = RoomLimits {
+            max_lag_messages: 0,
+            ..limits
+        };
+        let (mut r, mut st) = joined_room(off, &[("c1", "u1", true)]);
+        seen(&mut r, &mut st, "c1", 0);
+        for i in 0..10 {
+            let (_, fx) = r.publish(&mut st, api(), json!(i), None, None, 0).unwrap();
+            assert!(closes(&fx).is_empty());
+        }
+    }
+
+    fn api() -> MemberInfo {
+        MemberInfo {
+            id: "api:k".into(),
+            name: "api".into(),
+            meta: None,
+            conns: 0,
+        }
     }
 
     #[test]

@@ -226,3 +226,57 @@ test("a welcome in time disarms the connect timeout", async () => {
   assert.equal(c.state, "open");
   c.close();
 });
+
+// ---- slow readers: `seen` reports and close 4008 ---------------------------------------------
+
+const seens = (s) => s.sent.filter((d) => d.includes('"seen"')).map((d) => JSON.parse(d));
+const msg = (offset) => ({ type: "message", offset, from: { id: "u2", name: "bob" }, body: offset, ts: 0 });
+
+test("the client reports the offset it processed with seen: every seenEvery messages and on heartbeat ticks", async () => {
+  const { c, sockets } = client({ seenEvery: 3, heartbeatMs: 30, pongTimeoutMs: 10000 });
+  const handled = [];
+  c.on("message", (m) => handled.push(m.offset));
+  c.connect();
+  try {
+    const s = sockets[0];
+    s.accept();
+    await sleep(40);
+    assert.deepEqual(seens(s), [], "nothing to report before the welcome (it would be refused not_joined)");
+    s.welcome();
+    s.frame(msg(1));
+    s.frame(msg(2));
+    assert.deepEqual(seens(s), [], "fewer than seenEvery messages");
+    s.frame(msg(3));
+    assert.deepEqual(seens(s), [{ type: "seen", offset: 3 }], "after the third message was handled");
+    assert.deepEqual(handled, [1, 2, 3], "reported only what the handlers already saw");
+    // A batch counts its messages; the report follows the whole batch.
+    s.frame({ type: "batch", messages: [msg(4), msg(5), msg(6), msg(7)] });
+    assert.deepEqual(seens(s).at(-1), { type: "seen", offset: 7 });
+    // A heartbeat tick reports progress short of seenEvery; the ping itself stays byte-exact.
+    s.frame(msg(8));
+    await waitFor("a seen on the heartbeat tick", () => seens(s).at(-1).offset === 8);
+    assert.ok(s.pings >= 1 && s.sent.includes('{"type":"ping"}'));
+    const before = seens(s).length;
+    await sleep(80);
+    assert.equal(seens(s).length, before, "no report when nothing moved");
+  } finally {
+    c.close();
+  }
+});
+
+test("close 4008 (too slow) reconnects and recovers with since", async () => {
+  assert.equal(rk.CLOSE_TOO_SLOW, 4008);
+  assert.equal(rk.closeAction(4008), "reconnect");
+  const { c, sockets, events } = client({ heartbeatMs: 10000 });
+  c.connect();
+  sockets[0].accept();
+  sockets[0].welcome();
+  sockets[0].frame(msg(1));
+  sockets[0].frame(msg(2));
+  sockets[0].serverClose(4008, "too slow");
+  assert.equal(events.closed.at(-1).willReconnect, true);
+  await waitFor("a reconnect", () => sockets.length === 2);
+  sockets[1].accept();
+  assert.deepEqual(sockets[1].joins[0].since, { epoch: "E1", offset: 2 });
+  c.close();
+});

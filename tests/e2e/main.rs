@@ -164,6 +164,8 @@ fn all(ctx: Arc<Ctx>) -> Vec<Trial> {
         rooms::room_info_and_history_endpoints,
         rooms::state_survives_hibernation,
         rooms::no_loss_across_a_restart,
+        rooms::a_reader_that_falls_behind_is_closed_too_slow_and_recovers,
+        rooms::the_room_publish_ceiling_spans_connections_and_the_http_broadcast,
         services::valuation_estimates_with_interval_and_comparables,
         services::valuation_refuses_bad_and_out_of_range_input,
         services::valuation_sales_import_reports_bad_rows_and_refits,

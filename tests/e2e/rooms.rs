@@ -1065,3 +1065,109 @@ pub async fn hardening_history_since_beyond_any_offset_is_empty(ctx: Arc<Ctx>) {
         assert_eq!(page["last_offset"], 3);
     }
 }
+
+/// A reader that reports `seen` once and then stops reading while another client publishes
+/// more than `ROOM_MAX_LAG_MESSAGES`: the room closes it with 4008 instead of queueing
+/// everything for it; what was sent before the close still arrives, and a reconnect with
+/// `since` recovers exactly the rest. The publisher, which never reports, is not closed.
+pub async fn a_reader_that_falls_behind_is_closed_too_slow_and_recovers(_ctx: Arc<Ctx>) {
+    const LAG: u64 = 20;
+    let persist = TempDir::new("lag");
+    let server = Server::start_with(&persist.0, &[("ROOM_MAX_LAG_MESSAGES", "20")]);
+    let r = room("lag");
+    let url = ws_url(&server.ws(), &r, None);
+    let (mut reader, w) = Client::join(&url, Enc::Json, "reader").await;
+    let epoch = w["epoch"].as_str().unwrap().to_string();
+    let (mut publisher, _) = Client::join(&url, Enc::Json, "pub").await;
+    assert_eq!(publish(&mut publisher, json!(1), "p1").await, 1);
+    assert_eq!(reader.recv_type("message").await["offset"], 1);
+    reader.send(json!({"type": "seen", "offset": 1})).await;
+    // Frames on one socket are handled in order: once this ack is back, the report is in.
+    assert_eq!(publish(&mut reader, json!("marker"), "r1").await, 2);
+
+    // The reader stops reading; the publisher goes on (within its burst of 40) past the lag.
+    let total = LAG + 7;
+    for i in 3..=total {
+        assert_eq!(publish(&mut publisher, json!(i), &format!("p{i}")).await, i);
+    }
+    // What the reader was sent: everything through 1 + LAG, then close 4008.
+    let mut got = Vec::new();
+    let close = loop {
+        let f = reader.recv().await;
+        match f["type"].as_str() {
+            Some("message") => got.push(f["offset"].as_u64().unwrap()),
+            Some("__close") => break f,
+            _ => {}
+        }
+    };
+    assert_eq!(close["code"], 4008, "{close}");
+    // (Its own marker, offset 2, was read with its ack.)
+    assert_eq!(got, (3..=1 + LAG).collect::<Vec<_>>());
+    // The publisher never reported: it is still open and still receives.
+    assert_eq!(
+        publish(&mut publisher, json!("after"), "after").await,
+        total + 1
+    );
+
+    // Reconnect with since: exactly the rest, recovered.
+    let since =
+        json!({"type": "join", "name": "reader", "since": {"epoch": epoch, "offset": 1 + LAG}});
+    let (mut reader, w) = Client::join_with(&url, Enc::Json, since).await;
+    assert_eq!(w["recovered"], true, "{w}");
+    let mut replayed = Vec::new();
+    for _ in 0..w["replayed"].as_u64().unwrap() {
+        replayed.push(
+            reader.recv_type("message").await["offset"]
+                .as_u64()
+                .unwrap(),
+        );
+    }
+    assert_eq!(replayed, (2 + LAG..=total + 1).collect::<Vec<_>>());
+}
+
+/// The room's publish ceiling holds across connections and the HTTP broadcast: once the
+/// room's burst is spent, a socket publish is refused `rate_limited` (naming the room limit)
+/// and the broadcast answers 429 `rate_limited` with `Retry-After`.
+pub async fn the_room_publish_ceiling_spans_connections_and_the_http_broadcast(_ctx: Arc<Ctx>) {
+    let persist = TempDir::new("room-rate");
+    let server = Server::start_with(
+        &persist.0,
+        &[
+            ("ROOM_PUBLISH_ROOM_RATE", "1"),
+            ("ROOM_PUBLISH_ROOM_BURST", "3"),
+        ],
+    );
+    let r = room("roomrate");
+    let url = ws_url(&server.ws(), &r, None);
+    let (mut a, _) = Client::join(&url, Enc::Json, "a").await;
+    let (mut b, _) = Client::join(&url, Enc::Json, "b").await;
+    // Joined before the room's budget is spent, so the checks below come within the second
+    // before the room's bucket has one publish again.
+    let (mut c, _) = Client::join(&url, Enc::Json, "c").await;
+    assert_eq!(publish(&mut a, json!(1), "a1").await, 1);
+    assert_eq!(publish(&mut b, json!(2), "b1").await, 2);
+    let endpoint = format!("{}/api/rooms/{r}/broadcast", server.http());
+    let send = || {
+        http()
+            .post(&endpoint)
+            .bearer_auth(DEV_API_KEY)
+            .json(&json!({"body": "http"}))
+            .send()
+    };
+    let ok = send().await.unwrap();
+    assert_eq!(ok.status().as_u16(), 200);
+    let refused = send().await.unwrap();
+    assert_eq!(refused.status().as_u16(), 429);
+    assert!(refused.headers().get("Retry-After").is_some());
+    let v: Value = refused.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "rate_limited", "{v}");
+    // A third connection (another user, with its own full bucket) is refused too.
+    c.send(json!({"type": "publish", "body": 3, "id": "c1"}))
+        .await;
+    let e = c.recv_type("error").await;
+    assert_eq!(
+        (&e["code"], &e["id"]),
+        (&json!("rate_limited"), &json!("c1"))
+    );
+    assert!(e["message"].as_str().unwrap().contains("room limit"), "{e}");
+}
