@@ -23,6 +23,11 @@ use roomkeeper_testkit::workerd;
 const FAST_PUBLISH: &[(&str, &str)] = &[
     ("ROOM_PUBLISH_RATE", "2000"),
     ("ROOM_PUBLISH_BURST", "2000"),
+    // The crash test's publisher is one token user: its user and room ceilings too.
+    ("ROOM_PUBLISH_USER_RATE", "2000"),
+    ("ROOM_PUBLISH_USER_BURST", "2000"),
+    ("ROOM_PUBLISH_ROOM_RATE", "2000"),
+    ("ROOM_PUBLISH_ROOM_BURST", "4000"),
 ];
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
