@@ -49,11 +49,7 @@ impl DurableObject for Limiter {
     }
 
     async fn fetch(&self, req: Request) -> Result<Response> {
-        let rid = req
-            .headers()
-            .get(crate::obs::REQUEST_ID_HEADER)
-            .ok()
-            .flatten();
+        let rid = crate::glue::http::request_id(&req);
         match self.handle(req).await {
             Ok(r) => Ok(r),
             Err(e) => failure_response(&e, rid.as_deref()),

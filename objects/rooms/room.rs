@@ -80,11 +80,7 @@ impl DurableObject for Room {
     }
 
     async fn fetch(&self, req: Request) -> Result<Response> {
-        let rid = req
-            .headers()
-            .get(crate::obs::REQUEST_ID_HEADER)
-            .ok()
-            .flatten();
+        let rid = crate::glue::http::request_id(&req);
         let result = self.handle(req).await;
         // Any request is an event: it reports figures that are due (e.g. an idle room's).
         self.flush_stats();
@@ -287,7 +283,7 @@ impl Room {
             });
             self.alarm.forget();
         }
-        let request_id = req.headers().get(obs::REQUEST_ID_HEADER).ok().flatten();
+        let request_id = crate::glue::http::request_id(req);
         self.log(
             obs::Level::Info,
             "connect",

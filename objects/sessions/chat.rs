@@ -68,11 +68,7 @@ impl DurableObject for Chat {
         if let Some(refusal) = session::refuse_misconfigured(&self.env, &req, Binding::Chat) {
             return Ok(refusal);
         }
-        let rid = req
-            .headers()
-            .get(crate::obs::REQUEST_ID_HEADER)
-            .ok()
-            .flatten();
+        let rid = crate::glue::http::request_id(&req);
         match session::accept(&self.state, &self.env, &req, "chat", &self.backend) {
             Ok(r) => Ok(r),
             Err(e) => failure_response(&e, rid.as_deref()),

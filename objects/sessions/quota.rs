@@ -37,11 +37,7 @@ impl DurableObject for Quota {
         if Op::decode(Binding::Quota, &req.path()) != Some(Op::QuotaCharge) {
             return error_response(&ApiError::not_found("not_found", "no such quota operation"));
         }
-        let rid = req
-            .headers()
-            .get(crate::obs::REQUEST_ID_HEADER)
-            .ok()
-            .flatten();
+        let rid = crate::glue::http::request_id(&req);
         let result = async {
             let delta: Usage = read_json(&mut req).await?;
             // No await from the read to the write: one step for this user's only writer.

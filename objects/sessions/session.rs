@@ -83,7 +83,7 @@ pub(crate) fn accept(
             ),
         ],
     );
-    let request_id = req.headers().get(obs::REQUEST_ID_HEADER).ok().flatten();
+    let request_id = crate::glue::http::request_id(req);
     crate::glue::http::log(
         obs::Level::Info,
         obs::Level::Info,

@@ -93,11 +93,7 @@ impl DurableObject for Voice {
             self.inner.disconnect();
         }
         self.inner.read_quota(&req).await;
-        let rid = req
-            .headers()
-            .get(crate::obs::REQUEST_ID_HEADER)
-            .ok()
-            .flatten();
+        let rid = crate::glue::http::request_id(&req);
         match session::accept(
             &self.state,
             &self.inner.env,

@@ -166,6 +166,11 @@ pub(crate) fn require_upgrade(req: &Request) -> std::result::Result<(), ApiError
     }
 }
 
+/// The request id the router forwarded to an object (`X-Request-Id`), if any.
+pub(crate) fn request_id(req: &Request) -> Option<String> {
+    req.headers().get(obs::REQUEST_ID_HEADER).ok().flatten()
+}
+
 /// Milliseconds since the Unix epoch.
 pub(crate) fn now_ms() -> u64 {
     worker::Date::now().as_millis()

@@ -16,7 +16,7 @@ use crate::rooms::protocol::Encoding;
 use crate::rooms::session::{Admission, Perms, ADMISSION_HEADER};
 
 use super::admission::{identify, Identity};
-use super::http::{internal, json, owned, require_upgrade};
+use super::http::{internal, json, owned};
 use super::stub::Call;
 
 /// Internal header telling a room object its own key.
@@ -115,8 +115,8 @@ pub(crate) fn reserved(key: &RoomKey) -> ApiError {
     )
 }
 
-/// `GET /api/rooms/:room/ws`: checks the upgrade, negotiates the encoding, authenticates, and
-/// forwards the request with its [`Admission`] to the room's object, whose 101 response goes
+/// `GET /api/rooms/:room/ws` (the router has checked the origin and the upgrade): negotiates
+/// the encoding, authenticates, and forwards the request with its [`Admission`] to the room's object, whose 101 response goes
 /// back as is.
 pub(crate) async fn room_socket(
     req: Request,
@@ -125,7 +125,6 @@ pub(crate) async fn room_socket(
     key: RoomKey,
     request_id: &str,
 ) -> Result<Response, ApiError> {
-    require_upgrade(&req)?;
     let offered = req
         .headers()
         .get("Sec-WebSocket-Protocol")

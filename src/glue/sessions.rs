@@ -1,5 +1,6 @@
-//! The router's side of `GET /api/voice/:session/ws` and `GET /api/chat/:session/ws`: checks
-//! the upgrade, admits the user and forwards to the session's object (`objects/sessions/`).
+//! The router's side of `GET /api/voice/:session/ws` and `GET /api/chat/:session/ws`: admits
+//! the user and forwards to the session's object (`objects/sessions/`). The router has
+//! checked the origin and the upgrade before anything was charged.
 //!
 //! One object per user and session id (`<user>:<session>`), so two users with the same session
 //! id never share a conversation, and a user's own session survives reconnects. Anonymous
@@ -17,7 +18,7 @@ use crate::obs;
 use crate::sessions::admission::{SessionAdmission, SESSION_HEADER};
 
 use super::admission::{identify, Identity};
-use super::http::{internal, owned, require_upgrade};
+use super::http::{internal, owned};
 use super::stub::{stub, Call};
 
 /// Forwards a session socket to its object, whose 101 goes back as is.
@@ -33,7 +34,6 @@ pub(crate) async fn socket(
         Route::ChatSocket(s) => (Binding::Chat, s),
         _ => return Err(internal("not a session route")),
     };
-    require_upgrade(&req)?;
     let (user, anonymous) = match identify(&req, env, config)? {
         Identity::Token(claims) => (claims.sub, false),
         Identity::Anonymous(user) => (user, true),
