@@ -185,6 +185,12 @@ pub fn kill9(pid: u32) {
     let _ = Command::new("kill")
         .args(["-KILL", &pid.to_string()])
         .status();
+    // The signal is delivered at once, but a large process takes a moment to be torn down:
+    // wait (at most 2 s) until it is gone, so "killed" means dead when this returns.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while alive(pid) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
 }
 
 /// Whether a process still exists (and is not a zombie).
