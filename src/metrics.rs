@@ -37,6 +37,10 @@ pub const METRICS: &[(&str, &str)] = &[
         "Stored room messages skipped by history reads because they could not be decoded",
     ),
     (
+        "roomkeeper_object_schema_runs_total",
+        "Times an object ran its storage schema statements, by store (about once per object start)",
+    ),
+    (
         "roomkeeper_leads_total",
         "Leads taken in, by outcome (created or duplicate)",
     ),

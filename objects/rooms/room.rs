@@ -166,6 +166,11 @@ impl Room {
         if !self.schema_ready.get() {
             store.schema()?;
             self.schema_ready.set(true);
+            self.count(vec![Delta::new(
+                "roomkeeper_object_schema_runs_total",
+                &[("store", "room")],
+                1,
+            )]);
         }
         Ok(store)
     }

@@ -55,7 +55,7 @@ impl DurableObject for Chat {
     fn new(state: State, env: Env) -> Self {
         let (_, backend) = session::configured(&env);
         Self {
-            kv: Kv(state.storage().sql()),
+            kv: Kv::new(&state, &env),
             backend,
             state,
             env,

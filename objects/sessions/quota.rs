@@ -27,9 +27,9 @@ pub struct Quota {
 }
 
 impl DurableObject for Quota {
-    fn new(state: State, _env: Env) -> Self {
+    fn new(state: State, env: Env) -> Self {
         Self {
-            kv: Kv(state.storage().sql()),
+            kv: Kv::new(&state, &env),
         }
     }
 

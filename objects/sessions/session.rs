@@ -174,7 +174,12 @@ pub(crate) fn closed(state: &State, env: &Env, kind: &str, ws: &WebSocket, code:
 
 /// A small key-value table (`kv`) of JSON values in an object's SQLite storage.
 #[derive(Clone)]
-pub(crate) struct Kv(pub SqlStorage);
+pub(crate) struct Kv {
+    sql: SqlStorage,
+    /// For counting schema runs (`roomkeeper_object_schema_runs_total{store="kv"}`).
+    state: Rc<worker::worker_sys::DurableObjectState>,
+    env: Env,
+}
 
 #[derive(Deserialize)]
 struct Row {
@@ -185,13 +190,28 @@ impl Kv {
     const SCHEMA: &'static str =
         "CREATE TABLE IF NOT EXISTS kv (k TEXT PRIMARY KEY, v TEXT NOT NULL)";
 
+    /// The key-value table of the object whose state and environment these are.
+    pub fn new(state: &State, env: &Env) -> Self {
+        Self {
+            sql: state.storage().sql(),
+            state: Rc::new(raw_state(state)),
+            env: env.clone(),
+        }
+    }
+
     /// Runs `q`, creating the table first only if it is missing: the schema statement runs
-    /// once in the storage's lifetime (on the first write), not on every get and put.
+    /// once in the storage's lifetime (on the first statement), not on every get and put.
     fn exec(&self, q: &str, b: Vec<SqlStorageValue>) -> worker::Result<worker::SqlCursor> {
-        match self.0.exec(q, Some(b.clone())) {
+        match self.sql.exec(q, Some(b.clone())) {
             Err(e) if e.to_string().contains("no such table") => {
-                self.0.exec(Self::SCHEMA, None)?;
-                self.0.exec(q, Some(b))
+                self.sql.exec(Self::SCHEMA, None)?;
+                let env = self.env.clone();
+                let delta =
+                    Delta::new("roomkeeper_object_schema_runs_total", &[("store", "kv")], 1);
+                spawn(&self.state, async move {
+                    crate::glue::ops::metrics::add(&env, vec![delta]).await
+                });
+                self.sql.exec(q, Some(b))
             }
             other => other,
         }

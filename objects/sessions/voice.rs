@@ -73,7 +73,7 @@ impl DurableObject for Voice {
         let (config, backend) = session::configured(&env);
         let inner = Rc::new(Inner {
             raw: session::raw_state(&state),
-            kv: Kv(state.storage().sql()),
+            kv: Kv::new(&state, &env),
             backend,
             limits: config.voice,
             env,

@@ -8,6 +8,7 @@ mod coord;
 mod edge;
 mod flood;
 mod foundation;
+mod internals;
 mod ops;
 mod reliability;
 mod rooms;
@@ -117,6 +118,8 @@ fn all(ctx: Arc<Ctx>) -> Vec<Trial> {
     };
     let mut all = trials![ctx;
         edge::every_public_route_has_a_per_address_budget,
+        internals::schema_statements_run_once_per_object,
+        internals::internal_errors_are_logged_with_the_request_id,
         edge::ipv6_callers_share_the_budget_of_their_64,
         edge::a_socket_request_that_is_no_upgrade_spends_nothing,
         edge::tokens_honour_nbf_and_the_maximum_lifetime,
