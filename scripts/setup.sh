@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything Roomkeeper needs to build, run and test, idempotently: the wasm32
-# target, worker-build, the wasm-bindgen CLI matching Cargo.lock exactly, wrangler (npm ci)
-# and the Debian packages the tests use. Each step is skipped when already at the right
+# target, worker-build, the wasm-bindgen CLI matching Cargo.lock exactly, wrangler and the
+# Pusher client libraries (npm ci), the Debian packages the tests use and a Python venv
+# (.venv/) with the Python Pusher SDK. Each step is skipped when already at the right
 # version, so a second run takes seconds. Nothing here downloads from outside the package
 # registries (see docs/TOOLCHAIN.md).
 set -euo pipefail
@@ -38,7 +39,8 @@ if [ "$("$CARGO_BIN/wasm-bindgen" --version 2>/dev/null | awk '{print $NF}')" !=
   cargo install wasm-bindgen-cli --version "=$bindgen_version"
 fi
 
-# 4. wrangler and workerd, pinned by package-lock.json. Re-run npm ci only when the lockfile
+# 4. wrangler, workerd and the Node Pusher clients (pusher-js, laravel-echo, pusher), pinned by
+#    package-lock.json. Re-run npm ci only when the lockfile
 #    changed since the last install.
 lock_sum="$(sha256sum package-lock.json | cut -d' ' -f1)"
 if [ ! -x node_modules/.bin/wrangler ] || [ "$(cat node_modules/.roomkeeper-lock 2>/dev/null)" != "$lock_sum" ]; then
@@ -62,4 +64,19 @@ if [ -s scripts/apt-packages.txt ]; then
   fi
 fi
 
-say "ready (worker-build $worker_version, wasm-bindgen $bindgen_version, wrangler $(node_modules/.bin/wrangler --version 2>/dev/null | tail -n 1))"
+# 6. The Python Pusher SDK for the Pusher-compatibility tests, in .venv/, pinned (with its
+#    dependencies) by tests/pusher/requirements.txt. Rebuild the venv from scratch only when
+#    that file changed since the last install, so removed pins do not linger.
+req=tests/pusher/requirements.txt
+req_sum="$(sha256sum "$req" | cut -d' ' -f1)"
+if [ ! -x .venv/bin/python ] || [ "$(cat .venv/.roomkeeper-requirements 2>/dev/null)" != "$req_sum" ]; then
+  say "creating .venv and installing $req (pip)"
+  rm -rf .venv
+  python3 -m venv .venv
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-input -r "$req"
+  .venv/bin/python -m pip check
+  echo "$req_sum" > .venv/.roomkeeper-requirements
+fi
+py_pusher="$(.venv/bin/python -c 'import importlib.metadata as m; print(m.version("pusher"))' 2>/dev/null || echo '?')"
+
+say "ready (worker-build $worker_version, wasm-bindgen $bindgen_version, wrangler $(node_modules/.bin/wrangler --version 2>/dev/null | tail -n 1), python pusher $py_pusher)"
