@@ -9,7 +9,9 @@ use std::sync::Arc;
 use serde_json::json;
 
 use crate::Ctx;
-use roomkeeper_testkit::harness::{d1_count, http, Client, Enc, Server, TempDir};
+use roomkeeper_testkit::harness::{
+    d1_count, http, root, Client, Enc, Server, TempDir, DEV_API_KEY,
+};
 
 /// Durable Objects with storage, by class: one SQLite file each under the persist folder.
 fn objects(persist: &Path) -> BTreeMap<String, usize> {
@@ -36,6 +38,43 @@ fn objects(persist: &Path) -> BTreeMap<String, usize> {
     let mut out = BTreeMap::new();
     walk(&persist.join("v3").join("do"), &mut out);
     out
+}
+
+/// One count from the SQLite storage of the single object of `class` (read with the setup's
+/// Python, whose standard library has sqlite3), with the server stopped.
+fn object_rows(persist: &Path, class: &str, sql: &str) -> u64 {
+    let dir = std::fs::read_dir(persist.join("v3").join("do"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().ends_with(&format!("-{class}")))
+        })
+        .unwrap_or_else(|| panic!("no {class} objects"));
+    let files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "sqlite"))
+        .filter(|p| p.file_stem().is_some_and(|n| n != "metadata"))
+        .collect();
+    assert_eq!(files.len(), 1, "one {class} object: {files:?}");
+    let out = std::process::Command::new(root().join(".venv/bin/python"))
+        .args([
+            "-c",
+            "import sqlite3, sys; print(sqlite3.connect(sys.argv[1]).execute(sys.argv[2]).fetchone()[0])",
+        ])
+        .arg(&files[0])
+        .arg(sql)
+        .output()
+        .expect("run python");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
 }
 
 pub async fn an_unauthenticated_flood_leaves_bounded_state(_ctx: Arc<Ctx>) {
@@ -102,7 +141,35 @@ pub async fn an_unauthenticated_flood_leaves_bounded_state(_ctx: Arc<Ctx>) {
             .await;
     }
     let socket_secs = sockets_started.elapsed().as_secs();
+    // Every socket is closed: once the rooms have counted the closes, the active-room
+    // registry lists none.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let v: serde_json::Value = http()
+            .get(format!("{base}/api/admin/rooms"))
+            .bearer_auth(DEV_API_KEY)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if v["rooms"].as_array().is_some_and(Vec::is_empty) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "rooms still listed: {v}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
     server.stop();
+    // ...and it keeps no row for them either: a room's row goes when its last connection does.
+    let registry = object_rows(&persist.0, "Metrics", "SELECT COUNT(*) FROM rooms");
+    assert_eq!(
+        registry, 0,
+        "registry rows kept after every connection closed"
+    );
     let after = objects(&persist.0);
     let count = |class: &str| {
         after.get(class).copied().unwrap_or(0) - before.get(class).copied().unwrap_or(0)
