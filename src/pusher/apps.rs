@@ -112,13 +112,13 @@ pub enum AppsError {
         rule: &'static str,
     },
     /// Two entries share an id or a key.
-    #[error("invalid PUSHER_APPS: entries {first} and {second} share an {what}")]
+    #[error("invalid PUSHER_APPS: entries {first} and {second} share {what}")]
     Duplicate {
         /// The earlier entry.
         first: usize,
         /// The later entry.
         second: usize,
-        /// `id` or `key`.
+        /// `an id` or `a key`.
         what: &'static str,
     },
 }
@@ -183,10 +183,10 @@ impl Apps {
                     what,
                 };
                 if other.id == app.id {
-                    return Err(dup("id"));
+                    return Err(dup("an id"));
                 }
                 if other.key == app.key {
-                    return Err(dup("key"));
+                    return Err(dup("a key"));
                 }
             }
         }
@@ -285,7 +285,7 @@ mod tests {
         );
         assert_eq!(
             entry(r#"[{"id":"1","key":"a","secret":"s"},{"id":"2","key":"a","secret":"t"}]"#),
-            "invalid PUSHER_APPS: entries 0 and 1 share an key"
+            "invalid PUSHER_APPS: entries 0 and 1 share a key"
         );
         assert!(entry(r#"{"id":"1"}"#).starts_with("invalid PUSHER_APPS: "));
         // A misspelt setting is refused, not ignored.

@@ -18,6 +18,8 @@
 //!   Pusher's error codes), server → client encoding, and the close codes.
 //! - [`presence`]: presence `channel_data` and sign-in `user_data` parsing, and the
 //!   `presence` payload of `pusher_internal:subscription_succeeded`.
+//! - [`authorize`]: whether a `pusher:subscribe` may join (and as which member), and whether
+//!   a `pusher:signin` is genuine, composed from the three above.
 //! - [`rest`]: REST API request authentication (`auth_signature`, `auth_timestamp`,
 //!   `body_md5`) and its error type, mapped to Pusher's HTTP statuses in one place.
 //! - [`rest_body`]: the REST bodies and query parameters — trigger, batch trigger, channel
@@ -30,6 +32,7 @@
 //! made.
 
 pub mod apps;
+pub mod authorize;
 pub mod channel;
 pub mod presence;
 pub mod rest;
