@@ -15,6 +15,9 @@
 //! - `GET /apps/{id}/channels/{name}/users` ([`users_channel`]): presence channels only.
 //! - `POST /apps/{id}/users/{user_id}/terminate_connections` ([`validate_user_id`]).
 //!
+//! The `*_response` functions build the success bodies of those routes, with only the
+//! attributes asked for.
+//!
 //! Unknown `info` attributes are ignored rather than refused, so a newer SDK asking for more
 //! still gets what is known. Event names in the reserved `pusher:` / `pusher_internal:`
 //! namespaces are refused.
@@ -286,6 +289,87 @@ pub fn validate_user_id(user_id: &str, limits: &Limits) -> Result<(), RestError>
         .map_err(|_| bad("Invalid user id"))
 }
 
+/// What the server knows of one channel, for `info` responses.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ChannelStats {
+    /// Subscribed connections.
+    pub subscription_count: u64,
+    /// Distinct presence members (presence channels).
+    pub user_count: Option<u64>,
+}
+
+/// The attributes `info` asked for, as an object: `{"user_count"?, "subscription_count"?}`.
+fn info_object(info: Info, stats: ChannelStats) -> Map<String, Value> {
+    let mut o = Map::new();
+    if info.user_count {
+        if let Some(n) = stats.user_count {
+            o.insert("user_count".into(), n.into());
+        }
+    }
+    if info.subscription_count {
+        o.insert("subscription_count".into(), stats.subscription_count.into());
+    }
+    o
+}
+
+/// The body of a successful trigger: `{}`, or with `info`
+/// `{"channels": {name: {"user_count"?, "subscription_count"?}}}`.
+pub fn trigger_response(info: Info, channels: &[(String, ChannelStats)]) -> Value {
+    if info == Info::default() {
+        return Value::Object(Map::new());
+    }
+    let per_channel = channels
+        .iter()
+        .map(|(name, stats)| (name.clone(), Value::Object(info_object(info, *stats))))
+        .collect::<Map<_, _>>();
+    serde_json::json!({ "channels": per_channel })
+}
+
+/// The body of a successful batch trigger: `{}`, or when any entry asked for `info`
+/// `{"batch": [{attributes}, …]}`, one object per entry in order.
+pub fn batch_response(entries: &[(Info, ChannelStats)]) -> Value {
+    if entries.iter().all(|(info, _)| *info == Info::default()) {
+        return Value::Object(Map::new());
+    }
+    let batch = entries
+        .iter()
+        .map(|(info, stats)| Value::Object(info_object(*info, *stats)))
+        .collect::<Vec<_>>();
+    serde_json::json!({ "batch": batch })
+}
+
+/// The body of `GET /channels`: `{"channels": {name: {attributes}}}` over the occupied
+/// channels the caller selected with [`ChannelsQuery`].
+pub fn channels_response(query: &ChannelsQuery, channels: &[(String, ChannelStats)]) -> Value {
+    let listed = channels
+        .iter()
+        .filter(|(name, _)| {
+            query
+                .filter_by_prefix
+                .as_deref()
+                .is_none_or(|p| name.starts_with(p))
+        })
+        .map(|(name, stats)| (name.clone(), Value::Object(info_object(query.info, *stats))))
+        .collect::<Map<_, _>>();
+    serde_json::json!({ "channels": listed })
+}
+
+/// The body of `GET /channels/{name}`: `{"occupied": bool, attributes…}`.
+pub fn channel_response(info: Info, stats: ChannelStats) -> Value {
+    let mut o = info_object(info, stats);
+    o.insert("occupied".into(), (stats.subscription_count > 0).into());
+    Value::Object(o)
+}
+
+/// The body of `GET /channels/{name}/users`: `{"users": [{"id": …}, …]}`.
+pub fn users_response<'a>(user_ids: impl IntoIterator<Item = &'a str>) -> Value {
+    let users = user_ids
+        .into_iter()
+        .map(|id| serde_json::json!({ "id": id }))
+        .collect::<Vec<_>>();
+    serde_json::json!({ "users": users })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -541,6 +625,64 @@ mod tests {
                 400,
                 "users are only available for presence channels".to_string()
             )
+        );
+    }
+
+    #[test]
+    fn responses_carry_only_the_requested_attributes() {
+        use serde_json::json;
+        let presence = ChannelStats {
+            subscription_count: 3,
+            user_count: Some(2),
+        };
+        let public = ChannelStats {
+            subscription_count: 1,
+            user_count: None,
+        };
+        assert_eq!(
+            trigger_response(Info::default(), &[("a".into(), public)]),
+            json!({})
+        );
+        let both = Info::parse("user_count,subscription_count");
+        assert_eq!(
+            trigger_response(both, &[("presence-a".into(), presence)]),
+            json!({"channels": {"presence-a": {"user_count": 2, "subscription_count": 3}}})
+        );
+        assert_eq!(batch_response(&[(Info::default(), public)]), json!({}));
+        assert_eq!(
+            batch_response(&[
+                (Info::parse("subscription_count"), public),
+                (Info::default(), public)
+            ]),
+            json!({"batch": [{"subscription_count": 1}, {}]})
+        );
+        let query = channels_query(&q(&[
+            ("filter_by_prefix", "presence-"),
+            ("info", "user_count"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            channels_response(
+                &query,
+                &[("presence-a".into(), presence), ("b".into(), public)]
+            ),
+            json!({"channels": {"presence-a": {"user_count": 2}}})
+        );
+        assert_eq!(
+            channels_response(&ChannelsQuery::default(), &[("b".into(), public)]),
+            json!({"channels": {"b": {}}})
+        );
+        assert_eq!(
+            channel_response(both, presence),
+            json!({"occupied": true, "user_count": 2, "subscription_count": 3})
+        );
+        assert_eq!(
+            channel_response(Info::default(), ChannelStats::default()),
+            json!({"occupied": false})
+        );
+        assert_eq!(
+            users_response(["1", "2"]),
+            json!({"users": [{"id": "1"}, {"id": "2"}]})
         );
     }
 
