@@ -39,6 +39,7 @@ pub mod http;
 pub mod internal;
 pub mod metrics;
 pub mod obs;
+pub mod pusher;
 pub mod rooms;
 pub mod services;
 pub mod sessions;
