@@ -26,7 +26,7 @@ dev: build
 ## test: everything CI runs — formatting, clippy (native and wasm32), unit, end-to-end and browser tests
 test: setup lint
 	cargo test --workspace --all-targets
-	node --test tests/client/ tests/browser/
+	node --test tests/client/ tests/browser/ tests/pusher/
 
 ## browser: browser tests only (headless Debian Chromium via playwright-core)
 browser: setup

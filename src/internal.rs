@@ -26,6 +26,8 @@ pub enum Binding {
     Chat,
     /// `BENCH`: the raw rebroadcasting baseline (bench only).
     Bench,
+    /// `GATEWAY`: one of N shards per Pusher app, holding client sockets.
+    Gateway,
 }
 
 impl Binding {
@@ -40,6 +42,7 @@ impl Binding {
             Self::Voice => "VOICE",
             Self::Chat => "CHAT",
             Self::Bench => "BENCH",
+            Self::Gateway => "GATEWAY",
         }
     }
 }
@@ -61,6 +64,10 @@ pub enum Op {
     RoomClose,
     /// Room: close one connection (admin).
     RoomCloseConnection,
+    /// Room: add a subscriber held by a gateway shard, and join it (answers its frames).
+    RoomSubscribe,
+    /// Room: remove subscribers held by a gateway shard.
+    RoomUnsubscribe,
     /// Limiter: one check of a key against a policy.
     LimiterCheck,
     /// Lock: the current lease and waiters.
@@ -91,6 +98,10 @@ pub enum Op {
     BenchStatus,
     /// Bench: panic on purpose (proves a panic leaves the object working).
     BenchPanic,
+    /// Gateway: accept a WebSocket upgrade (with the router's app and socket id).
+    GatewaySocket,
+    /// Gateway: frames of one channel for the shard's subscribed sockets, in offset order.
+    GatewayDeliver,
 }
 
 /// Every operation with the namespaces that answer it, its path and whether it takes a body.
@@ -105,6 +116,13 @@ const OPS: &[(Op, &[Binding], &str, bool)] = &[
         Op::RoomCloseConnection,
         &[Binding::Room],
         "/__close_conn",
+        true,
+    ),
+    (Op::RoomSubscribe, &[Binding::Room], "/__subscribe", true),
+    (
+        Op::RoomUnsubscribe,
+        &[Binding::Room],
+        "/__unsubscribe",
         true,
     ),
     (Op::LimiterCheck, &[Binding::Limiter], "/check", true),
@@ -137,6 +155,8 @@ const OPS: &[(Op, &[Binding], &str, bool)] = &[
     (Op::BenchSocket, &[Binding::Bench], "/__ws", false),
     (Op::BenchStatus, &[Binding::Bench], "/__status", false),
     (Op::BenchPanic, &[Binding::Bench], "/__panic", true),
+    (Op::GatewaySocket, &[Binding::Gateway], "/__ws", false),
+    (Op::GatewayDeliver, &[Binding::Gateway], "/__deliver", true),
 ];
 
 impl Op {

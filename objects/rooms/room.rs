@@ -27,6 +27,7 @@ use crate::http::route::PRIVATE_ROOM_ID_LEN;
 use crate::internal::{Binding, Op};
 use crate::metrics::{self, Delta, ROOM_CONNECTIONS};
 use crate::objects::alarm::{self, Alarm};
+use crate::objects::rooms::shards::{self, is_channel, Outbox};
 use crate::objects::rooms::store::{take_unreadable, SqlStore};
 use crate::objects::rooms::window::Batch;
 use crate::objects::socket::{auto_pong, finish_close, send_js, to_js};
@@ -43,12 +44,12 @@ use crate::rooms::store::StoreError;
 /// The Room object.
 #[durable_object]
 pub struct Room {
-    state: State,
-    env: Env,
+    pub(super) state: State,
+    pub(super) env: Env,
     /// The core, loaded on first use after construction (or after waking).
-    core: RefCell<Option<Core>>,
+    pub(super) core: RefCell<Option<Core>>,
     /// Open sockets by connection id, rebuilt with the core.
-    sockets: RefCell<HashMap<String, WebSocket>>,
+    pub(super) sockets: RefCell<HashMap<String, WebSocket>>,
     /// The scheduled alarm as last seen: `None` = not yet read from storage.
     alarm: Alarm,
     /// `LOG_LEVEL`, read with the core.
@@ -59,6 +60,8 @@ pub struct Room {
     stats: RefCell<RoomStats>,
     /// Whether this instance ran the schema statements: once per object lifetime.
     schema_ready: Cell<bool>,
+    /// Frames waiting for the gateway shards that hold subscribers ([`shards`]).
+    pub(super) outbox: Outbox,
 }
 
 /// Meta key of the room's saved figures ([`crate::rooms::stats::Counts`] as JSON).
@@ -76,6 +79,7 @@ impl DurableObject for Room {
             batch: Batch::default(),
             stats: RefCell::new(RoomStats::default()),
             schema_ready: Cell::new(false),
+            outbox: Outbox::default(),
         }
     }
 
@@ -155,7 +159,7 @@ impl DurableObject for Room {
 }
 
 impl Room {
-    fn store(&self) -> SqlStore {
+    pub(super) fn store(&self) -> SqlStore {
         SqlStore(self.state.storage().sql())
     }
 
@@ -165,6 +169,10 @@ impl Room {
         let store = self.store();
         if !self.schema_ready.get() {
             store.schema()?;
+            store
+                .0
+                .exec(shards::SCHEMA, None)
+                .map_err(|e| StoreError(e.to_string()))?;
             self.schema_ready.set(true);
             self.count(vec![Delta::new(
                 "roomkeeper_object_schema_runs_total",
@@ -226,6 +234,8 @@ impl Room {
             Op::RoomHistory => self.history(&req),
             Op::RoomClose => self.close_all(req).await,
             Op::RoomCloseConnection => self.close_one(req).await,
+            Op::RoomSubscribe => self.subscribe(req).await,
+            Op::RoomUnsubscribe => self.unsubscribe(req).await,
             _ => Err(ApiError::not_found("not_found", "no such room operation")),
         }
     }
@@ -233,7 +243,10 @@ impl Room {
     /// Records the room's key on first contact; refuses private ids that were never created.
     fn ensure_known(&self, key: &str) -> std::result::Result<(), ApiError> {
         let store = self.schema().map_err(internal)?;
-        if key.len() == PRIVATE_ROOM_ID_LEN && store.meta("private").map_err(internal)?.is_none() {
+        if key.len() == PRIVATE_ROOM_ID_LEN
+            && !is_channel(key)
+            && store.meta("private").map_err(internal)?.is_none()
+        {
             return Err(ApiError::not_found(
                 "room_not_found",
                 "no such private room",
@@ -311,7 +324,10 @@ impl Room {
         let name = display_name(b.name.as_deref().unwrap_or("api"), limits.max_name_chars)
             .map_err(|e| ApiError::bad_request("invalid_name", e.to_string()))?;
         let from = MemberInfo {
-            id: format!("api:{}", b.key_name.as_deref().unwrap_or("key")),
+            id: b
+                .sender
+                .clone()
+                .unwrap_or_else(|| format!("api:{}", b.key_name.as_deref().unwrap_or("key"))),
             name,
             meta: None,
             conns: 0,
@@ -410,7 +426,7 @@ impl Room {
         // A malformed setting refuses the event (the router reports it as `config_error`
         // first); it never falls back to defaults.
         let config = settings::config(&self.env).map_err(|e| StoreError(e.to_string()))?;
-        let limits = config.room;
+        let limits = shards::limits(&key, &config);
         self.log_level.set(config.log_level);
         let mut core = Core::new(key, epoch, last_offset, limits);
         let mut sockets = self.sockets.borrow_mut();
@@ -420,6 +436,10 @@ impl Room {
                 core.attach(session);
             }
         }
+        // Subscribers held by gateway shards have no socket here: their sessions are stored.
+        for session in shards::load(&store.0).map_err(|e| StoreError(e.to_string()))? {
+            core.attach(session);
+        }
         *self.core.borrow_mut() = Some(core);
         let saved: Option<Saved> = store
             .meta(STATS_META)?
@@ -428,7 +448,7 @@ impl Room {
         Ok(())
     }
 
-    fn with_core<T>(&self, f: impl FnOnce(&mut Core) -> T) -> T {
+    pub(super) fn with_core<T>(&self, f: impl FnOnce(&mut Core) -> T) -> T {
         let mut guard = self.core.borrow_mut();
         f(guard.as_mut().expect("ensure_loaded ran first"))
     }
@@ -547,7 +567,7 @@ impl Room {
         )
     }
 
-    async fn perform(&self, effects: Vec<Effect>) -> Result<()> {
+    pub(super) async fn perform(&self, effects: Vec<Effect>) -> Result<()> {
         let mut alarm_at: Option<u64> = None;
         let limits = self.core.borrow().as_ref().map(|c| *c.limits());
         let window_ms = limits.map_or(0, |l| l.batch_window_ms);
@@ -569,6 +589,9 @@ impl Room {
                             1,
                         )]);
                     }
+                    if self.to_shard(&conn, &frame) {
+                        continue;
+                    }
                     let sockets = self.sockets.borrow();
                     let enc = self.with_core(|c| c.session(&conn).map(|s| s.enc));
                     if let (Some(ws), Some(enc)) = (sockets.get(&conn), enc) {
@@ -579,12 +602,15 @@ impl Room {
                     self.broadcast(&frame, to, except.as_deref())
                 }
                 Effect::Save(session) => {
-                    if let Some(ws) = self.sockets.borrow().get(&session.conn) {
+                    if session.via.is_some() {
+                        shards::save(&self.store().0, &session)?;
+                    } else if let Some(ws) = self.sockets.borrow().get(&session.conn) {
                         ws.serialize_attachment(&session)?;
                     }
                 }
                 Effect::Close { conn, code, reason } => {
                     self.count_close(&conn, code);
+                    self.close_remote(&conn, code, &reason)?;
                     if let Some(ws) = self.sockets.borrow_mut().remove(&conn) {
                         let _ = ws.close(Some(code), Some(reason));
                     }
@@ -618,10 +644,10 @@ impl Room {
 
     /// Sends one frame to an audience, encoding it once per encoding in use, not once per
     /// receiver.
-    fn broadcast(&self, frame: &ServerFrame, to: Audience, except: Option<&str>) {
+    pub(super) fn broadcast(&self, frame: &ServerFrame, to: Audience, except: Option<&str>) {
         let sockets = self.sockets.borrow();
-        let core = self.core.borrow();
-        let Some(core) = core.as_ref() else { return };
+        let guard = self.core.borrow();
+        let Some(core) = guard.as_ref() else { return };
         for (enc, conns) in core.audience(to, except) {
             if conns.is_empty() {
                 continue;
@@ -635,6 +661,11 @@ impl Room {
                 }
             }
         }
+        // Subscribers held by gateway shards: one delivery per shard, not per subscriber.
+        let via = core.shards_of(to, except);
+        drop(guard);
+        drop(sockets);
+        self.to_shards(frame, via, except);
     }
 
     /// The sockets of the room's subscribers, grouped by encoding (a batch's receivers).

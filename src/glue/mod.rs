@@ -13,6 +13,7 @@ pub mod d1;
 pub mod http;
 pub mod ops;
 pub mod providers;
+pub mod pusher;
 pub mod rooms;
 pub mod router;
 pub mod services;

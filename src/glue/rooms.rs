@@ -176,6 +176,7 @@ pub(crate) async fn broadcast_many(
         name: b.name,
         idempotency_key: b.idempotency_key,
         key_name,
+        sender: None,
     };
     let body = serde_json::to_string(&one).map_err(internal)?;
     let calls = b.rooms.iter().map(|room| {

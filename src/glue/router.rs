@@ -134,6 +134,9 @@ async fn handle(
             &headers,
         ));
     }
+    if super::pusher::owns(&req.path()) {
+        return super::pusher::handle(req, env, request_id).await;
+    }
     let route = route::parse(method, &req.path())?;
     let key_name = match route.api_scope(method) {
         Some(scope) => {
@@ -207,10 +210,10 @@ async fn handle(
         Route::RoomBroadcast(key) => {
             let mut b: RoomBroadcast =
                 bodies::parse_json(&read_body(&mut req, bodies::MAX_API_BODY_BYTES).await?)?;
-            if b.key_name.is_some() {
+            if b.key_name.is_some() || b.sender.is_some() {
                 return Err(ApiError::bad_request(
                     "invalid_request",
-                    "unknown field `key_name`",
+                    "unknown field `key_name` or `sender`",
                 ));
             }
             if b.idempotency_key.is_none() {

@@ -34,6 +34,10 @@ pub struct RoomBroadcast {
     /// The API key's name; set by the router, refused from callers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_name: Option<String>,
+    /// The sender's id instead of `api:{key_name}`: set by the router (a Pusher trigger's
+    /// `socket_id`, so that socket is left out), refused from callers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sender: Option<String>,
 }
 
 /// `POST /api/broadcast`: one message into many rooms.

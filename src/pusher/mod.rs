@@ -37,6 +37,7 @@ pub mod channel;
 pub mod presence;
 pub mod rest;
 pub mod rest_body;
+pub mod shard;
 pub mod sign;
 pub mod webhook;
 pub mod wire;

@@ -9,6 +9,7 @@ pub mod protocol;
 pub mod rate;
 pub mod room;
 pub mod session;
+pub mod shards;
 pub mod stats;
 pub mod store;
 pub mod window;

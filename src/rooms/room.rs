@@ -12,7 +12,7 @@
 //! encoding and permissions. Client sockets are one kind; relays or multiplexing gateways can
 //! be others.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 use serde_json::Value;
@@ -742,11 +742,12 @@ impl Room {
         Ok(effects)
     }
 
-    /// Connection ids in an audience, grouped by encoding, for one-encode-per-group sends.
+    /// Connection ids in an audience, grouped by encoding, for one-encode-per-group sends;
+    /// subscribers held by gateway shards are not among them ([`Self::shards_of`]).
     pub fn audience(&self, to: Audience, except: Option<&str>) -> [(Encoding, Vec<&str>); 2] {
         let mut json = Vec::new();
         let mut msgpack = Vec::new();
-        for s in self.receivers(to, except) {
+        for s in self.receivers(to, except).filter(|s| s.via.is_none()) {
             match s.enc {
                 Encoding::Json => json.push(s.conn.as_str()),
                 Encoding::Msgpack => msgpack.push(s.conn.as_str()),
@@ -755,7 +756,15 @@ impl Room {
         [(Encoding::Json, json), (Encoding::Msgpack, msgpack)]
     }
 
-    /// How many connections [`Self::audience`] would list (without building the lists).
+    /// The gateway shards that hold receivers of an audience: each gets one delivery of a
+    /// broadcast, whatever the number of its subscribers.
+    pub fn shards_of(&self, to: Audience, except: Option<&str>) -> BTreeSet<String> {
+        self.receivers(to, except)
+            .filter_map(|s| s.via.clone())
+            .collect()
+    }
+
+    /// How many receivers an audience has, sockets and shard-held subscribers alike.
     pub fn audience_len(&self, to: Audience, except: Option<&str>) -> usize {
         self.receivers(to, except).count()
     }

@@ -48,6 +48,11 @@ pub struct Session {
     pub perms: Perms,
     /// When the token expires (ms since the Unix epoch), if there is one.
     pub expires_ms: Option<u64>,
+    /// The gateway shard that holds this subscriber's socket, for a subscriber that is not a
+    /// socket of the room's own object (a Pusher channel's subscribers): frames for it go to
+    /// that object, one delivery per shard, not to a socket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
 }
 
 impl Session {
@@ -63,6 +68,7 @@ impl Session {
             enc,
             perms: Perms::ALL,
             expires_ms: None,
+            via: None,
         }
     }
 
@@ -130,6 +136,7 @@ impl Admission {
             enc: self.enc,
             perms: self.perms,
             expires_ms: self.expires_ms,
+            via: None,
         }
     }
 }

@@ -47,6 +47,7 @@ pub(super) async fn push_ops(env: &Env, key: String, event: Value) {
         name: Some("roomkeeper".into()),
         idempotency_key: Some(key),
         key_name: Some("system".into()),
+        sender: None,
     };
     let body = match serde_json::to_string(&b) {
         Ok(b) => b,

@@ -1,0 +1,501 @@
+//! The Gateway Durable Object: one of N shards per Pusher app. It holds client sockets with
+//! the hibernation API, speaks the Pusher wire protocol (`src/pusher/wire.rs`), keeps each
+//! socket's subscriptions (SQLite table `subs`, since 100 channel names do not fit in a
+//! socket attachment), subscribes its sockets to the channels' rooms and hands the rooms'
+//! ordered deliveries on to its sockets ([`crate::pusher::shard::Shard`]).
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+use worker::{
+    durable_object, DurableObject, Env, Request, Response, ResponseBuilder, Result, State,
+    WebSocket, WebSocketIncomingMessage, WebSocketPair, WebSocketRequestResponsePair,
+};
+
+use crate::glue::http::{failure_response, internal, json, log_error, read_json};
+use crate::glue::pusher::{apps, APP_HEADER, SHARD_HEADER};
+use crate::glue::rooms::ROOM_KEY_HEADER;
+use crate::glue::stub::{stub, Call};
+use crate::http::error::ApiError;
+use crate::internal::{Binding, Op};
+use crate::objects::sessions::session::{raw_state, spawn};
+use crate::objects::socket::finish_close;
+use crate::pusher::apps::App;
+use crate::pusher::authorize::{self, Admitted, SubscribeRequest};
+use crate::pusher::presence::{presence_data, Member};
+use crate::pusher::shard::{Sends, Shard};
+use crate::pusher::wire::{self, ClientFrame};
+use crate::pusher::{sign, Limits};
+use crate::rooms::protocol::Encoding;
+use crate::rooms::session::{Perms, Session};
+use crate::rooms::shards::{
+    channel_key, parse_channel_key, Delivered, Delivery, DeliveryAnswer, Subscribe,
+    SubscribeAnswer, Unsubscribe,
+};
+
+/// What a socket's attachment holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Attachment {
+    socket_id: String,
+    app_id: String,
+}
+
+const SCHEMA: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS subs (socket TEXT NOT NULL, channel TEXT NOT NULL, \
+     start INTEGER NOT NULL, PRIMARY KEY (socket, channel))",
+];
+
+/// The Gateway object.
+#[durable_object]
+pub struct Gateway {
+    state: State,
+    env: Env,
+    /// Subscriptions, loaded on first use after construction (or after waking).
+    shard: RefCell<Option<Shard>>,
+    /// Open sockets by socket id, rebuilt with the shard.
+    sockets: RefCell<HashMap<String, WebSocket>>,
+}
+
+impl DurableObject for Gateway {
+    fn new(state: State, env: Env) -> Self {
+        Self {
+            state,
+            env,
+            shard: RefCell::new(None),
+            sockets: RefCell::new(HashMap::new()),
+        }
+    }
+
+    async fn fetch(&self, req: Request) -> Result<Response> {
+        let rid = crate::glue::http::request_id(&req);
+        match self.handle(req).await {
+            Ok(r) => Ok(r),
+            Err(e) => failure_response(&e, rid.as_deref()),
+        }
+    }
+
+    async fn websocket_message(
+        &self,
+        ws: WebSocket,
+        message: WebSocketIncomingMessage,
+    ) -> Result<()> {
+        self.ensure_loaded()?;
+        let Some(a) = ws.deserialize_attachment::<Attachment>()? else {
+            return Ok(());
+        };
+        let WebSocketIncomingMessage::String(text) = message else {
+            let _ = ws.send_with_str(wire::error_frame(None, "binary frames are not supported"));
+            return Ok(());
+        };
+        let limits = Limits::default();
+        match wire::decode(&text, &limits) {
+            Ok(ClientFrame::Ping) => {
+                let _ = ws.send_with_str(wire::pong_frame());
+            }
+            Ok(ClientFrame::Pong) => {}
+            Ok(ClientFrame::Subscribe {
+                channel,
+                channel_type,
+                auth,
+                channel_data,
+            }) => {
+                let req = SubscribeRequest {
+                    channel: &channel,
+                    channel_type,
+                    auth: auth.as_deref(),
+                    channel_data: channel_data.as_deref(),
+                };
+                self.subscribe(&ws, &a, &req, &limits).await?;
+            }
+            Ok(ClientFrame::Unsubscribe { channel }) => {
+                self.unsubscribe(&a, &[channel])?;
+            }
+            Ok(ClientFrame::Signin { .. }) | Ok(ClientFrame::ClientEvent { .. }) => {
+                let _ = ws.send_with_str(wire::error_frame(
+                    None,
+                    "this gateway does not accept signin or client events yet",
+                ));
+            }
+            Err(e) => {
+                let _ = ws.send_with_str(wire::error_frame(e.code(), &e.to_string()));
+            }
+        }
+        Ok(())
+    }
+
+    async fn websocket_close(
+        &self,
+        ws: WebSocket,
+        code: usize,
+        _reason: String,
+        _clean: bool,
+    ) -> Result<()> {
+        self.forget(&ws)?;
+        finish_close(&ws, code, "closed");
+        Ok(())
+    }
+
+    async fn websocket_error(&self, ws: WebSocket, _error: worker::Error) -> Result<()> {
+        self.forget(&ws)
+    }
+}
+
+impl Gateway {
+    async fn handle(&self, req: Request) -> std::result::Result<Response, ApiError> {
+        let op = Op::decode(Binding::Gateway, &req.path())
+            .ok_or_else(|| ApiError::not_found("not_found", "no such gateway operation"))?;
+        self.ensure_loaded().map_err(internal)?;
+        match op {
+            Op::GatewaySocket => self.accept(&req),
+            Op::GatewayDeliver => self.deliver(req).await,
+            _ => Err(ApiError::not_found(
+                "not_found",
+                "no such gateway operation",
+            )),
+        }
+    }
+
+    fn sql(&self) -> worker::SqlStorage {
+        self.state.storage().sql()
+    }
+
+    /// Loads the subscriptions and sockets after construction (or waking from hibernation).
+    fn ensure_loaded(&self) -> Result<()> {
+        if self.shard.borrow().is_some() {
+            return Ok(());
+        }
+        let sql = self.sql();
+        for q in SCHEMA {
+            sql.exec(q, None)?;
+        }
+        #[derive(Deserialize)]
+        struct Row {
+            socket: String,
+            channel: String,
+            start: i64,
+        }
+        let rows: Vec<Row> = sql
+            .exec("SELECT socket, channel, start FROM subs", None)?
+            .to_array()?;
+        let mut shard = Shard::new();
+        for r in rows {
+            shard.restore(&r.channel, &r.socket, r.start.max(0) as u64);
+        }
+        let mut sockets = self.sockets.borrow_mut();
+        for ws in self.state.get_websockets() {
+            if let Ok(Some(a)) = ws.deserialize_attachment::<Attachment>() {
+                sockets.insert(a.socket_id, ws);
+            }
+        }
+        *self.shard.borrow_mut() = Some(shard);
+        Ok(())
+    }
+
+    fn with_shard<T>(&self, f: impl FnOnce(&mut Shard) -> T) -> T {
+        let mut guard = self.shard.borrow_mut();
+        f(guard.as_mut().expect("ensure_loaded ran first"))
+    }
+
+    /// The shard's own object name (`{app id}:{index}`), as the router told it first.
+    fn name(&self) -> Result<String> {
+        #[derive(Deserialize)]
+        struct V {
+            v: String,
+        }
+        let rows: Vec<V> = self
+            .sql()
+            .exec("SELECT v FROM meta WHERE k = 'name'", None)?
+            .to_array()?;
+        rows.into_iter()
+            .next()
+            .map(|r| r.v)
+            .ok_or_else(|| worker::Error::RustError("gateway name unknown".into()))
+    }
+
+    /// `GatewaySocket`: accepts the socket, gives it a socket id and says so.
+    fn accept(&self, req: &Request) -> std::result::Result<Response, ApiError> {
+        let header =
+            |name: &str| {
+                req.headers().get(name).ok().flatten().ok_or_else(|| {
+                    ApiError::bad_request("not_routed", "connect through the router")
+                })
+            };
+        let (name, app_id) = (header(SHARD_HEADER)?, header(APP_HEADER)?);
+        self.sql()
+            .exec(
+                "INSERT INTO meta (k, v) VALUES ('name', ?) ON CONFLICT(k) DO NOTHING",
+                Some(vec![name.into()]),
+            )
+            .map_err(internal)?;
+        let pair = WebSocketPair::new().map_err(internal)?;
+        let random = || (js_sys::Math::random() * 1e15) as u64;
+        let socket_id = sign::socket_id(random(), random());
+        self.state.accept_web_socket(&pair.server);
+        let a = Attachment {
+            socket_id: socket_id.clone(),
+            app_id,
+        };
+        pair.server.serialize_attachment(&a).map_err(internal)?;
+        // pusher-js's ping, answered by the runtime without waking the object.
+        if let Ok(p) = WebSocketRequestResponsePair::new(&wire::ping_frame(), &wire::pong_frame()) {
+            self.state.set_websocket_auto_response(&p);
+        }
+        let limits = Limits::default();
+        let _ = pair
+            .server
+            .send_with_str(wire::connection_established_frame(
+                &socket_id,
+                limits.activity_timeout_s,
+            ));
+        self.sockets.borrow_mut().insert(socket_id, pair.server);
+        Ok(ResponseBuilder::new()
+            .with_status(101)
+            .with_websocket(pair.client)
+            .empty())
+    }
+
+    fn app(&self, app_id: &str) -> Result<App> {
+        let apps = apps(&self.env).map_err(|e| worker::Error::RustError(e.to_string()))?;
+        apps.by_id(app_id)
+            .cloned()
+            .ok_or_else(|| worker::Error::RustError(format!("app {app_id} is gone")))
+    }
+
+    /// `pusher:subscribe`: authorised here, joined in the channel's room.
+    async fn subscribe(
+        &self,
+        ws: &WebSocket,
+        a: &Attachment,
+        req: &SubscribeRequest<'_>,
+        limits: &Limits,
+    ) -> Result<()> {
+        let channel = req.channel.to_string();
+        let refuse = |message: &str, status: u16| {
+            let _ = ws.send_with_str(wire::subscription_error_frame(&channel, message, status));
+        };
+        if self.with_shard(|s| s.is_subscribed(&channel, &a.socket_id)) {
+            return Ok(()); // pusher-js resubscribes what it has; already done
+        }
+        if self.with_shard(|s| s.count_of(&a.socket_id)) >= limits.max_channels_per_socket {
+            refuse(
+                &format!(
+                    "at most {} channels per connection",
+                    limits.max_channels_per_socket
+                ),
+                403,
+            );
+            return Ok(());
+        }
+        let app = self.app(&a.app_id)?;
+        let member =
+            match authorize::subscribe(&app.key, &app.secret, &a.socket_id, req, None, limits) {
+                Ok(Admitted::Channel) => None,
+                Ok(Admitted::Member(m)) => Some(m),
+                Err(e) => {
+                    refuse(&e.to_string(), e.status());
+                    return Ok(());
+                }
+            };
+        let presence = member.is_some();
+        let mut session = Session::new(
+            a.socket_id.clone(),
+            member
+                .as_ref()
+                .map_or(a.socket_id.clone(), |m| m.user_id.clone()),
+            Encoding::Json,
+        );
+        session.perms = Perms {
+            publish: false,
+            subscribe: true,
+            presence,
+        };
+        session.via = Some(self.name()?);
+        let sub = Subscribe {
+            session,
+            name: member
+                .as_ref()
+                .map_or(a.socket_id.clone(), |m| m.user_id.clone()),
+            meta: member.as_ref().and_then(|m| m.user_info.clone()),
+        };
+        self.with_shard(|s| s.subscribing(&channel, &a.socket_id));
+        let answer = match self.room_subscribe(&app, &channel, &sub).await {
+            Ok(answer) => answer,
+            Err(e) => {
+                log_error("pusher_subscribe", &e.to_string());
+                SubscribeAnswer {
+                    subscribed: false,
+                    frames: Vec::new(),
+                }
+            }
+        };
+        let welcome = answer.frames.iter().find(|f| f["type"] == "welcome");
+        let (true, Some(welcome)) = (answer.subscribed, welcome) else {
+            self.with_shard(|s| s.unsubscribe(&channel, &a.socket_id));
+            let why = answer
+                .frames
+                .iter()
+                .find_map(|f| f["message"].as_str())
+                .unwrap_or("the channel is unavailable")
+                .to_string();
+            refuse(&why, 503);
+            return Ok(());
+        };
+        let from = welcome["offset"].as_u64().unwrap_or(0);
+        let data = presence.then(|| {
+            let members: Vec<Member> = welcome["members"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|m| Member {
+                    user_id: m["id"].as_str().unwrap_or_default().to_string(),
+                    user_info: m.get("meta").cloned().filter(|v| !v.is_null()),
+                })
+                .collect();
+            presence_data(&members)
+        });
+        self.sql().exec(
+            "INSERT INTO subs (socket, channel, start) VALUES (?, ?, ?) \
+             ON CONFLICT(socket, channel) DO UPDATE SET start = excluded.start",
+            Some(vec![
+                a.socket_id.clone().into(),
+                channel.clone().into(),
+                (from as i64).into(),
+            ]),
+        )?;
+        let ok = wire::subscription_succeeded_frame(&channel, data.as_ref());
+        let sends = self.with_shard(|s| s.subscribed(&channel, &a.socket_id, from, ok));
+        self.send_all(sends);
+        Ok(())
+    }
+
+    async fn room_subscribe(
+        &self,
+        app: &App,
+        channel: &str,
+        sub: &Subscribe,
+    ) -> std::result::Result<SubscribeAnswer, String> {
+        let key = channel_key(&app.id, channel);
+        let s = stub(&self.env, Binding::Room, &key).map_err(|e| e.to_string())?;
+        let body = serde_json::to_string(sub).map_err(|e| e.to_string())?;
+        let call = Call::new(Op::RoomSubscribe)
+            .body(body)
+            .header(ROOM_KEY_HEADER, &key)
+            .map_err(|e| e.to_string())?;
+        let mut r = call.send(&s).await.map_err(|e| e.to_string())?;
+        if r.status_code() != 200 {
+            return Err(format!("room answered {}", r.status_code()));
+        }
+        r.json().await.map_err(|e| e.to_string())
+    }
+
+    /// The socket leaves channels: forgotten here, and in the rooms in the background.
+    fn unsubscribe(&self, a: &Attachment, channels: &[String]) -> Result<()> {
+        for c in channels {
+            self.with_shard(|s| s.unsubscribe(c, &a.socket_id));
+            self.sql().exec(
+                "DELETE FROM subs WHERE socket = ? AND channel = ?",
+                Some(vec![a.socket_id.clone().into(), c.clone().into()]),
+            )?;
+            let (env, key) = (self.env.clone(), channel_key(&a.app_id, c));
+            let conns = vec![a.socket_id.clone()];
+            spawn(&raw_state(&self.state), async move {
+                if let Err(e) = room_unsubscribe(&env, &key, conns).await {
+                    log_error("pusher_unsubscribe", &e);
+                }
+            });
+        }
+        Ok(())
+    }
+
+    /// A socket closed: it leaves every channel.
+    fn forget(&self, ws: &WebSocket) -> Result<()> {
+        self.ensure_loaded()?;
+        let Some(a) = ws.deserialize_attachment::<Attachment>()? else {
+            return Ok(());
+        };
+        self.sockets.borrow_mut().remove(&a.socket_id);
+        let channels = self.with_shard(|s| s.channels_of(&a.socket_id));
+        self.unsubscribe(&a, &channels)
+    }
+
+    /// `GatewayDeliver`: a room's frames for this shard's sockets, gaps filled from history.
+    async fn deliver(&self, mut req: Request) -> std::result::Result<Response, ApiError> {
+        let d: Delivery = read_json(&mut req).await?;
+        let Some((_, channel)) = parse_channel_key(&d.room) else {
+            return Err(ApiError::bad_request(
+                "not_a_channel",
+                "not a channel's room",
+            ));
+        };
+        let channel = channel.to_string();
+        let mut frames = d.frames;
+        if let Some(since) = self.with_shard(|s| s.gap(&channel, &frames)) {
+            match history(&self.env, &d.room, since).await {
+                Ok(mut missing) => {
+                    missing.append(&mut frames);
+                    frames = missing;
+                }
+                Err(e) => log_error("pusher_gap_fill", &e),
+            }
+        }
+        let sends = self.with_shard(|s| s.deliver(&channel, &frames));
+        self.send_all(sends);
+        json(200, &DeliveryAnswer::default())
+    }
+
+    fn send_all(&self, sends: Sends) {
+        let sockets = self.sockets.borrow();
+        for (socket, frame) in sends {
+            if let Some(ws) = sockets.get(&socket) {
+                // A socket that closed under us is not an error: its close event follows.
+                let _ = ws.send_with_str(frame);
+            }
+        }
+    }
+}
+
+async fn room_unsubscribe(
+    env: &Env,
+    key: &str,
+    conns: Vec<String>,
+) -> std::result::Result<(), String> {
+    let s = stub(env, Binding::Room, key).map_err(|e| e.to_string())?;
+    let body = serde_json::to_string(&Unsubscribe { conns }).map_err(|e| e.to_string())?;
+    Call::new(Op::RoomUnsubscribe)
+        .body(body)
+        .header(ROOM_KEY_HEADER, key)
+        .map_err(|e| e.to_string())?
+        .send(&s)
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// The room's messages after `since`, as deliveries (a gap's fill).
+async fn history(env: &Env, key: &str, since: u64) -> std::result::Result<Vec<Delivered>, String> {
+    let s = stub(env, Binding::Room, key).map_err(|e| e.to_string())?;
+    let mut r = Call::new(Op::RoomHistory)
+        .query(&format!("since={since}&limit=1000"))
+        .header(ROOM_KEY_HEADER, key)
+        .map_err(|e| e.to_string())?
+        .send(&s)
+        .await
+        .map_err(|e| e.to_string())?;
+    let page: serde_json::Value = r.json().await.map_err(|e| e.to_string())?;
+    Ok(page["messages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| {
+            let mut frame = m.clone();
+            frame["type"] = "message".into();
+            Delivered {
+                frame,
+                to: None,
+                except: None,
+            }
+        })
+        .collect())
+}

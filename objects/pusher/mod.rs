@@ -1,0 +1,3 @@
+//! The Pusher Channels gateway: shards holding client sockets.
+
+pub mod gateway;

@@ -1,0 +1,176 @@
+//! The room's subscribers held by gateway shards: their sessions (kept in the room's SQLite
+//! table `remote`, since they have no socket attachment here) and the outbox that delivers
+//! frames to each shard in order, one call at a time, batching what accumulates while a call
+//! is in flight (`src/rooms/shards.rs` has the calls).
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use worker::{Env, SqlStorage, State};
+
+use crate::config::Config;
+use crate::glue::http::log_error;
+use crate::glue::stub::{stub, Call};
+use crate::internal::{Binding, Op};
+use crate::objects::sessions::session::{raw_state, spawn};
+use crate::rooms::limits::RoomLimits;
+use crate::rooms::session::Session;
+use crate::rooms::shards::{
+    channel_limits, parse_channel_key, Delivered, Delivery, DeliveryAnswer, CHANNEL_PREFIX,
+    MAX_DELIVERY_FRAMES,
+};
+
+/// Attempts of one delivery before it is given up (the shard fills the gap from history when
+/// the next delivery comes).
+const DELIVERY_ATTEMPTS: u32 = 3;
+
+/// The `remote` table: one row per subscriber held by a shard.
+pub(crate) const SCHEMA: &str =
+    "CREATE TABLE IF NOT EXISTS remote (conn TEXT PRIMARY KEY, session TEXT NOT NULL)";
+
+/// Stores (or updates) a shard-held subscriber's session.
+pub(crate) fn save(sql: &SqlStorage, s: &Session) -> worker::Result<()> {
+    let v = serde_json::to_string(s).map_err(|e| worker::Error::RustError(e.to_string()))?;
+    sql.exec(
+        "INSERT INTO remote (conn, session) VALUES (?, ?) \
+         ON CONFLICT(conn) DO UPDATE SET session = excluded.session",
+        Some(vec![s.conn.clone().into(), v.into()]),
+    )?;
+    Ok(())
+}
+
+/// Forgets a shard-held subscriber.
+pub(crate) fn remove(sql: &SqlStorage, conn: &str) -> worker::Result<()> {
+    sql.exec("DELETE FROM remote WHERE conn = ?", Some(vec![conn.into()]))?;
+    Ok(())
+}
+
+/// Every stored shard-held subscriber (an unreadable row is skipped).
+pub(crate) fn load(sql: &SqlStorage) -> worker::Result<Vec<Session>> {
+    #[derive(serde::Deserialize)]
+    struct Row {
+        session: String,
+    }
+    let rows: Vec<Row> = sql.exec("SELECT session FROM remote", None)?.to_array()?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|r| serde_json::from_str(&r.session).ok())
+        .collect())
+}
+
+#[derive(Default)]
+struct Queue {
+    busy: bool,
+    frames: Vec<Delivered>,
+}
+
+/// Per shard: what waits to be delivered and whether a call is in flight.
+#[derive(Clone, Default)]
+pub(crate) struct Outbox(Rc<RefCell<BTreeMap<String, Queue>>>);
+
+impl Outbox {
+    /// Queues `frame` for `shard`; starts a delivery unless one is in flight (then it goes in
+    /// the next batch). `gone` is told which subscribers a shard no longer holds.
+    pub(crate) fn push(
+        &self,
+        state: &State,
+        env: &Env,
+        room: &str,
+        shard: &str,
+        frame: Delivered,
+        gone: Rc<dyn Fn(Vec<String>)>,
+    ) {
+        let start = {
+            let mut map = self.0.borrow_mut();
+            let q = map.entry(shard.to_string()).or_default();
+            q.frames.push(frame);
+            !std::mem::replace(&mut q.busy, true)
+        };
+        if start {
+            let (me, env, room, shard) = (
+                self.clone(),
+                env.clone(),
+                room.to_string(),
+                shard.to_string(),
+            );
+            spawn(&raw_state(state), async move {
+                me.run(env, room, shard, gone).await
+            });
+        }
+    }
+
+    /// Delivers the shard's queue batch after batch until it is empty.
+    async fn run(self, env: Env, room: String, shard: String, gone: Rc<dyn Fn(Vec<String>)>) {
+        loop {
+            let frames = {
+                let mut map = self.0.borrow_mut();
+                let Some(q) = map.get_mut(&shard) else { return };
+                if q.frames.is_empty() {
+                    q.busy = false;
+                    return;
+                }
+                let n = q.frames.len().min(MAX_DELIVERY_FRAMES);
+                q.frames.drain(..n).collect::<Vec<_>>()
+            };
+            let delivery = Delivery {
+                room: room.clone(),
+                frames,
+            };
+            let Ok(body) = serde_json::to_string(&delivery) else {
+                continue;
+            };
+            let mut delay_ms = 50;
+            for attempt in 1..=DELIVERY_ATTEMPTS {
+                match deliver(&env, &shard, &body).await {
+                    Ok(answer) => {
+                        if !answer.gone.is_empty() {
+                            gone(answer.gone);
+                        }
+                        break;
+                    }
+                    Err(e) if attempt == DELIVERY_ATTEMPTS => {
+                        log_error("shard_delivery_failed", &format!("{room} -> {shard}: {e}"));
+                    }
+                    Err(_) => {
+                        worker::Delay::from(std::time::Duration::from_millis(delay_ms)).await;
+                        delay_ms *= 4;
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn deliver(env: &Env, shard: &str, body: &str) -> Result<DeliveryAnswer, String> {
+    let s = stub(env, Binding::Gateway, shard).map_err(|e| e.to_string())?;
+    let mut r = Call::new(Op::GatewayDeliver)
+        .body(body.to_string())
+        .send(&s)
+        .await
+        .map_err(|e| e.to_string())?;
+    if r.status_code() != 200 {
+        return Err(format!("status {}", r.status_code()));
+    }
+    r.json().await.map_err(|e| e.to_string())
+}
+
+/// Whether a room key is a Pusher channel's.
+pub(crate) fn is_channel(key: &str) -> bool {
+    key.starts_with(CHANNEL_PREFIX)
+}
+
+/// The limits of the room with this key: a channel's ([`channel_limits`]) or the service's.
+pub(crate) fn limits(key: &str, config: &Config) -> RoomLimits {
+    match parse_channel_key(key) {
+        Some((_, channel)) => channel_limits(
+            &config.room,
+            channel.starts_with("presence-"),
+            PRESENCE_MAX_MEMBERS,
+        ),
+        None => config.room,
+    }
+}
+
+/// Members of one presence channel, at most (Pusher's default).
+pub(crate) const PRESENCE_MAX_MEMBERS: usize = 100;

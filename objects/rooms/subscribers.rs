@@ -1,0 +1,178 @@
+//! The Room object's side of subscribers held by gateway shards: subscribing and
+//! unsubscribing them (`RoomSubscribe`, `RoomUnsubscribe`), and sending them frames through
+//! their shards' [`Outbox`](super::shards::Outbox).
+
+use std::collections::BTreeSet;
+use std::rc::Rc;
+
+use worker::{Env, Request, Response};
+
+use crate::glue::http::{internal, json, log_error, now_ms, read_json};
+use crate::glue::rooms::ROOM_KEY_HEADER;
+use crate::glue::stub::Call;
+use crate::http::error::ApiError;
+use crate::internal::{Binding, Op};
+use crate::objects::rooms::room::Room;
+use crate::objects::rooms::shards::remove;
+use crate::objects::sessions::session::{raw_state, spawn};
+use crate::rooms::protocol::{RawFrame, ServerFrame};
+use crate::rooms::room::Effect;
+use crate::rooms::shards::{Delivered, Subscribe, SubscribeAnswer, Unsubscribe};
+
+/// Unsubscribes `conns` from the room with object id `id` (hex) and key `key`.
+async fn forget_later(env: &Env, id: &str, key: &str, conns: Vec<String>) -> worker::Result<()> {
+    let stub = env
+        .durable_object(Binding::Room.name())?
+        .id_from_string(id)?
+        .get_stub()?;
+    let body = serde_json::to_string(&Unsubscribe { conns })
+        .map_err(|e| worker::Error::RustError(e.to_string()))?;
+    let call = Call::new(Op::RoomUnsubscribe)
+        .body(body)
+        .header(ROOM_KEY_HEADER, key)
+        .map_err(|e| worker::Error::RustError(e.to_string()))?;
+    call.send(&stub).await.map(|_| ())
+}
+
+impl Room {
+    /// `RoomSubscribe`: adds a shard-held subscriber and joins it; answers its own frames.
+    pub(super) async fn subscribe(&self, mut req: Request) -> Result<Response, ApiError> {
+        let sub: Subscribe = read_json(&mut req).await?;
+        let conn = sub.session.conn.clone();
+        if sub.session.via.is_none() {
+            return Err(ApiError::bad_request(
+                "invalid_subscriber",
+                "no shard named",
+            ));
+        }
+        // A repeated subscribe (a retried call) replaces the earlier session.
+        let mut effects = self.with_core(|c| c.detach(&conn));
+        self.with_core(|c| c.attach(sub.session));
+        let join = serde_json::json!({"type": "join", "name": sub.name, "meta": sub.meta});
+        let text = join.to_string();
+        let mut store = self.store();
+        effects.extend(
+            self.with_core(|c| c.receive(&mut store, &conn, RawFrame::Text(&text), now_ms())),
+        );
+        let mut frames = Vec::new();
+        let mut subscribed = true;
+        let mut rest = Vec::new();
+        for e in effects {
+            match e {
+                Effect::Send { conn: c, frame } if c == conn => {
+                    subscribed &= !matches!(frame, ServerFrame::Error { .. });
+                    frames.push(serde_json::to_value(&frame).map_err(internal)?);
+                }
+                Effect::Close { conn: c, .. } if c == conn => subscribed = false,
+                other => rest.push(other),
+            }
+        }
+        if !subscribed {
+            rest.extend(self.with_core(|c| c.detach(&conn)));
+            rest.retain(|e| !matches!(e, Effect::Save(s) if s.conn == conn));
+        }
+        self.perform(rest).await.map_err(internal)?;
+        json(200, &SubscribeAnswer { subscribed, frames })
+    }
+
+    /// `RoomUnsubscribe`: shard-held subscribers leave.
+    pub(super) async fn unsubscribe(&self, mut req: Request) -> Result<Response, ApiError> {
+        let u: Unsubscribe = read_json(&mut req).await?;
+        self.forget_remote(u.conns).map_err(internal)?;
+        Response::empty()
+            .map(|r| r.with_status(204))
+            .map_err(internal)
+    }
+
+    /// Forgets shard-held subscribers (unsubscribed, or gone from their shard) and tells the
+    /// others what their leaving changes (presence).
+    fn forget_remote(&self, conns: Vec<String>) -> worker::Result<()> {
+        let sql = self.store().0;
+        let mut effects = Vec::new();
+        for conn in conns {
+            if self.with_core(|c| c.session(&conn).is_some_and(|s| s.via.is_some())) {
+                effects.extend(self.with_core(|c| c.detach(&conn)));
+                remove(&sql, &conn)?;
+            }
+        }
+        for e in effects {
+            if let Effect::Broadcast { frame, to, except } = e {
+                self.broadcast(&frame, to, except.as_deref());
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends a frame for one shard-held subscriber through its shard; false if `conn` is not
+    /// one (a socket of this object).
+    pub(super) fn to_shard(&self, conn: &str, frame: &ServerFrame) -> bool {
+        let Some(shard) = self.with_core(|c| c.session(conn).and_then(|s| s.via.clone())) else {
+            return false;
+        };
+        if let Ok(frame) = serde_json::to_value(frame) {
+            let d = Delivered {
+                frame,
+                to: Some(conn.to_string()),
+                except: None,
+            };
+            self.push_to(&shard, d);
+        }
+        true
+    }
+
+    /// Queues one broadcast frame for each of `shards`.
+    pub(super) fn to_shards(
+        &self,
+        frame: &ServerFrame,
+        shards: BTreeSet<String>,
+        except: Option<&str>,
+    ) {
+        if shards.is_empty() {
+            return;
+        }
+        let Ok(frame) = serde_json::to_value(frame) else {
+            return;
+        };
+        for shard in shards {
+            let d = Delivered {
+                frame: frame.clone(),
+                to: None,
+                except: except.map(str::to_string),
+            };
+            self.push_to(&shard, d);
+        }
+    }
+
+    fn push_to(&self, shard: &str, d: Delivered) {
+        let room = self.with_core(|c| c.key().to_string());
+        // What a shard reports gone is forgotten in a later event of this object: a call to
+        // itself, since the delivery runs outside any event's borrow of the room.
+        let (raw, env, id) = (
+            Rc::new(raw_state(&self.state)),
+            self.env.clone(),
+            self.state.id().to_string(),
+        );
+        let key = room.clone();
+        let gone: Rc<dyn Fn(Vec<String>)> = Rc::new(move |conns: Vec<String>| {
+            let (env, id, key) = (env.clone(), id.clone(), key.clone());
+            spawn(&raw, async move {
+                if let Err(e) = forget_later(&env, &id, &key, conns).await {
+                    log_error("shard_gone_unsubscribe", &e.to_string());
+                }
+            });
+        });
+        self.outbox
+            .push(&self.state, &self.env, &room, shard, d, gone);
+    }
+
+    /// A forced close of a shard-held subscriber: its shard closes nothing (the socket has
+    /// other channels), the subscriber is forgotten and told why.
+    pub(super) fn close_remote(&self, conn: &str, code: u16, reason: &str) -> worker::Result<()> {
+        if !self.with_core(|c| c.session(conn).is_some_and(|s| s.via.is_some())) {
+            return Ok(());
+        }
+        let frame = ServerFrame::error("closed", format!("{code}: {reason}"), None);
+        self.to_shard(conn, &frame);
+        remove(&self.store().0, conn)
+    }
+}

@@ -1,0 +1,240 @@
+//! The Pusher Channels edge of the router: `GET /app/{key}` sockets go to one of the app's
+//! gateway shards (objects/pusher/), and the signed REST API (`/apps/{id}/…`) publishes into
+//! the channels' rooms. Answers and errors are Pusher's (plain-text REST errors, close codes),
+//! not the native API's JSON.
+
+use serde_json::Value;
+use worker::{Env, Request, Response, WebSocketPair};
+
+use crate::http::bodies::RoomBroadcast;
+use crate::http::error::ApiError;
+use crate::internal::{Binding, Op};
+use crate::obs;
+use crate::pusher::apps::{App, Apps};
+use crate::pusher::rest::{self, RestError, SignedRequest};
+use crate::pusher::rest_body::{self, ChannelStats};
+use crate::pusher::shard::socket_sender;
+use crate::pusher::wire::{self, close};
+use crate::pusher::Limits;
+use crate::rooms::shards::channel_key;
+
+use super::http::{internal, now_ms, read_body};
+use super::rooms::ROOM_KEY_HEADER;
+use super::settings::setting;
+use super::stub::{stub, Call};
+
+/// Internal header: the gateway shard's own object name.
+pub(crate) const SHARD_HEADER: &str = "X-Roomkeeper-Shard";
+/// Internal header: the app a gateway socket belongs to.
+pub(crate) const APP_HEADER: &str = "X-Roomkeeper-Pusher-App";
+
+/// Gateway shards per app when `PUSHER_GATEWAY_SHARDS` is not set.
+pub const DEFAULT_SHARDS: u32 = 4;
+/// Largest REST request body (a full `batch_events` of maximal events fits).
+pub const MAX_REST_BODY_BYTES: usize = 256 * 1024;
+
+/// The apps (`PUSHER_APPS`, a JSON array); none when unset.
+pub(crate) fn apps(env: &Env) -> Result<Apps, ApiError> {
+    match setting(env, "PUSHER_APPS") {
+        None => Apps::new(Vec::new()).map_err(|e| config(format!("PUSHER_APPS: {e}"))),
+        Some(raw) => Apps::parse(&raw).map_err(|e| config(format!("PUSHER_APPS: {e}"))),
+    }
+}
+
+fn config(message: String) -> ApiError {
+    ApiError::Config { message }
+}
+
+/// `PUSHER_GATEWAY_SHARDS`: gateway objects per app (1–1024).
+pub(crate) fn shards(env: &Env) -> Result<u32, ApiError> {
+    match setting(env, "PUSHER_GATEWAY_SHARDS") {
+        None => Ok(DEFAULT_SHARDS),
+        Some(v) => v
+            .trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=1024).contains(n))
+            .ok_or_else(|| config("PUSHER_GATEWAY_SHARDS: a whole number 1-1024".into())),
+    }
+}
+
+/// Whether the router hands this path to the Pusher edge.
+pub(crate) fn owns(path: &str) -> bool {
+    path.starts_with("/app/") || path.starts_with("/apps/")
+}
+
+/// Handles a Pusher request: a socket or a REST call.
+pub(crate) async fn handle(
+    req: Request,
+    env: &Env,
+    request_id: &str,
+) -> Result<Response, ApiError> {
+    let path = req.path();
+    if let Some(key) = path.strip_prefix("/app/") {
+        let key = key.to_string();
+        return socket(req, env, &key, request_id).await;
+    }
+    match rest_call(req, env).await {
+        Ok(r) => Ok(r),
+        Err(e) => rest_error(&e),
+    }
+}
+
+/// `GET /app/{key}`: an unknown key gets a socket that is closed at once with 4001 (what
+/// pusher-js expects: do not reconnect), a disabled app 4003; otherwise the socket goes to
+/// one of the app's shards, chosen at random so one app's sockets spread over all of them.
+async fn socket(
+    req: Request,
+    env: &Env,
+    key: &str,
+    request_id: &str,
+) -> Result<Response, ApiError> {
+    super::http::require_upgrade(&req)?;
+    let apps = apps(env)?;
+    let refusal = match apps.by_key(key) {
+        None => Some((
+            close::APP_NOT_FOUND,
+            format!("App key {key} not in this cluster"),
+        )),
+        Some(app) if !app.enabled => Some((close::APP_DISABLED, "App is disabled".to_string())),
+        Some(_) => None,
+    };
+    if let Some((code, message)) = refusal {
+        let pair = WebSocketPair::new().map_err(internal)?;
+        pair.server.accept().map_err(internal)?;
+        let _ = pair
+            .server
+            .send_with_str(wire::error_frame(Some(code), &message));
+        let _ = pair.server.close(Some(code), Some(&message));
+        return Response::from_websocket(pair.client).map_err(internal);
+    }
+    let app = apps.by_key(key).expect("checked above");
+    let n = shards(env)?;
+    let pick = (js_sys::Math::random() * f64::from(n)) as u32 % n;
+    let name = format!("{}:{pick}", app.id);
+    let response = Call::new(Op::GatewaySocket)
+        .headers_from(req.headers(), |k| {
+            !k.eq_ignore_ascii_case(SHARD_HEADER) && !k.eq_ignore_ascii_case(APP_HEADER)
+        })?
+        .header(SHARD_HEADER, &name)?
+        .header(APP_HEADER, &app.id)?
+        .header(obs::REQUEST_ID_HEADER, request_id)?
+        .send(&stub(env, Binding::Gateway, &name)?)
+        .await
+        .map_err(internal)?;
+    super::http::owned(response).await
+}
+
+/// A REST error as Pusher answers it: the status and a plain-text message.
+fn rest_error(e: &RestError) -> Result<Response, ApiError> {
+    let mut r = Response::ok(e.body())
+        .map_err(internal)?
+        .with_status(e.status());
+    r.headers_mut()
+        .set("Content-Type", e.content_type())
+        .map_err(internal)?;
+    Ok(r)
+}
+
+fn unexpected(e: impl std::fmt::Display) -> RestError {
+    super::http::log_error("pusher_rest", &e.to_string());
+    RestError::Forbidden("internal error".into())
+}
+
+/// A signed REST call: authenticated against the app of its path, then dispatched.
+async fn rest_call(mut req: Request, env: &Env) -> Result<Response, RestError> {
+    let path = req.path();
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let app_id = segments.get(1).copied().unwrap_or_default().to_string();
+    let apps = apps(env).map_err(unexpected)?;
+    let app = apps.by_id(&app_id).ok_or(RestError::AppNotFound)?.clone();
+    if !app.enabled {
+        return Err(RestError::AppDisabled);
+    }
+    let url = req.url().map_err(unexpected)?;
+    let query = rest::parse_query(url.query().unwrap_or(""))?;
+    let body = read_body(&mut req, MAX_REST_BODY_BYTES)
+        .await
+        .map_err(|e| match e {
+            ApiError::PayloadTooLarge { .. } => {
+                RestError::PayloadTooLarge(format!("body over {MAX_REST_BODY_BYTES} bytes"))
+            }
+            other => RestError::BadRequest(other.to_string()),
+        })?;
+    let method = req.method().to_string();
+    let signed = SignedRequest {
+        method: &method,
+        path: &path,
+        query: &query,
+        body: &body,
+    };
+    rest::authenticate(&signed, &app.key, &app.secret, now_ms() / 1000)?;
+    let limits = Limits::default();
+    let rest: Vec<&str> = segments[2..].to_vec();
+    match (method.as_str(), rest.as_slice()) {
+        ("POST", ["events"]) => {
+            let t = rest_body::parse_trigger(&body, &limits)?;
+            let mut stats = Vec::new();
+            for channel in &t.channels {
+                trigger(env, &app, channel, &t.name, &t.data, t.socket_id.as_deref()).await?;
+                stats.push((channel.clone(), ChannelStats::default()));
+            }
+            json_ok(&rest_body::trigger_response(t.info, &stats))
+        }
+        ("POST", ["batch_events"]) => {
+            let batch = rest_body::parse_batch(&body, &limits)?;
+            let mut entries = Vec::new();
+            for t in batch {
+                for channel in &t.channels {
+                    trigger(env, &app, channel, &t.name, &t.data, t.socket_id.as_deref()).await?;
+                }
+                entries.push((t.info, ChannelStats::default()));
+            }
+            json_ok(&rest_body::batch_response(&entries))
+        }
+        _ => Err(RestError::NotFound(format!("no route for {method} {path}"))),
+    }
+}
+
+fn json_ok(v: &Value) -> Result<Response, RestError> {
+    Response::from_json(v).map_err(unexpected)
+}
+
+/// Publishes one event into a channel's room; the room delivers it to the shards.
+async fn trigger(
+    env: &Env,
+    app: &App,
+    channel: &str,
+    event: &str,
+    data: &str,
+    socket_id: Option<&str>,
+) -> Result<(), RestError> {
+    let key = channel_key(&app.id, channel);
+    let b = RoomBroadcast {
+        body: serde_json::json!({"event": event, "data": data}),
+        name: Some("api".into()),
+        idempotency_key: None,
+        key_name: Some("pusher".into()),
+        sender: socket_id.map(socket_sender),
+    };
+    let body = serde_json::to_string(&b).map_err(unexpected)?;
+    let s = stub(env, Binding::Room, &key).map_err(unexpected)?;
+    let call = Call::new(Op::RoomBroadcast)
+        .body(body)
+        .header(ROOM_KEY_HEADER, &key)
+        .map_err(unexpected)?;
+    let mut r = call.send(&s).await.map_err(unexpected)?;
+    match r.status_code() {
+        200 => Ok(()),
+        413 => Err(RestError::PayloadTooLarge(format!(
+            "event too large for channel {channel}"
+        ))),
+        429 => Err(RestError::Forbidden(format!(
+            "channel {channel} is over its publish rate"
+        ))),
+        s => {
+            let text = r.text().await.unwrap_or_default();
+            Err(unexpected(format!("room {key} answered {s}: {text}")))
+        }
+    }
+}
