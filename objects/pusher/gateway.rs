@@ -13,10 +13,11 @@ use worker::{
     WebSocket, WebSocketIncomingMessage, WebSocketPair, WebSocketRequestResponsePair,
 };
 
-use crate::glue::http::{failure_response, internal, json, log_error, read_json};
+use crate::glue::http::{failure_response, internal, json, log_error, now_ms, read_json};
 use crate::glue::pusher::{apps, APP_HEADER, SHARD_HEADER};
 use crate::glue::rooms::ROOM_KEY_HEADER;
 use crate::glue::stub::{stub, Call};
+use crate::http::bodies::RoomBroadcast;
 use crate::http::error::ApiError;
 use crate::internal::{Binding, Op};
 use crate::objects::sessions::session::{raw_state, spawn};
@@ -24,8 +25,8 @@ use crate::objects::socket::finish_close;
 use crate::pusher::apps::App;
 use crate::pusher::authorize::{self, Admitted, SubscribeRequest};
 use crate::pusher::presence::{presence_data, Member};
-use crate::pusher::shard::{Sends, Shard};
-use crate::pusher::wire::{self, ClientFrame};
+use crate::pusher::shard::{channel_frame, socket_sender, Sends, Shard};
+use crate::pusher::wire::{self, close, ClientEventRate, ClientFrame};
 use crate::pusher::{sign, Limits};
 use crate::rooms::protocol::Encoding;
 use crate::rooms::session::{Perms, Session};
@@ -44,7 +45,7 @@ struct Attachment {
 const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS subs (socket TEXT NOT NULL, channel TEXT NOT NULL, \
-     start INTEGER NOT NULL, PRIMARY KEY (socket, channel))",
+     start INTEGER NOT NULL, user TEXT, PRIMARY KEY (socket, channel))",
 ];
 
 /// The Gateway object.
@@ -56,7 +57,15 @@ pub struct Gateway {
     shard: RefCell<Option<Shard>>,
     /// Open sockets by socket id, rebuilt with the shard.
     sockets: RefCell<HashMap<String, WebSocket>>,
+    /// Client event budgets and refusals in a row, per socket (in memory only).
+    rates: RefCell<HashMap<String, (ClientEventRate, u32)>>,
 }
+
+/// Rate refusals of client events in a row after which a socket is closed with 4301.
+pub const MAX_CLIENT_EVENT_REFUSALS: u32 = 10;
+
+/// How long a cache channel's last event is served to new subscribers (Pusher: 30 minutes).
+pub const CACHE_TTL_MS: u64 = 30 * 60 * 1000;
 
 impl DurableObject for Gateway {
     fn new(state: State, env: Env) -> Self {
@@ -65,6 +74,7 @@ impl DurableObject for Gateway {
             env,
             shard: RefCell::new(None),
             sockets: RefCell::new(HashMap::new()),
+            rates: RefCell::new(HashMap::new()),
         }
     }
 
@@ -112,10 +122,18 @@ impl DurableObject for Gateway {
             Ok(ClientFrame::Unsubscribe { channel }) => {
                 self.unsubscribe(&a, &[channel])?;
             }
-            Ok(ClientFrame::Signin { .. }) | Ok(ClientFrame::ClientEvent { .. }) => {
+            Ok(ClientFrame::ClientEvent {
+                event,
+                channel,
+                data,
+            }) => {
+                self.client_event(&ws, &a, &event, &channel, &data, &limits)
+                    .await?;
+            }
+            Ok(ClientFrame::Signin { .. }) => {
                 let _ = ws.send_with_str(wire::error_frame(
                     None,
-                    "this gateway does not accept signin or client events yet",
+                    "this gateway does not accept signin yet",
                 ));
             }
             Err(e) => {
@@ -175,13 +193,15 @@ impl Gateway {
             socket: String,
             channel: String,
             start: i64,
+            user: Option<String>,
         }
         let rows: Vec<Row> = sql
-            .exec("SELECT socket, channel, start FROM subs", None)?
+            .exec("SELECT socket, channel, start, user FROM subs", None)?
             .to_array()?;
         let mut shard = Shard::new();
         for r in rows {
-            shard.restore(&r.channel, &r.socket, r.start.max(0) as u64);
+            let from = r.start.max(0) as u64;
+            shard.restore(&r.channel, &r.socket, from, r.user.as_deref());
         }
         let mut sockets = self.sockets.borrow_mut();
         for ws in self.state.get_websockets() {
@@ -226,12 +246,19 @@ impl Gateway {
         self.sql()
             .exec(
                 "INSERT INTO meta (k, v) VALUES ('name', ?) ON CONFLICT(k) DO NOTHING",
-                Some(vec![name.into()]),
+                Some(vec![name.clone().into()]),
             )
             .map_err(internal)?;
         let pair = WebSocketPair::new().map_err(internal)?;
-        let random = || (js_sys::Math::random() * 1e15) as u64;
-        let socket_id = sign::socket_id(random(), random());
+        // The first part modulo 1024 is the shard's index: a socket id tells which shard
+        // holds the socket (`PUSHER_GATEWAY_SHARDS` is at most 1024).
+        let index: u64 = name
+            .rsplit(':')
+            .next()
+            .and_then(|i| i.parse().ok())
+            .unwrap_or(0);
+        let random = || (js_sys::Math::random() * 1e12) as u64;
+        let socket_id = sign::socket_id(random() * 1024 + index, random());
         self.state.accept_web_socket(&pair.server);
         let a = Attachment {
             socket_id: socket_id.clone(),
@@ -312,14 +339,17 @@ impl Gateway {
             presence,
         };
         session.via = Some(self.name()?);
+        let cache = req.channel_type.is_cache();
         let sub = Subscribe {
             session,
             name: member
                 .as_ref()
                 .map_or(a.socket_id.clone(), |m| m.user_id.clone()),
             meta: member.as_ref().and_then(|m| m.user_info.clone()),
+            history: cache.then_some(1),
         };
-        self.with_shard(|s| s.subscribing(&channel, &a.socket_id));
+        let user = member.as_ref().map(|m| m.user_id.clone());
+        self.with_shard(|s| s.subscribing(&channel, &a.socket_id, user.as_deref()));
         let answer = match self.room_subscribe(&app, &channel, &sub).await {
             Ok(answer) => answer,
             Err(e) => {
@@ -356,16 +386,31 @@ impl Gateway {
             presence_data(&members)
         });
         self.sql().exec(
-            "INSERT INTO subs (socket, channel, start) VALUES (?, ?, ?) \
-             ON CONFLICT(socket, channel) DO UPDATE SET start = excluded.start",
+            "INSERT INTO subs (socket, channel, start, user) VALUES (?, ?, ?, ?) \
+             ON CONFLICT(socket, channel) DO UPDATE SET start = excluded.start, user = excluded.user",
             Some(vec![
                 a.socket_id.clone().into(),
                 channel.clone().into(),
                 (from as i64).into(),
+                user.map_or(worker::SqlStorageValue::Null, Into::into),
             ]),
         )?;
         let ok = wire::subscription_succeeded_frame(&channel, data.as_ref());
-        let sends = self.with_shard(|s| s.subscribed(&channel, &a.socket_id, from, ok));
+        let mut sends = self.with_shard(|s| s.subscribed(&channel, &a.socket_id, from, ok));
+        if cache {
+            // A cache channel's last event (within its TTL) follows the success, or a miss.
+            let last = answer.frames.iter().rev().find(|f| {
+                f["type"] == "message"
+                    && f["ts"]
+                        .as_u64()
+                        .is_some_and(|ts| now_ms().saturating_sub(ts) <= CACHE_TTL_MS)
+            });
+            let frame = last
+                .and_then(|f| channel_frame(&channel, f))
+                .map_or_else(|| wire::cache_miss_frame(&channel), |(text, _)| text);
+            // The cached event goes first, before anything held for the socket.
+            sends.insert(1, (a.socket_id.clone(), frame));
+        }
         self.send_all(sends);
         Ok(())
     }
@@ -388,6 +433,100 @@ impl Gateway {
             return Err(format!("room answered {}", r.status_code()));
         }
         r.json().await.map_err(|e| e.to_string())
+    }
+
+    /// A `client-` event: only from a subscribed socket, only when the app allows them, at most
+    /// `client_events_per_second`; published into the channel's stream as from this socket,
+    /// so it is never echoed back to it. Refusals are `pusher:error`s; after
+    /// [`MAX_CLIENT_EVENT_REFUSALS`] rate refusals in a row the socket is closed with 4301.
+    async fn client_event(
+        &self,
+        ws: &WebSocket,
+        a: &Attachment,
+        event: &str,
+        channel: &str,
+        data: &str,
+        limits: &Limits,
+    ) -> Result<()> {
+        let refuse = |code: Option<u16>, message: &str| {
+            let _ = ws.send_with_str(wire::error_frame(code, message));
+        };
+        let app = self.app(&a.app_id)?;
+        if !app.client_events {
+            refuse(None, "client events are not enabled for this app");
+            return Ok(());
+        }
+        if !self.with_shard(|s| s.is_active(channel, &a.socket_id)) {
+            refuse(
+                None,
+                &format!("subscribe to {channel} before sending client events"),
+            );
+            return Ok(());
+        }
+        let allowed = {
+            let mut rates = self.rates.borrow_mut();
+            let (rate, refusals) = rates.entry(a.socket_id.clone()).or_default();
+            match rate.allow(now_ms(), limits) {
+                Ok(()) => {
+                    *refusals = 0;
+                    Ok(())
+                }
+                Err(e) => {
+                    *refusals += 1;
+                    Err((e, *refusals))
+                }
+            }
+        };
+        if let Err((e, refusals)) = allowed {
+            if refusals >= MAX_CLIENT_EVENT_REFUSALS {
+                let _ = ws.close(
+                    Some(close::CLIENT_EVENT_REJECTED),
+                    Some("client event rate"),
+                );
+            } else {
+                refuse(e.code(), &e.to_string());
+            }
+            return Ok(());
+        }
+        let user_id = self.with_shard(|s| s.user_of(channel, &a.socket_id).map(str::to_string));
+        let mut body = serde_json::json!({"event": event, "data": data});
+        if let Some(u) = user_id {
+            body["user_id"] = u.into();
+        }
+        let b = RoomBroadcast {
+            body,
+            name: Some("client".into()),
+            idempotency_key: None,
+            key_name: Some("client".into()),
+            sender: Some(socket_sender(&a.socket_id)),
+        };
+        let key = channel_key(&a.app_id, channel);
+        let sent = async {
+            let s = stub(&self.env, Binding::Room, &key).map_err(|e| e.to_string())?;
+            let body = serde_json::to_string(&b).map_err(|e| e.to_string())?;
+            let r = Call::new(Op::RoomBroadcast)
+                .body(body)
+                .header(ROOM_KEY_HEADER, &key)
+                .map_err(|e| e.to_string())?
+                .send(&s)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok::<u16, String>(r.status_code())
+        };
+        match sent.await {
+            Ok(200) => {}
+            Ok(413) => refuse(None, "client event too large"),
+            Ok(429) => refuse(
+                Some(close::CLIENT_EVENT_REJECTED),
+                "the channel is over its rate",
+            ),
+            Ok(s) => refuse(None, &format!("client event not delivered ({s})")),
+            Err(e) => {
+                log_error("pusher_client_event", &e);
+                refuse(None, "client event not delivered");
+            }
+        }
+        Ok(())
     }
 
     /// The socket leaves channels: forgotten here, and in the rooms in the background.
@@ -416,6 +555,7 @@ impl Gateway {
             return Ok(());
         };
         self.sockets.borrow_mut().remove(&a.socket_id);
+        self.rates.borrow_mut().remove(&a.socket_id);
         let channels = self.with_shard(|s| s.channels_of(&a.socket_id));
         self.unsubscribe(&a, &channels)
     }

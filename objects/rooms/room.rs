@@ -354,6 +354,8 @@ impl Room {
                         "offset": published.offset,
                         "duplicate": published.duplicate,
                         "epoch": self.with_core(|c| c.epoch().to_string()),
+                        "subscribers": self.with_core(|c| c.connections()),
+                        "members": self.with_core(|c| c.members().len()),
                     }),
                 )
             }

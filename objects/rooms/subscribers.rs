@@ -48,7 +48,8 @@ impl Room {
         // A repeated subscribe (a retried call) replaces the earlier session.
         let mut effects = self.with_core(|c| c.detach(&conn));
         self.with_core(|c| c.attach(sub.session));
-        let join = serde_json::json!({"type": "join", "name": sub.name, "meta": sub.meta});
+        let join = serde_json::json!({"type": "join", "name": sub.name, "meta": sub.meta,
+            "history": sub.history.unwrap_or(0)});
         let text = join.to_string();
         let mut store = self.store();
         effects.extend(

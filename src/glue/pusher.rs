@@ -176,8 +176,8 @@ async fn rest_call(mut req: Request, env: &Env) -> Result<Response, RestError> {
             let t = rest_body::parse_trigger(&body, &limits)?;
             let mut stats = Vec::new();
             for channel in &t.channels {
-                trigger(env, &app, channel, &t.name, &t.data, t.socket_id.as_deref()).await?;
-                stats.push((channel.clone(), ChannelStats::default()));
+                let s = trigger(env, &app, channel, &t.name, &t.data, t.socket_id.as_deref());
+                stats.push((channel.clone(), s.await?));
             }
             json_ok(&rest_body::trigger_response(t.info, &stats))
         }
@@ -185,12 +185,30 @@ async fn rest_call(mut req: Request, env: &Env) -> Result<Response, RestError> {
             let batch = rest_body::parse_batch(&body, &limits)?;
             let mut entries = Vec::new();
             for t in batch {
+                let mut stats = ChannelStats::default();
                 for channel in &t.channels {
-                    trigger(env, &app, channel, &t.name, &t.data, t.socket_id.as_deref()).await?;
+                    let s = trigger(env, &app, channel, &t.name, &t.data, t.socket_id.as_deref());
+                    stats = s.await?;
                 }
-                entries.push((t.info, ChannelStats::default()));
+                entries.push((t.info, stats));
             }
             json_ok(&rest_body::batch_response(&entries))
+        }
+        ("GET", ["channels", name]) => {
+            let (t, info) = rest_body::channel_query(name, &query, &limits)?;
+            let room = room_info(env, &app, name).await?;
+            let stats = stats_of(&room, t.is_presence());
+            json_ok(&rest_body::channel_response(info, stats))
+        }
+        ("GET", ["channels", name, "users"]) => {
+            rest_body::users_channel(name, &limits)?;
+            let room = room_info(env, &app, name).await?;
+            let ids = room["members"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|m| m["id"].as_str());
+            json_ok(&rest_body::users_response(ids))
         }
         _ => Err(RestError::NotFound(format!("no route for {method} {path}"))),
     }
@@ -200,7 +218,33 @@ fn json_ok(v: &Value) -> Result<Response, RestError> {
     Response::from_json(v).map_err(unexpected)
 }
 
-/// Publishes one event into a channel's room; the room delivers it to the shards.
+/// A channel room's info (`RoomInfo`): its subscribers and presence members.
+async fn room_info(env: &Env, app: &App, channel: &str) -> Result<Value, RestError> {
+    let key = channel_key(&app.id, channel);
+    let s = stub(env, Binding::Room, &key).map_err(unexpected)?;
+    let call = Call::new(Op::RoomInfo)
+        .header(ROOM_KEY_HEADER, &key)
+        .map_err(unexpected)?;
+    let mut r = call.send(&s).await.map_err(unexpected)?;
+    if r.status_code() != 200 {
+        return Err(unexpected(format!(
+            "room {key} answered {}",
+            r.status_code()
+        )));
+    }
+    r.json().await.map_err(unexpected)
+}
+
+/// What `info` reports of a channel, from its room's figures.
+fn stats_of(room: &Value, presence: bool) -> ChannelStats {
+    ChannelStats {
+        subscription_count: room["connections"].as_u64().unwrap_or(0),
+        user_count: presence.then(|| room["members"].as_array().map_or(0, |m| m.len() as u64)),
+    }
+}
+
+/// Publishes one event into a channel's room; the room delivers it to the shards. Answers
+/// the channel's figures as the room had them when it accepted the event.
 async fn trigger(
     env: &Env,
     app: &App,
@@ -208,7 +252,7 @@ async fn trigger(
     event: &str,
     data: &str,
     socket_id: Option<&str>,
-) -> Result<(), RestError> {
+) -> Result<ChannelStats, RestError> {
     let key = channel_key(&app.id, channel);
     let b = RoomBroadcast {
         body: serde_json::json!({"event": event, "data": data}),
@@ -225,7 +269,15 @@ async fn trigger(
         .map_err(unexpected)?;
     let mut r = call.send(&s).await.map_err(unexpected)?;
     match r.status_code() {
-        200 => Ok(()),
+        200 => {
+            let v: Value = r.json().await.map_err(unexpected)?;
+            Ok(ChannelStats {
+                subscription_count: v["subscribers"].as_u64().unwrap_or(0),
+                user_count: channel
+                    .starts_with("presence-")
+                    .then(|| v["members"].as_u64().unwrap_or(0)),
+            })
+        }
         413 => Err(RestError::PayloadTooLarge(format!(
             "event too large for channel {channel}"
         ))),

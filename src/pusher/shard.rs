@@ -44,6 +44,8 @@ pub type Sends = Vec<(String, String)>;
 pub struct Shard {
     /// Channel → socket → subscription.
     channels: BTreeMap<String, BTreeMap<String, Sub>>,
+    /// (channel, socket) → the presence member's user id, on presence channels.
+    users: BTreeMap<(String, String), String>,
     /// Channel → the last message offset handed on.
     last: BTreeMap<String, u64>,
 }
@@ -55,7 +57,11 @@ impl Shard {
     }
 
     /// Restores a subscription (the object woke up): messages after `from` are the socket's.
-    pub fn restore(&mut self, channel: &str, socket: &str, from: u64) {
+    pub fn restore(&mut self, channel: &str, socket: &str, from: u64, user: Option<&str>) {
+        if let Some(u) = user {
+            self.users
+                .insert((channel.to_string(), socket.to_string()), u.to_string());
+        }
         self.channels
             .entry(channel.to_string())
             .or_default()
@@ -93,8 +99,28 @@ impl Shard {
         self.channels.get(channel).map_or(0, BTreeMap::len)
     }
 
-    /// A socket starts subscribing: frames for it are held until [`Self::subscribed`].
-    pub fn subscribing(&mut self, channel: &str, socket: &str) {
+    /// The presence user id `socket` subscribed to `channel` as.
+    pub fn user_of(&self, channel: &str, socket: &str) -> Option<&str> {
+        self.users
+            .get(&(channel.to_string(), socket.to_string()))
+            .map(String::as_str)
+    }
+
+    /// Whether `socket`'s subscription to `channel` is complete (not pending).
+    pub fn is_active(&self, channel: &str, socket: &str) -> bool {
+        matches!(
+            self.channels.get(channel).and_then(|m| m.get(socket)),
+            Some(Sub::From(_))
+        )
+    }
+
+    /// A socket starts subscribing: frames for it are held until [`Self::subscribed`]. A
+    /// presence member's `user` is kept for its client events.
+    pub fn subscribing(&mut self, channel: &str, socket: &str, user: Option<&str>) {
+        if let Some(u) = user {
+            self.users
+                .insert((channel.to_string(), socket.to_string()), u.to_string());
+        }
         self.channels
             .entry(channel.to_string())
             .or_default()
@@ -129,6 +155,8 @@ impl Shard {
     /// The socket left the channel (unsubscribed, refused, or closed). Returns whether the
     /// channel has no subscriber left here.
     pub fn unsubscribe(&mut self, channel: &str, socket: &str) -> bool {
+        self.users
+            .remove(&(channel.to_string(), socket.to_string()));
         let Some(m) = self.channels.get_mut(channel) else {
             return true;
         };
@@ -174,7 +202,7 @@ impl Shard {
                     continue; // already handed on (a retried or refilled delivery)
                 }
             }
-            let Some((text, from)) = pusher_frame(channel, &d.frame) else {
+            let Some((text, from)) = channel_frame(channel, &d.frame) else {
                 continue;
             };
             let Some(m) = self.channels.get_mut(channel) else {
@@ -202,7 +230,7 @@ impl Shard {
 }
 
 /// The Pusher frame of a room frame on `channel`, and the sender id of a message.
-fn pusher_frame(channel: &str, frame: &Value) -> Option<(String, Option<String>)> {
+pub fn channel_frame(channel: &str, frame: &Value) -> Option<(String, Option<String>)> {
     let member = |f: &Value| Member {
         user_id: f["member"]["id"].as_str().unwrap_or_default().to_string(),
         user_info: f["member"].get("meta").cloned().filter(|v| !v.is_null()),
@@ -257,9 +285,9 @@ mod tests {
     #[test]
     fn a_delivery_reaches_every_subscribed_socket_once_in_order() {
         let mut s = Shard::new();
-        s.restore("news", "1.1", 0);
-        s.restore("news", "1.2", 0);
-        s.restore("other", "1.3", 0);
+        s.restore("news", "1.1", 0, None);
+        s.restore("news", "1.2", 0, None);
+        s.restore("other", "1.3", 0, None);
         let out = s.deliver("news", &[msg(1, "a"), msg(2, "b")]);
         assert_eq!(
             events(&out),
@@ -287,7 +315,7 @@ mod tests {
     #[test]
     fn a_gap_is_reported_and_refilled_frames_are_not_repeated() {
         let mut s = Shard::new();
-        s.restore("news", "1.1", 3);
+        s.restore("news", "1.1", 3, None);
         assert_eq!(s.gap("news", &[msg(4, "x")]), None);
         assert_eq!(s.gap("news", &[msg(6, "x")]), Some(3));
         assert_eq!(s.gap("unknown", &[msg(6, "x")]), None);
@@ -299,8 +327,8 @@ mod tests {
     #[test]
     fn the_sender_and_the_excluded_socket_do_not_get_their_event() {
         let mut s = Shard::new();
-        s.restore("private-x", "1.1", 0);
-        s.restore("private-x", "1.2", 0);
+        s.restore("private-x", "1.1", 0, None);
+        s.restore("private-x", "1.2", 0, None);
         let mut m = msg(1, "client-typing");
         m.frame["from"]["id"] = json!(socket_sender("1.1"));
         assert_eq!(
@@ -318,7 +346,7 @@ mod tests {
     #[test]
     fn frames_for_a_pending_subscription_follow_its_success() {
         let mut s = Shard::new();
-        s.subscribing("news", "1.1");
+        s.subscribing("news", "1.1", None);
         // Offset 5 was already in the stream when the room accepted it (from = 5).
         assert!(s
             .deliver("news", &[msg(5, "old"), msg(6, "new")])
@@ -332,7 +360,7 @@ mod tests {
     #[test]
     fn presence_frames_become_member_events() {
         let mut s = Shard::new();
-        s.restore("presence-r", "1.1", 0);
+        s.restore("presence-r", "1.1", 0, None);
         let joined = Delivered {
             frame: json!({"type": "joined", "member": {"id": "u2", "name": "u2", "meta": {"n": "Bo"}, "conns": 1}}),
             to: None,
@@ -357,11 +385,25 @@ mod tests {
     }
 
     #[test]
+    fn presence_users_are_kept_per_subscription() {
+        let mut s = Shard::new();
+        s.subscribing("presence-r", "1.1", Some("u1"));
+        assert!(!s.is_active("presence-r", "1.1"));
+        s.subscribed("presence-r", "1.1", 0, "ok".into());
+        assert!(s.is_active("presence-r", "1.1"));
+        assert_eq!(s.user_of("presence-r", "1.1"), Some("u1"));
+        s.restore("presence-q", "1.2", 0, Some("u2"));
+        assert_eq!(s.user_of("presence-q", "1.2"), Some("u2"));
+        s.remove_socket("1.1");
+        assert_eq!(s.user_of("presence-r", "1.1"), None);
+    }
+
+    #[test]
     fn sockets_leave_and_empty_channels_are_forgotten() {
         let mut s = Shard::new();
-        s.restore("a", "1.1", 0);
-        s.restore("b", "1.1", 0);
-        s.restore("a", "1.2", 0);
+        s.restore("a", "1.1", 0, None);
+        s.restore("b", "1.1", 0, None);
+        s.restore("a", "1.2", 0, None);
         assert_eq!(s.count_of("1.1"), 2);
         assert_eq!(
             s.remove_socket("1.1"),

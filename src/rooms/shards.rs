@@ -59,6 +59,9 @@ pub struct Subscribe {
     /// Member information shown to others (a presence channel's `user_info`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub meta: Option<Value>,
+    /// Latest messages to replay in the answer (a cache channel asks for its last event).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history: Option<usize>,
 }
 
 /// The room's answer to [`Subscribe`].
@@ -128,6 +131,7 @@ mod tests {
             session,
             name: "u1".into(),
             meta: Some(serde_json::json!({"n": 1})),
+            history: None,
         };
         let back: Subscribe = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
         assert_eq!(back, s);

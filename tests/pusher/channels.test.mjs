@@ -126,3 +126,147 @@ test("REST calls with a bad signature or an old timestamp are refused with 401",
   assert.equal(r.status, 401);
   assert.match(await r.text(), /timestamp/i);
 });
+
+/** A pusher-js client that signs private and presence channels with the SDK, as `user`. */
+function signed(user, info = {}) {
+  const sdk = rest();
+  return client({
+    channelAuthorization: {
+      customHandler: ({ socketId, channelName }, cb) => {
+        cb(null, channelName.startsWith("presence-")
+          ? sdk.authorizeChannel(socketId, channelName, { user_id: user, user_info: info })
+          : sdk.authorizeChannel(socketId, channelName));
+      },
+    },
+  });
+}
+
+const shardOf = (socketId) => BigInt(socketId.split(".")[0]) % 1024n;
+
+test("presence: one member per user across shards, member_added and member_removed once", async () => {
+  // Two sockets of user u1 on different shards (the socket id tells the shard).
+  const u1 = [];
+  while (u1.length < 2) {
+    const p = signed("u1", { name: "Ann" });
+    const id = await connected(p);
+    if (u1.length === 0 || shardOf(id) !== shardOf(u1[0].id)) u1.push({ p, id });
+    else p.disconnect();
+    assert.ok(u1.length === 2 || true);
+  }
+  assert.notEqual(shardOf(u1[0].id), shardOf(u1[1].id));
+  const room = `presence-team-${process.pid}`;
+  const first = u1[0].p.subscribe(room);
+  const members1 = await subscribed(first);
+  assert.equal(members1.count, 1);
+  assert.deepEqual(members1.me, { id: "u1", info: { name: "Ann" } });
+  const added = [];
+  const removed = [];
+  first.bind("pusher:member_added", (m) => added.push(m.id));
+  first.bind("pusher:member_removed", (m) => removed.push(m.id));
+  // The same user on another shard: still one member, no member_added.
+  const second = u1[1].p.subscribe(room);
+  const members2 = await subscribed(second);
+  assert.equal(members2.count, 1);
+  // Another user: one member_added for it.
+  const b = signed("u2", { name: "Bo" });
+  await connected(b);
+  const theirs = b.subscribe(room);
+  const members3 = await subscribed(theirs);
+  assert.equal(members3.count, 2);
+  assert.deepEqual(Object.keys(members3.members).sort(), ["u1", "u2"]);
+  await waitFor(() => added.length === 1);
+  assert.deepEqual(added, ["u2"]);
+  // The REST view agrees: two users, three subscriptions.
+  const sdk = rest();
+  const info = await (await sdk.get({ path: `/channels/${room}`, params: { info: "user_count,subscription_count" } })).json();
+  assert.deepEqual(info, { occupied: true, user_count: 2, subscription_count: 3 });
+  const users = await (await sdk.get({ path: `/channels/${room}/users` })).json();
+  assert.deepEqual(users.users.map((u) => u.id).sort(), ["u1", "u2"]);
+  // One of u1's sockets leaves: u1 is still a member. Then u2 leaves: member_removed once.
+  u1[1].p.disconnect();
+  b.disconnect();
+  await waitFor(() => removed.length === 1);
+  await new Promise((r) => setTimeout(r, 300));
+  assert.deepEqual(removed, ["u2"]);
+  u1[0].p.disconnect();
+});
+
+async function waitFor(cond, ms = 5000) {
+  const deadline = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error("timed out waiting");
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+test("client events: to the other subscribers only, with user_id on presence channels", async () => {
+  const [a, b] = [signed("ua"), signed("ub")];
+  await Promise.all([connected(a), connected(b)]);
+  const room = `presence-chat-${process.pid}`;
+  const [ca, cb] = [a.subscribe(room), b.subscribe(room)];
+  await Promise.all([subscribed(ca), subscribed(cb)]);
+  const echoed = [];
+  ca.bind("client-typing", (d) => echoed.push(d));
+  const got = new Promise((resolve) => cb.bind("client-typing", (d, meta) => resolve({ d, meta })));
+  assert.equal(ca.trigger("client-typing", { on: true }), true);
+  const { d, meta } = await got;
+  assert.deepEqual(d, { on: true });
+  assert.equal(meta.user_id, "ua");
+  await new Promise((r) => setTimeout(r, 300));
+  assert.deepEqual(echoed, [], "never echoed to the sender");
+  // Public channels take no client events: the server answers with an error.
+  const pub = a.subscribe(`public-${process.pid}`);
+  await subscribed(pub);
+  const error = new Promise((resolve) => a.connection.bind("error", resolve));
+  a.send_event("client-x", {}, `public-${process.pid}`);
+  assert.match(JSON.stringify(await error), /client/i);
+  a.disconnect(); b.disconnect();
+});
+
+test("client events over the rate get 4301 errors, then the socket is closed with 4301", async () => {
+  const a = signed("flood");
+  await connected(a);
+  const ch = a.subscribe(`private-flood-${process.pid}`);
+  await subscribed(ch);
+  const codes = [];
+  a.connection.bind("error", (e) => codes.push(e.error?.data?.code ?? e.data?.code));
+  const closed = new Promise((resolve) => a.connection.bind("state_change", ({ current }) => {
+    if (current === "disconnected" || current === "failed") resolve(current);
+  }));
+  for (let i = 0; i < 40; i++) ch.trigger("client-spam", { i });
+  assert.equal(await closed, "disconnected");
+  assert.ok(codes.filter((c) => c === 4301).length >= 9, JSON.stringify(codes));
+  a.disconnect();
+});
+
+test("cache channels: a miss first, then the last event right after subscribing", async () => {
+  const room = `cache-price-${process.pid}`;
+  const p = client();
+  await connected(p);
+  const first = p.subscribe(room);
+  const miss = new Promise((resolve) => first.bind("pusher:cache_miss", () => resolve(true)));
+  await subscribed(first);
+  assert.equal(await miss, true);
+  await rest().trigger(room, "price", { usd: 1 });
+  await rest().trigger(room, "price", { usd: 2 });
+  const q = client();
+  await connected(q);
+  const second = q.subscribe(room);
+  const last = new Promise((resolve) => second.bind("price", resolve));
+  await subscribed(second);
+  assert.deepEqual(await last, { usd: 2 });
+  p.disconnect(); q.disconnect();
+});
+
+test("trigger info and channel info report subscriptions", async () => {
+  const p = client();
+  await connected(p);
+  const room = `stats-${process.pid}`;
+  await subscribed(p.subscribe(room));
+  const r = await rest().trigger(room, "e", {}, { info: "subscription_count" });
+  assert.deepEqual(await r.json(), { channels: { [room]: { subscription_count: 1 } } });
+  const info = await (await rest().get({ path: `/channels/${room}`, params: { info: "subscription_count" } })).json();
+  assert.deepEqual(info, { occupied: true, subscription_count: 1 });
+  p.disconnect();
+  await waitFor(async () => true);
+});
