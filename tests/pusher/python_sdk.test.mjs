@@ -268,3 +268,30 @@ test("python SDK: a non-presence users_info is a 400 (PusherBadRequest)", async 
   const [r] = await py([{ method: "users_info", args: [uniq("py-not-presence")] }]);
   assert.equal(r.error, "PusherBadRequest", JSON.stringify(r));
 });
+
+test("python SDK: Pusher limits as the SDK sees them (413 data, 400 for 11 batch events, 101 channels refused by the SDK)", async () => {
+  const room = uniq("py-limits");
+  const p = client();
+  await connected(p);
+  const ch = p.subscribe(room);
+  await subscribed(ch);
+  const got = record(ch);
+  const big = "x".repeat(10 * 1024 + 1); // over Pusher's 10 KB, under the SDK's own 30 KB check
+  const eleven = Array.from({ length: 11 }, (_, i) => ({ channel: room, name: "b", data: String(i) }));
+  const channels = Array.from({ length: 101 }, (_, i) => `${room}-${i}`);
+  const results = await py([
+    { method: "trigger", args: [room, "big", big] },
+    { method: "trigger_batch", args: [eleven] },
+    { method: "trigger", args: [room, "ok", "small"] },
+  ]);
+  assert.equal(results[0].error, "PusherBadStatus", JSON.stringify(results[0]));
+  assert.match(results[0].message, /^413: /);
+  assert.equal(results[1].error, "PusherBadRequest", JSON.stringify(results[1]));
+  assert.deepEqual(results[2], { ok: {} });
+  // 101 channels: the SDK itself refuses (ValueError) before sending.
+  const [tooMany] = await py([{ method: "trigger", args: [channels, "e", "x"] }]);
+  assert.equal(tooMany.error, "ValueError");
+  await waitFor(() => got.length === 1, "the small event");
+  await settle();
+  assert.deepEqual(got, [["ok", "small"]], "nothing of the refused requests was delivered");
+});
