@@ -240,7 +240,8 @@ test("a Python signature made with the wrong secret is refused and the socket st
     },
   });
   await connected(p);
-  await assert.rejects(subscribed(p.subscribe(uniq("private-py-forged"))), /subscription_error/);
+  await assert.rejects(subscribed(p.subscribe(uniq("private-py-forged"))),
+    { message: 'subscription_error {"error":"invalid signature","status":401,"type":"AuthError"}' });
   const pub = p.subscribe(uniq("py-after-forged"));
   await subscribed(pub);
   assert.equal(p.connection.state, "connected");
