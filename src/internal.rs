@@ -102,6 +102,10 @@ pub enum Op {
     GatewaySocket,
     /// Gateway: frames of one channel for the shard's subscribed sockets, in offset order.
     GatewayDeliver,
+    /// Gateway: close the sockets signed in as one user (REST `terminate_connections`).
+    GatewayTerminate,
+    /// Gateway: the channels its sockets subscribe to, with counts and presence users.
+    GatewayChannels,
 }
 
 /// Every operation with the namespaces that answer it, its path and whether it takes a body.
@@ -157,6 +161,18 @@ const OPS: &[(Op, &[Binding], &str, bool)] = &[
     (Op::BenchPanic, &[Binding::Bench], "/__panic", true),
     (Op::GatewaySocket, &[Binding::Gateway], "/__ws", false),
     (Op::GatewayDeliver, &[Binding::Gateway], "/__deliver", true),
+    (
+        Op::GatewayTerminate,
+        &[Binding::Gateway],
+        "/__terminate",
+        true,
+    ),
+    (
+        Op::GatewayChannels,
+        &[Binding::Gateway],
+        "/__channels",
+        false,
+    ),
 ];
 
 impl Op {

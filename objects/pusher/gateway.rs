@@ -24,7 +24,7 @@ use crate::objects::sessions::session::{raw_state, spawn};
 use crate::objects::socket::finish_close;
 use crate::pusher::apps::App;
 use crate::pusher::authorize::{self, Admitted, SubscribeRequest};
-use crate::pusher::presence::{presence_data, Member};
+use crate::pusher::presence::{presence_data, Member, SigninUser};
 use crate::pusher::shard::{channel_frame, socket_sender, Sends, Shard};
 use crate::pusher::wire::{self, close, ClientEventRate, ClientFrame};
 use crate::pusher::{sign, Limits};
@@ -37,9 +37,12 @@ use crate::rooms::shards::{
 
 /// What a socket's attachment holds.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct Attachment {
-    socket_id: String,
-    app_id: String,
+pub(super) struct Attachment {
+    pub(super) socket_id: String,
+    pub(super) app_id: String,
+    /// The user it signed in as (`pusher:signin`): id and `user_info`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) user: Option<(String, Option<serde_json::Value>)>,
 }
 
 const SCHEMA: &[&str] = &[
@@ -51,12 +54,12 @@ const SCHEMA: &[&str] = &[
 /// The Gateway object.
 #[durable_object]
 pub struct Gateway {
-    state: State,
-    env: Env,
+    pub(super) state: State,
+    pub(super) env: Env,
     /// Subscriptions, loaded on first use after construction (or after waking).
-    shard: RefCell<Option<Shard>>,
+    pub(super) shard: RefCell<Option<Shard>>,
     /// Open sockets by socket id, rebuilt with the shard.
-    sockets: RefCell<HashMap<String, WebSocket>>,
+    pub(super) sockets: RefCell<HashMap<String, WebSocket>>,
     /// Client event budgets and refusals in a row, per socket (in memory only).
     rates: RefCell<HashMap<String, (ClientEventRate, u32)>>,
 }
@@ -130,11 +133,8 @@ impl DurableObject for Gateway {
                 self.client_event(&ws, &a, &event, &channel, &data, &limits)
                     .await?;
             }
-            Ok(ClientFrame::Signin { .. }) => {
-                let _ = ws.send_with_str(wire::error_frame(
-                    None,
-                    "this gateway does not accept signin yet",
-                ));
+            Ok(ClientFrame::Signin { auth, user_data }) => {
+                self.signin(&ws, &a, &auth, &user_data, &limits)?;
             }
             Err(e) => {
                 let _ = ws.send_with_str(wire::error_frame(e.code(), &e.to_string()));
@@ -168,6 +168,8 @@ impl Gateway {
         match op {
             Op::GatewaySocket => self.accept(&req),
             Op::GatewayDeliver => self.deliver(req).await,
+            Op::GatewayTerminate => self.terminate(req).await,
+            Op::GatewayChannels => self.channels(),
             _ => Err(ApiError::not_found(
                 "not_found",
                 "no such gateway operation",
@@ -213,7 +215,7 @@ impl Gateway {
         Ok(())
     }
 
-    fn with_shard<T>(&self, f: impl FnOnce(&mut Shard) -> T) -> T {
+    pub(super) fn with_shard<T>(&self, f: impl FnOnce(&mut Shard) -> T) -> T {
         let mut guard = self.shard.borrow_mut();
         f(guard.as_mut().expect("ensure_loaded ran first"))
     }
@@ -263,6 +265,7 @@ impl Gateway {
         let a = Attachment {
             socket_id: socket_id.clone(),
             app_id,
+            user: None,
         };
         pair.server.serialize_attachment(&a).map_err(internal)?;
         // pusher-js's ping, answered by the runtime without waking the object.
@@ -283,7 +286,7 @@ impl Gateway {
             .empty())
     }
 
-    fn app(&self, app_id: &str) -> Result<App> {
+    pub(super) fn app(&self, app_id: &str) -> Result<App> {
         let apps = apps(&self.env).map_err(|e| worker::Error::RustError(e.to_string()))?;
         apps.by_id(app_id)
             .cloned()
@@ -316,15 +319,27 @@ impl Gateway {
             return Ok(());
         }
         let app = self.app(&a.app_id)?;
-        let member =
-            match authorize::subscribe(&app.key, &app.secret, &a.socket_id, req, None, limits) {
-                Ok(Admitted::Channel) => None,
-                Ok(Admitted::Member(m)) => Some(m),
-                Err(e) => {
-                    refuse(&e.to_string(), e.status());
-                    return Ok(());
-                }
-            };
+        let signed_in = a.user.as_ref().map(|(id, info)| SigninUser {
+            id: id.clone(),
+            user_info: info.clone(),
+            watchlist: Vec::new(),
+        });
+        let admitted = authorize::subscribe(
+            &app.key,
+            &app.secret,
+            &a.socket_id,
+            req,
+            signed_in.as_ref(),
+            limits,
+        );
+        let member = match admitted {
+            Ok(Admitted::Channel) => None,
+            Ok(Admitted::Member(m)) => Some(m),
+            Err(e) => {
+                refuse(&e.to_string(), e.status());
+                return Ok(());
+            }
+        };
         let presence = member.is_some();
         let mut session = Session::new(
             a.socket_id.clone(),

@@ -3,6 +3,8 @@
 //! the channels' rooms. Answers and errors are Pusher's (plain-text REST errors, close codes),
 //! not the native API's JSON.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use serde_json::Value;
 use worker::{Env, Request, Response, WebSocketPair};
 
@@ -59,8 +61,10 @@ pub(crate) fn shards(env: &Env) -> Result<u32, ApiError> {
 }
 
 /// Whether the router hands this path to the Pusher edge.
+/// (`/users/{id}/terminate_connections` without the `/apps/{id}` prefix is the path the
+/// Python SDK 3.3.4 sends; its app is the one of its `auth_key`.)
 pub(crate) fn owns(path: &str) -> bool {
-    path.starts_with("/app/") || path.starts_with("/apps/")
+    path.starts_with("/app/") || path.starts_with("/apps/") || path.starts_with("/users/")
 }
 
 /// Handles a Pusher request: a socket or a REST call.
@@ -144,15 +148,28 @@ fn unexpected(e: impl std::fmt::Display) -> RestError {
 /// A signed REST call: authenticated against the app of its path, then dispatched.
 async fn rest_call(mut req: Request, env: &Env) -> Result<Response, RestError> {
     let path = req.path();
-    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    let app_id = segments.get(1).copied().unwrap_or_default().to_string();
+    let mut segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let url = req.url().map_err(unexpected)?;
+    let query = rest::parse_query(url.query().unwrap_or(""))?;
     let apps = apps(env).map_err(unexpected)?;
-    let app = apps.by_id(&app_id).ok_or(RestError::AppNotFound)?.clone();
+    let app = if segments.first() == Some(&"users") {
+        // The Python SDK's terminate path: the app is the one whose key signed it.
+        let key = query
+            .iter()
+            .find(|(k, _)| k == "auth_key")
+            .map(|(_, v)| v.as_str());
+        let app = key
+            .and_then(|k| apps.by_key(k))
+            .ok_or(RestError::AppNotFound)?;
+        segments.splice(0..0, ["apps", app.id.as_str()]);
+        app.clone()
+    } else {
+        let app_id = segments.get(1).copied().unwrap_or_default();
+        apps.by_id(app_id).ok_or(RestError::AppNotFound)?.clone()
+    };
     if !app.enabled {
         return Err(RestError::AppDisabled);
     }
-    let url = req.url().map_err(unexpected)?;
-    let query = rest::parse_query(url.query().unwrap_or(""))?;
     let body = read_body(&mut req, MAX_REST_BODY_BYTES)
         .await
         .map_err(|e| match e {
@@ -210,8 +227,68 @@ async fn rest_call(mut req: Request, env: &Env) -> Result<Response, RestError> {
                 .filter_map(|m| m["id"].as_str());
             json_ok(&rest_body::users_response(ids))
         }
+        ("POST", ["users", user, "terminate_connections"]) => {
+            rest_body::validate_user_id(user, &limits)?;
+            let body = serde_json::json!({ "user_id": user }).to_string();
+            for answer in each_shard(env, &app, Call::new(Op::GatewayTerminate).body(body)).await {
+                answer?;
+            }
+            json_ok(&serde_json::json!({}))
+        }
+        ("GET", ["channels"]) => {
+            let q = rest_body::channels_query(&query)?;
+            // Every shard reports its share; counts add up, presence users are merged.
+            let mut merged: BTreeMap<String, (u64, BTreeSet<String>)> = BTreeMap::new();
+            for answer in each_shard(env, &app, Call::new(Op::GatewayChannels)).await {
+                for c in answer?["channels"].as_array().into_iter().flatten() {
+                    let Some(name) = c["name"].as_str() else {
+                        continue;
+                    };
+                    let e = merged.entry(name.to_string()).or_default();
+                    e.0 += c["subscriptions"].as_u64().unwrap_or(0);
+                    let users = c["users"].as_array().into_iter().flatten();
+                    e.1.extend(users.filter_map(|u| u.as_str().map(str::to_string)));
+                }
+            }
+            let list: Vec<(String, ChannelStats)> = merged
+                .into_iter()
+                .map(|(name, (subs, users))| {
+                    let presence = name.starts_with("presence-");
+                    let stats = ChannelStats {
+                        subscription_count: subs,
+                        user_count: presence.then_some(users.len() as u64),
+                    };
+                    (name, stats)
+                })
+                .collect();
+            json_ok(&rest_body::channels_response(&q, &list))
+        }
         _ => Err(RestError::NotFound(format!("no route for {method} {path}"))),
     }
+}
+
+/// Sends `call` to every gateway shard of the app at once; their JSON answers, in shard order.
+async fn each_shard(env: &Env, app: &App, call: Call) -> Vec<Result<Value, RestError>> {
+    let n = match shards(env) {
+        Ok(n) => n,
+        Err(e) => return vec![Err(unexpected(e))],
+    };
+    let calls = (0..n).map(|i| {
+        let call = call.clone();
+        async move {
+            let name = format!("{}:{i}", app.id);
+            let s = stub(env, Binding::Gateway, &name).map_err(unexpected)?;
+            let mut r = call.send(&s).await.map_err(unexpected)?;
+            if r.status_code() != 200 {
+                return Err(unexpected(format!(
+                    "shard {name} answered {}",
+                    r.status_code()
+                )));
+            }
+            r.json::<Value>().await.map_err(unexpected)
+        }
+    });
+    futures_util::future::join_all(calls).await
 }
 
 fn json_ok(v: &Value) -> Result<Response, RestError> {

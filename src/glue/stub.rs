@@ -19,6 +19,7 @@ pub(crate) fn stub(env: &Env, binding: Binding, name: &str) -> Result<Stub, ApiE
 }
 
 /// One internal call, built up before it is sent.
+#[derive(Clone)]
 pub(crate) struct Call {
     op: Op,
     query: Option<String>,

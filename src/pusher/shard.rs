@@ -94,6 +94,23 @@ impl Shard {
             .count()
     }
 
+    /// Every channel with subscribers here: its subscribed sockets and, on presence channels,
+    /// the distinct user ids among them.
+    pub fn occupied(&self) -> Vec<(String, usize, Vec<String>)> {
+        self.channels
+            .iter()
+            .map(|(c, m)| {
+                let mut users: Vec<String> = m
+                    .keys()
+                    .filter_map(|s| self.user_of(c, s).map(str::to_string))
+                    .collect();
+                users.sort();
+                users.dedup();
+                (c.clone(), m.len(), users)
+            })
+            .collect()
+    }
+
     /// The shard's subscribed sockets of `channel`.
     pub fn subscribers(&self, channel: &str) -> usize {
         self.channels.get(channel).map_or(0, BTreeMap::len)
@@ -394,6 +411,14 @@ mod tests {
         assert_eq!(s.user_of("presence-r", "1.1"), Some("u1"));
         s.restore("presence-q", "1.2", 0, Some("u2"));
         assert_eq!(s.user_of("presence-q", "1.2"), Some("u2"));
+        s.restore("presence-q", "1.3", 0, Some("u2"));
+        assert_eq!(
+            s.occupied(),
+            vec![
+                ("presence-q".to_string(), 2, vec!["u2".to_string()]),
+                ("presence-r".to_string(), 1, vec!["u1".to_string()])
+            ]
+        );
         s.remove_socket("1.1");
         assert_eq!(s.user_of("presence-r", "1.1"), None);
     }

@@ -270,3 +270,81 @@ test("trigger info and channel info report subscriptions", async () => {
   p.disconnect();
   await waitFor(async () => true);
 });
+
+/** A pusher-js client that signs in as `user` through the SDK's authenticateUser. */
+function signedIn(user) {
+  const sdk = rest();
+  return client({
+    userAuthentication: {
+      customHandler: ({ socketId }, cb) => cb(null, sdk.authenticateUser(socketId, { id: user, user_info: { n: user } })),
+    },
+  });
+}
+
+test("signin, events to a user on every socket of theirs, and terminating their connections", async () => {
+  const user = `user-${process.pid}`;
+  const [a, b, other] = [signedIn(user), signedIn(user), signedIn(`other-${process.pid}`)];
+  await Promise.all([a, b, other].map(connected));
+  const ready = (p) => new Promise((resolve) => p.user.signinDonePromise.then(resolve));
+  [a, b, other].forEach((p) => p.signin());
+  await Promise.all([a, b, other].map(ready));
+  // pusher-js subscribes #server-to-user-{id} after signing in; wait for the channel.
+  await waitFor(() => [a, b].every((p) => p.user.serverToUserChannel?.subscribed));
+  const gotA = new Promise((resolve) => a.user.bind("notice", resolve));
+  const gotB = new Promise((resolve) => b.user.bind("notice", resolve));
+  const stray = [];
+  other.user.bind("notice", (d) => stray.push(d));
+  const r = await rest().sendToUser(user, "notice", { hi: 1 });
+  assert.equal(r.status, 200);
+  assert.deepEqual(await Promise.all([gotA, gotB]), [{ hi: 1 }, { hi: 1 }]);
+  // Another user's server-to-user channel is refused (pusher-js will not even try: a raw socket).
+  const { WebSocket } = require("ws");
+  const raw = new WebSocket(`ws://127.0.0.1:${server.port}/app/${APP.key}?protocol=7`);
+  const frames = [];
+  raw.on("message", (m) => frames.push(JSON.parse(m.toString())));
+  await waitFor(() => frames.length === 1);
+  raw.send(JSON.stringify({ event: "pusher:subscribe", data: { channel: `#server-to-user-${user}` } }));
+  await waitFor(() => frames.length === 2);
+  assert.equal(frames[1].event, "pusher:subscription_error", JSON.stringify(frames[1]));
+  raw.close();
+  // Terminate: both of the user's sockets are closed, the others stay.
+  const closed = (p) => new Promise((resolve) => p.connection.bind("state_change", ({ current }) => {
+    if (current === "disconnected" || current === "unavailable" || current === "connecting") resolve(current);
+  }));
+  const [ca, cb] = [closed(a), closed(b)];
+  const t = await rest().terminateUserConnections(user);
+  assert.equal(t.status, 200);
+  await Promise.all([ca, cb]);
+  await new Promise((r) => setTimeout(r, 300));
+  assert.equal(other.connection.state, "connected");
+  assert.deepEqual(stray, []);
+  [a, b, other].forEach((p) => p.disconnect());
+});
+
+test("GET /channels lists occupied channels, by prefix, with presence user counts", async () => {
+  const tag = `list${process.pid}`;
+  const ps = [signed("l1"), signed("l2"), client()];
+  await Promise.all(ps.map(connected));
+  await Promise.all([
+    subscribed(ps[0].subscribe(`presence-${tag}`)),
+    subscribed(ps[1].subscribe(`presence-${tag}`)),
+    subscribed(ps[2].subscribe(`${tag}-public`)),
+  ]);
+  const sdk = rest();
+  const all = await (await sdk.get({ path: "/channels" })).json();
+  assert.ok(all.channels[`${tag}-public`], JSON.stringify(all));
+  assert.ok(all.channels[`presence-${tag}`], JSON.stringify(all));
+  const presence = await (await sdk.get({ path: "/channels", params: { filter_by_prefix: "presence-", info: "user_count" } })).json();
+  assert.deepEqual(presence.channels[`presence-${tag}`], { user_count: 2 });
+  assert.ok(!presence.channels[`${tag}-public`]);
+  ps.forEach((p) => p.disconnect());
+  // Once everyone left, the channels are no longer listed.
+  await waitFor(async () => true);
+  const deadline = Date.now() + 5000;
+  for (;;) {
+    const after = await (await sdk.get({ path: "/channels" })).json();
+    if (!after.channels[`${tag}-public`] && !after.channels[`presence-${tag}`]) break;
+    assert.ok(Date.now() < deadline, JSON.stringify(after));
+    await new Promise((r) => setTimeout(r, 200));
+  }
+});
