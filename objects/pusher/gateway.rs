@@ -49,6 +49,7 @@ const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS subs (socket TEXT NOT NULL, channel TEXT NOT NULL, \
      start INTEGER NOT NULL, user TEXT, PRIMARY KEY (socket, channel))",
+    "CREATE TABLE IF NOT EXISTS handed (channel TEXT PRIMARY KEY, last INTEGER NOT NULL)",
 ];
 
 /// The Gateway object.
@@ -204,6 +205,17 @@ impl Gateway {
         for r in rows {
             let from = r.start.max(0) as u64;
             shard.restore(&r.channel, &r.socket, from, r.user.as_deref());
+        }
+        #[derive(Deserialize)]
+        struct Handed {
+            channel: String,
+            last: i64,
+        }
+        let handed: Vec<Handed> = sql
+            .exec("SELECT channel, last FROM handed", None)?
+            .to_array()?;
+        for h in handed {
+            shard.restore_last(&h.channel, h.last.max(0) as u64);
         }
         let mut sockets = self.sockets.borrow_mut();
         for ws in self.state.get_websockets() {
@@ -378,13 +390,14 @@ impl Gateway {
         let welcome = answer.frames.iter().find(|f| f["type"] == "welcome");
         let (true, Some(welcome)) = (answer.subscribed, welcome) else {
             self.with_shard(|s| s.unsubscribe(&channel, &a.socket_id));
-            let why = answer
-                .frames
-                .iter()
-                .find_map(|f| f["message"].as_str())
+            let refusal = answer.frames.iter().find(|f| f["type"] == "error");
+            let why = refusal
+                .and_then(|f| f["message"].as_str())
                 .unwrap_or("the channel is unavailable")
                 .to_string();
-            refuse(&why, 503);
+            // A full presence channel is a refusal (403), anything else the channel's trouble.
+            let full = refusal.is_some_and(|f| f["code"] == "room_full");
+            refuse(&why, if full { 403 } else { 503 });
             return Ok(());
         };
         let from = welcome["offset"].as_u64().unwrap_or(0);
@@ -547,7 +560,12 @@ impl Gateway {
     /// The socket leaves channels: forgotten here, and in the rooms in the background.
     fn unsubscribe(&self, a: &Attachment, channels: &[String]) -> Result<()> {
         for c in channels {
-            self.with_shard(|s| s.unsubscribe(c, &a.socket_id));
+            if self.with_shard(|s| s.unsubscribe(c, &a.socket_id)) {
+                self.sql().exec(
+                    "DELETE FROM handed WHERE channel = ?",
+                    Some(vec![c.clone().into()]),
+                )?;
+            }
             self.sql().exec(
                 "DELETE FROM subs WHERE socket = ? AND channel = ?",
                 Some(vec![a.socket_id.clone().into(), c.clone().into()]),
@@ -595,7 +613,21 @@ impl Gateway {
                 Err(e) => log_error("pusher_gap_fill", &e),
             }
         }
+        let before = self.with_shard(|s| s.last(&channel));
         let sends = self.with_shard(|s| s.deliver(&channel, &frames));
+        let after = self.with_shard(|s| s.last(&channel));
+        if after != before {
+            // Stored with the sends (the output gate holds them until it is durable), so a
+            // reset shard resumes exactly after what its sockets got.
+            let last = after.unwrap_or(0) as i64;
+            self.sql()
+                .exec(
+                    "INSERT INTO handed (channel, last) VALUES (?, ?) \
+                     ON CONFLICT(channel) DO UPDATE SET last = excluded.last",
+                    Some(vec![channel.clone().into(), last.into()]),
+                )
+                .map_err(internal)?;
+        }
         self.send_all(sends);
         json(200, &DeliveryAnswer::default())
     }

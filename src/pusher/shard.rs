@@ -70,6 +70,14 @@ impl Shard {
         *last = (*last).max(from);
     }
 
+    /// Restores what the shard last handed on for `channel` (stored after each delivery), so
+    /// a woken or reset shard neither repeats nor skips messages.
+    pub fn restore_last(&mut self, channel: &str, last: u64) {
+        if self.channels.contains_key(channel) {
+            self.last.insert(channel.to_string(), last);
+        }
+    }
+
     /// Whether `socket` is subscribed to `channel` (or subscribing).
     pub fn is_subscribed(&self, channel: &str, socket: &str) -> bool {
         self.channels
@@ -339,6 +347,18 @@ mod tests {
         let out = s.deliver("news", &[msg(4, "a"), msg(5, "b"), msg(6, "c")]);
         assert_eq!(out.len(), 3);
         assert!(s.deliver("news", &[msg(5, "b"), msg(6, "c")]).is_empty());
+    }
+
+    #[test]
+    fn a_restored_last_offset_skips_what_was_handed_on_before_a_reset() {
+        let mut s = Shard::new();
+        s.restore("news", "1.1", 2, None);
+        s.restore_last("news", 5);
+        s.restore_last("gone", 9);
+        assert_eq!(s.last("gone"), None);
+        assert_eq!(s.gap("news", &[msg(7, "x")]), Some(5));
+        let out = s.deliver("news", &[msg(5, "old"), msg(6, "a")]);
+        assert_eq!(events(&out), vec![("1.1".into(), "a".into())]);
     }
 
     #[test]

@@ -33,12 +33,18 @@ pub fn parse_channel_key(key: &str) -> Option<(&str, &str)> {
     key.strip_prefix(CHANNEL_PREFIX)?.split_once(':')
 }
 
+/// Largest stored body of a channel's event (see [`channel_limits`]).
+pub const CHANNEL_MAX_BODY_BYTES: usize = 24 * 1024;
+
 /// A channel's room limits: the service's room limits, except that subscribers are not
 /// sockets of the room (no connection cap), only presence channels count members (at most
 /// `presence_max`), member information is a presence `user_info` (at most 1 KB) and there is
 /// no batch window (deliveries to shards are batched instead).
 pub fn channel_limits(room: &RoomLimits, presence: bool, presence_max: usize) -> RoomLimits {
     RoomLimits {
+        // The gateway and the REST API hold `data` to Pusher's 10 KB; the stored body
+        // `{event, data, user_id}` may be twice that once `data`'s quotes are escaped.
+        max_body_bytes: room.max_body_bytes.max(CHANNEL_MAX_BODY_BYTES),
         max_members: if presence { presence_max } else { usize::MAX },
         max_connections: usize::MAX,
         max_meta_bytes: 1024,
@@ -51,7 +57,7 @@ pub fn channel_limits(room: &RoomLimits, presence: bool, presence_max: usize) ->
 /// `RoomSubscribe`: a shard's socket subscribes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Subscribe {
-    /// The subscriber: `conn` unique in the room (the shard prefixes its socket id), `via` the
+    /// The subscriber: `conn` its socket id (unique: socket ids are random), `via` the
     /// shard's object name.
     pub session: Session,
     /// Its display name (a presence member's user id; the socket id otherwise).
@@ -174,6 +180,7 @@ mod tests {
             (usize::MAX, usize::MAX, 0)
         );
         assert_eq!(channel_limits(&base, true, 100).max_members, 100);
+        assert_eq!(public.max_body_bytes, CHANNEL_MAX_BODY_BYTES);
         assert_eq!(public.history_max_messages, base.history_max_messages);
     }
 

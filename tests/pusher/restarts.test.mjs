@@ -1,0 +1,107 @@
+// Pusher channels across object resets: a panic resets the Wasm instance every object of the
+// Worker shares (gateway shards and channel rooms lose their memory; hibernated sockets stay
+// connected), and a restart of the whole runtime (sockets cut). Connected sockets keep getting
+// every accepted event once, in order; cut ones are reconnected and resubscribed by pusher-js.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { createRequire } from "node:module";
+
+import { startServer } from "../browser/harness.mjs";
+
+const require = createRequire(import.meta.url);
+const PusherJs = require("pusher-js");
+const PusherServer = require("pusher");
+
+const APP = { id: "1", key: "roomkeeper-local-key", secret: "roomkeeper-local-secret" };
+
+let server;
+before(async () => { server = await startServer(); });
+after(async () => { await server?.close(); });
+
+const client = () => new PusherJs(APP.key, {
+  cluster: "local", wsHost: "127.0.0.1", wsPort: server.port, forceTLS: false,
+  enabledTransports: ["ws"], disableStats: true,
+});
+const rest = () => new PusherServer({ appId: APP.id, key: APP.key, secret: APP.secret,
+  host: "127.0.0.1", port: String(server.port), useTLS: false });
+
+const connected = (p) => new Promise((resolve) => {
+  if (p.connection.state === "connected") resolve();
+  else p.connection.bind("connected", resolve);
+});
+const subscribed = (ch) => new Promise((resolve, reject) => {
+  ch.bind("pusher:subscription_succeeded", resolve);
+  ch.bind("pusher:subscription_error", (e) => reject(new Error(JSON.stringify(e))));
+});
+async function waitFor(cond, ms, what) {
+  const deadline = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`timed out: ${what()}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** Triggers `n` events from `first` one after another; the numbers the server accepted. */
+async function stream(channel, first, n, during) {
+  const accepted = [];
+  for (let i = first; i < first + n; i++) {
+    if (i === first + Math.floor(n / 3) && during) during();
+    try {
+      const r = await rest().trigger(channel, "tick", { i });
+      if (r.status === 200) accepted.push(i);
+    } catch { /* refused or cut: not accepted */ }
+  }
+  return accepted;
+}
+
+test("a reset of every object mid-stream: each connected socket gets every accepted event once, in order", async () => {
+  const channel = `reset-${process.pid}`;
+  const clients = [client(), client(), client(), client()];
+  await Promise.all(clients.map(connected));
+  const got = clients.map(() => []);
+  await Promise.all(clients.map(async (p, k) => {
+    const ch = p.subscribe(channel);
+    ch.bind("tick", (d) => got[k].push(d.i));
+    await subscribed(ch);
+  }));
+  // The bench object's instance id shows the reset happened (its Wasm instance is the one
+  // the gateways and rooms share).
+  const bench = `${server.url}/api/bench/raw/reset-${process.pid}`;
+  const instance = async () => (await (await fetch(`${bench}/status`)).json()).instance;
+  const before = await instance();
+  const panic = () => fetch(`${bench}/panic`, { method: "POST", signal: AbortSignal.timeout(5000) })
+    .catch(() => {});
+  const accepted = await stream(channel, 0, 60, panic);
+  assert.notEqual(await instance(), before, "the objects were reset");
+  assert.ok(accepted.length >= 50, `accepted ${accepted.length} of 60`);
+  // Events after the reset arrive, and the gap of anything lost in flight is filled.
+  const last = accepted[accepted.length - 1];
+  await waitFor(() => got.every((g) => g.includes(last)), 15000, () => JSON.stringify(got.map((g) => g.length)));
+  for (const [k, g] of got.entries()) {
+    assert.deepEqual(g, [...new Set(g)], `client ${k}: no duplicates`);
+    assert.deepEqual(g, [...g].sort((a, b) => a - b), `client ${k}: in order`);
+    for (const i of accepted) assert.ok(g.includes(i), `client ${k} missed accepted event ${i}`);
+    assert.equal(clients[k].connection.state, "connected");
+  }
+  clients.forEach((p) => p.disconnect());
+});
+
+test("a runtime restart cuts the sockets: pusher-js reconnects, resubscribes and gets new events", async () => {
+  const channel = `restart-${process.pid}`;
+  const p = client();
+  await connected(p);
+  const ch = p.subscribe(channel);
+  const got = [];
+  ch.bind("tick", (d) => got.push(d.i));
+  await subscribed(ch);
+  await stream(channel, 0, 3);
+  await waitFor(() => got.length === 3, 5000, () => JSON.stringify(got));
+  const resubscribed = new Promise((resolve) => ch.bind("pusher:subscription_succeeded", resolve));
+  await server.restart();
+  await resubscribed;
+  const accepted = await stream(channel, 3, 3);
+  assert.deepEqual(accepted, [3, 4, 5]);
+  await waitFor(() => got.length === 6, 10000, () => JSON.stringify(got));
+  assert.deepEqual(got, [0, 1, 2, 3, 4, 5]);
+  p.disconnect();
+});
