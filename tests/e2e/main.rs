@@ -10,6 +10,7 @@ mod flood;
 mod foundation;
 mod internals;
 mod ops;
+mod pusher;
 mod reliability;
 mod rooms;
 mod services;
@@ -119,6 +120,8 @@ fn all(ctx: Arc<Ctx>) -> Vec<Trial> {
     let mut all = trials![ctx;
         edge::every_public_route_has_a_per_address_budget,
         internals::schema_statements_run_once_per_object,
+        pusher::one_socket_on_100_channels_gets_one_trigger_on_all,
+        pusher::two_thousand_sockets_over_the_shards_each_get_200_events_in_order,
         internals::internal_errors_are_logged_with_the_request_id,
         edge::ipv6_callers_share_the_budget_of_their_64,
         edge::a_socket_request_that_is_no_upgrade_spends_nothing,
