@@ -41,6 +41,10 @@ pub const METRICS: &[(&str, &str)] = &[
         "Times an object ran its storage schema statements, by store (about once per object start)",
     ),
     (
+        "roomkeeper_pusher_webhooks_total",
+        "Pusher webhook delivery attempts, by outcome",
+    ),
+    (
         "roomkeeper_leads_total",
         "Leads taken in, by outcome (created or duplicate)",
     ),

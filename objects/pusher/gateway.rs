@@ -26,6 +26,7 @@ use crate::pusher::apps::App;
 use crate::pusher::authorize::{self, Admitted, SubscribeRequest};
 use crate::pusher::presence::{presence_data, Member, SigninUser};
 use crate::pusher::shard::{channel_frame, socket_sender, Sends, Shard};
+use crate::pusher::webhook::WebhookEvent;
 use crate::pusher::wire::{self, close, ClientEventRate, ClientFrame};
 use crate::pusher::{sign, Limits};
 use crate::rooms::protocol::Encoding;
@@ -433,9 +434,16 @@ impl Gateway {
                         .as_u64()
                         .is_some_and(|ts| now_ms().saturating_sub(ts) <= CACHE_TTL_MS)
             });
-            let frame = last
-                .and_then(|f| channel_frame(&channel, f))
-                .map_or_else(|| wire::cache_miss_frame(&channel), |(text, _)| text);
+            let frame = match last.and_then(|f| channel_frame(&channel, f)) {
+                Some((text, _)) => text,
+                None => {
+                    let miss = WebhookEvent::CacheMiss {
+                        channel: channel.clone(),
+                    };
+                    self.raise(&a.app_id, miss);
+                    wire::cache_miss_frame(&channel)
+                }
+            };
             // The cached event goes first, before anything held for the socket.
             sends.insert(1, (a.socket_id.clone(), frame));
         }
@@ -542,7 +550,16 @@ impl Gateway {
             Ok::<u16, String>(r.status_code())
         };
         match sent.await {
-            Ok(200) => {}
+            Ok(200) => self.raise(
+                &a.app_id,
+                WebhookEvent::ClientEvent {
+                    channel: channel.to_string(),
+                    event: event.to_string(),
+                    data: data.to_string(),
+                    socket_id: a.socket_id.clone(),
+                    user_id: b.body["user_id"].as_str().map(str::to_string),
+                },
+            ),
             Ok(413) => refuse(None, "client event too large"),
             Ok(429) => refuse(
                 Some(close::CLIENT_EVENT_REJECTED),
@@ -630,6 +647,14 @@ impl Gateway {
         }
         self.send_all(sends);
         json(200, &DeliveryAnswer::default())
+    }
+
+    /// Raises a webhook event of the app in the background (the job queue delivers it).
+    fn raise(&self, app_id: &str, event: WebhookEvent) {
+        let (env, app) = (self.env.clone(), app_id.to_string());
+        spawn(&raw_state(&self.state), async move {
+            crate::glue::pusher::webhook(&env, &app, vec![event]).await
+        });
     }
 
     fn send_all(&self, sends: Sends) {

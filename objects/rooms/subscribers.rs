@@ -15,9 +15,10 @@ use crate::internal::{Binding, Op};
 use crate::objects::rooms::room::Room;
 use crate::objects::rooms::shards::remove;
 use crate::objects::sessions::session::{raw_state, spawn};
+use crate::pusher::webhook::WebhookEvent;
 use crate::rooms::protocol::{RawFrame, ServerFrame};
 use crate::rooms::room::Effect;
-use crate::rooms::shards::{Delivered, Subscribe, SubscribeAnswer, Unsubscribe};
+use crate::rooms::shards::{parse_channel_key, Delivered, Subscribe, SubscribeAnswer, Unsubscribe};
 
 /// Unsubscribes `conns` from the room with object id `id` (hex) and key `key`.
 async fn forget_later(env: &Env, id: &str, key: &str, conns: Vec<String>) -> worker::Result<()> {
@@ -45,6 +46,7 @@ impl Room {
                 "no shard named",
             ));
         }
+        let before = self.with_core(|c| c.connections());
         // A repeated subscribe (a retried call) replaces the earlier session.
         let mut effects = self.with_core(|c| c.detach(&conn));
         self.with_core(|c| c.attach(sub.session));
@@ -72,6 +74,8 @@ impl Room {
             rest.extend(self.with_core(|c| c.detach(&conn)));
             rest.retain(|e| !matches!(e, Effect::Save(s) if s.conn == conn));
         }
+        let after = self.with_core(|c| c.connections());
+        self.raise(before, after, &rest);
         self.perform(rest).await.map_err(internal)?;
         json(200, &SubscribeAnswer { subscribed, frames })
     }
@@ -89,6 +93,7 @@ impl Room {
     /// others what their leaving changes (presence).
     fn forget_remote(&self, conns: Vec<String>) -> worker::Result<()> {
         let sql = self.store().0;
+        let before = self.with_core(|c| c.connections());
         let mut effects = Vec::new();
         for conn in conns {
             if self.with_core(|c| c.session(&conn).is_some_and(|s| s.via.is_some())) {
@@ -96,12 +101,61 @@ impl Room {
                 remove(&sql, &conn)?;
             }
         }
+        let after = self.with_core(|c| c.connections());
+        self.raise(before, after, &effects);
         for e in effects {
             if let Effect::Broadcast { frame, to, except } = e {
                 self.broadcast(&frame, to, except.as_deref());
             }
         }
         Ok(())
+    }
+
+    /// The webhook events of a change of a channel's subscribers (`before` → `after`
+    /// subscriptions, and the presence frames it broadcasts): occupied and vacated once per
+    /// transition, member added and removed once per user — decided here, in the one object
+    /// of the channel. Sent in the background, through the job queue.
+    fn raise(&self, before: usize, after: usize, effects: &[Effect]) {
+        let key = self.with_core(|c| c.key().to_string());
+        let Some((app, channel)) = parse_channel_key(&key) else {
+            return;
+        };
+        let channel = channel.to_string();
+        let mut events = Vec::new();
+        if before == 0 && after > 0 {
+            events.push(WebhookEvent::ChannelOccupied {
+                channel: channel.clone(),
+            });
+        }
+        for e in effects {
+            match e {
+                Effect::Broadcast {
+                    frame: ServerFrame::Joined { member },
+                    ..
+                } => events.push(WebhookEvent::MemberAdded {
+                    channel: channel.clone(),
+                    user_id: member.id.clone(),
+                }),
+                Effect::Broadcast {
+                    frame: ServerFrame::Left { member },
+                    ..
+                } => events.push(WebhookEvent::MemberRemoved {
+                    channel: channel.clone(),
+                    user_id: member.id.clone(),
+                }),
+                _ => {}
+            }
+        }
+        if before > 0 && after == 0 {
+            events.push(WebhookEvent::ChannelVacated { channel });
+        }
+        if events.is_empty() {
+            return;
+        }
+        let (env, app) = (self.env.clone(), app.to_string());
+        spawn(&raw_state(&self.state), async move {
+            crate::glue::pusher::webhook(&env, &app, events).await
+        });
     }
 
     /// Sends a frame for one shard-held subscriber through its shard; false if `conn` is not

@@ -20,7 +20,7 @@ const JOBS: &str = "JOBS";
 /// A background job. Travels as a JSON string (a JS object body would lose its fields).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "job", rename_all = "snake_case")]
-pub(super) enum Job {
+pub(crate) enum Job {
     /// Value, score and route a stored lead, then notify.
     Enrich { lead_id: String },
     /// Deliver a notification to its webhook (attempt numbers start at 1).
@@ -28,10 +28,17 @@ pub(super) enum Job {
         notification_id: String,
         attempt: u32,
     },
+    /// Deliver a Pusher app's webhook body to one of its URLs (attempt numbers start at 1).
+    PusherWebhook {
+        app_id: String,
+        url: String,
+        body: String,
+        attempt: u32,
+    },
 }
 
 /// Sends a job to the queue, delivered after `delay_s` seconds.
-pub(super) async fn enqueue(env: &Env, job: &Job, delay_s: u32) -> Result<(), ApiError> {
+pub(crate) async fn enqueue(env: &Env, job: &Job, delay_s: u32) -> Result<(), ApiError> {
     let body = serde_json::to_string(job).map_err(internal)?;
     let queue = env.queue(JOBS).map_err(internal)?;
     let msg = worker::MessageBuilder::new(body)

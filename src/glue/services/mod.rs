@@ -10,7 +10,7 @@
 //! [`jobs`] (what travels on the queue), [`queue`] (its consumer) and [`crate::glue::d1`] (D1 helpers).
 
 mod delivery;
-mod jobs;
+pub(crate) mod jobs;
 mod leads;
 mod notify;
 mod queue;

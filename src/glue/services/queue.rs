@@ -17,6 +17,12 @@ async fn queue(batch: MessageBatch<String>, env: Env, _ctx: worker::Context) -> 
                 notification_id,
                 attempt,
             }) => deliver(&env, &notification_id, attempt).await,
+            Ok(Job::PusherWebhook {
+                app_id,
+                url,
+                body,
+                attempt,
+            }) => crate::glue::pusher::deliver_webhook(&env, &app_id, &url, body, attempt).await,
             Err(e) => {
                 // A body no version of this Worker can read is dropped, loudly.
                 log("job_unreadable", &e.to_string());

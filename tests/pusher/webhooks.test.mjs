@@ -1,0 +1,115 @@
+// Pusher webhooks, end to end: real workerd with an app whose webhook URL is a real local
+// HTTP server; each body is checked with the Node SDK's WebHook validator (pusher 5.3.4) and
+// the Python SDK's validate_webhook (pusher 3.3.4), then its events are read.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { createServer } from "node:http";
+import { createRequire } from "node:module";
+import { execFileSync } from "node:child_process";
+import { join } from "node:path";
+
+import { startServer, root } from "../browser/harness.mjs";
+
+const require = createRequire(import.meta.url);
+const PusherJs = require("pusher-js");
+const PusherServer = require("pusher");
+
+const APP = { id: "7", key: "hooked-key", secret: "hooked-secret" };
+const received = [];
+let server;
+let hooks;
+
+before(async () => {
+  hooks = createServer((req, res) => {
+    let body = "";
+    req.on("data", (c) => { body += c; });
+    req.on("end", () => {
+      received.push({ headers: req.headers, body });
+      res.writeHead(200).end("ok");
+    });
+  });
+  await new Promise((r) => hooks.listen(0, "127.0.0.1", r));
+  const url = `http://127.0.0.1:${hooks.address().port}/pusher`;
+  const apps = [{ ...APP, client_events: true, webhooks: [{ url }] }];
+  server = await startServer({ vars: { PUSHER_APPS: JSON.stringify(apps) } });
+});
+after(async () => { await server?.close(); hooks?.close(); });
+
+const sdk = () => new PusherServer({ appId: APP.id, key: APP.key, secret: APP.secret,
+  host: "127.0.0.1", port: String(server.port), useTLS: false });
+
+function client(user) {
+  const s = sdk();
+  return new PusherJs(APP.key, {
+    cluster: "local", wsHost: "127.0.0.1", wsPort: server.port, forceTLS: false,
+    enabledTransports: ["ws"], disableStats: true,
+    channelAuthorization: {
+      customHandler: ({ socketId, channelName }, cb) => cb(null, channelName.startsWith("presence-")
+        ? s.authorizeChannel(socketId, channelName, { user_id: user })
+        : s.authorizeChannel(socketId, channelName)),
+    },
+  });
+}
+const connected = (p) => new Promise((r) => p.connection.bind("connected", r));
+const subscribed = (ch) => new Promise((r) => ch.bind("pusher:subscription_succeeded", r));
+
+/** Every event received so far, after checking each body with both SDKs' validators. */
+function events() {
+  const out = [];
+  for (const { headers, body } of received) {
+    const hook = sdk().webhook({ headers, rawBody: body });
+    assert.equal(hook.isValid(), true, `Node SDK refused ${body}`);
+    const py = execFileSync(join(root, ".venv/bin/python"), ["-c",
+      "import sys, json, pusher; p = pusher.Pusher(app_id=sys.argv[1], key=sys.argv[2], secret=sys.argv[3]);" +
+      " print(json.dumps(p.validate_webhook(sys.argv[2], sys.argv[4], sys.argv[5]) is not None))",
+      APP.id, APP.key, APP.secret, headers["x-pusher-signature"], body]).toString().trim();
+    assert.equal(py, "true", `Python SDK refused ${body}`);
+    out.push(...hook.getEvents());
+  }
+  return out;
+}
+
+async function until(pred, ms = 15000) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const evs = events();
+    if (pred(evs)) return evs;
+    if (Date.now() > deadline) throw new Error(`webhooks so far: ${JSON.stringify(evs)}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+const named = (evs, name, channel) => evs.filter((e) => e.name === name && e.channel === channel);
+
+test("occupied, member added and removed, client event, cache miss and vacated, each once", async () => {
+  const room = `presence-hooks-${process.pid}`;
+  const [a, a2, b] = [client("ann"), client("ann"), client("bob")];
+  await Promise.all([a, a2, b].map(connected));
+  const ca = a.subscribe(room);
+  await subscribed(ca);
+  await subscribed(a2.subscribe(room));
+  const cb = b.subscribe(room);
+  await subscribed(cb);
+  cb.trigger("client-wave", { hi: true });
+  const cache = a.subscribe(`cache-hooks-${process.pid}`);
+  await subscribed(cache);
+  let evs = await until((e) => named(e, "member_added", room).length === 2
+    && named(e, "client_event", room).length === 1 && named(e, "cache_miss", `cache-hooks-${process.pid}`).length === 1);
+  assert.equal(named(evs, "channel_occupied", room).length, 1);
+  assert.deepEqual(named(evs, "member_added", room).map((e) => e.user_id).sort(), ["ann", "bob"]);
+  const ce = named(evs, "client_event", room)[0];
+  assert.deepEqual({ event: ce.event, data: JSON.parse(ce.data), user_id: ce.user_id, socket_id: ce.socket_id },
+    { event: "client-wave", data: { hi: true }, user_id: "bob", socket_id: b.connection.socket_id });
+  // ann's second socket leaving removes nobody; bob leaving removes bob; then everyone.
+  a2.disconnect();
+  b.disconnect();
+  evs = await until((e) => named(e, "member_removed", room).length >= 1);
+  a.disconnect();
+  evs = await until((e) => named(e, "channel_vacated", room).length === 1);
+  await new Promise((r) => setTimeout(r, 500));
+  evs = events();
+  assert.deepEqual(named(evs, "member_removed", room).map((e) => e.user_id).sort(), ["ann", "bob"]);
+  assert.equal(named(evs, "channel_occupied", room).length, 1);
+  assert.equal(named(evs, "channel_vacated", room).length, 1);
+  for (const { headers } of received) assert.equal(headers["x-pusher-key"], APP.key);
+});
