@@ -348,3 +348,45 @@ test("GET /channels lists occupied channels, by prefix, with presence user count
     await new Promise((r) => setTimeout(r, 200));
   }
 });
+
+test("private-encrypted channels: the SDK's ciphertext is relayed untouched and pusher-js decrypts it", async () => {
+  // End-to-end encryption: the server never holds the key (32 bytes, base64).
+  const masterKey = Buffer.alloc(32, 7).toString("base64");
+  const sdk = new PusherServer({ appId: APP.id, key: APP.key, secret: APP.secret, host: "127.0.0.1",
+    port: String(server.port), useTLS: false, encryptionMasterKeyBase64: masterKey });
+  const p = client({
+    channelAuthorization: {
+      customHandler: ({ socketId, channelName }, cb) => cb(null, sdk.authorizeChannel(socketId, channelName)),
+    },
+  });
+  await connected(p);
+  const name = `private-encrypted-vault-${process.pid}`;
+  const ch = p.subscribe(name);
+  await subscribed(ch);
+  // A raw socket on the same channel sees what the server relays: ciphertext only.
+  const { WebSocket } = require("ws");
+  const raw = new WebSocket(`ws://127.0.0.1:${server.port}/app/${APP.key}?protocol=7`);
+  const frames = [];
+  raw.on("message", (m) => frames.push(JSON.parse(m.toString())));
+  await waitFor(() => frames.length === 1);
+  const rawId = JSON.parse(frames[0].data).socket_id;
+  raw.send(JSON.stringify({ event: "pusher:subscribe",
+    data: { channel: name, auth: sdk.authorizeChannel(rawId, name).auth } }));
+  await waitFor(() => frames.some((f) => f.event === "pusher_internal:subscription_succeeded"));
+  const got = collect(ch, "secret", 2);
+  await sdk.trigger(name, "secret", { pin: 1234 });
+  await sdk.trigger(name, "secret", { pin: 5678 });
+  assert.deepEqual((await got).map((d) => d.pin), [1234, 5678]);
+  await waitFor(() => frames.filter((f) => f.event === "secret").length === 2);
+  for (const f of frames.filter((f) => f.event === "secret")) {
+    const data = JSON.parse(f.data);
+    assert.ok(data.ciphertext && data.nonce, f.data);
+    assert.ok(!f.data.includes("1234") && !f.data.includes("5678"), f.data);
+  }
+  raw.close();
+  // Client events are refused on encrypted channels.
+  const error = new Promise((resolve) => p.connection.bind("error", resolve));
+  p.send_event("client-x", {}, name);
+  assert.match(JSON.stringify(await error), /client/i);
+  p.disconnect();
+});
