@@ -623,11 +623,22 @@ impl Gateway {
         let mut frames = d.frames;
         if let Some(since) = self.with_shard(|s| s.gap(&channel, &frames)) {
             match history(&self.env, &d.room, since).await {
-                Ok(mut missing) => {
+                Ok((mut missing, false)) => {
                     missing.append(&mut frames);
                     frames = missing;
                 }
-                Err(e) => log_error("pusher_gap_fill", &e),
+                // The missing events are gone (trimmed) or unreadable: this shard's sockets of
+                // the channel cannot be made whole, so they are told to reconnect (4200) and
+                // pusher-js resubscribes at once.
+                outcome => {
+                    let why = match outcome {
+                        Err(e) => e,
+                        Ok(_) => "history trimmed past the gap".to_string(),
+                    };
+                    log_error("pusher_gap_fill", &format!("{}: {why}", d.room));
+                    self.reconnect_channel(&channel);
+                    return json(200, &DeliveryAnswer::default());
+                }
             }
         }
         let before = self.with_shard(|s| s.last(&channel));
@@ -647,6 +658,23 @@ impl Gateway {
         }
         self.send_all(sends);
         json(200, &DeliveryAnswer::default())
+    }
+
+    /// Closes this shard's sockets of `channel` with 4200 (reconnect now): what they missed
+    /// cannot be delivered, and a fresh subscription starts them at the channel's present.
+    fn reconnect_channel(&self, channel: &str) {
+        let sockets: Vec<String> = self
+            .sockets
+            .borrow()
+            .keys()
+            .filter(|s| self.with_shard(|sh| sh.is_subscribed(channel, s)))
+            .cloned()
+            .collect();
+        for s in sockets {
+            if let Some(ws) = self.sockets.borrow().get(&s) {
+                let _ = ws.close(Some(close::RECONNECT_NOW), Some("missed events; reconnect"));
+            }
+        }
     }
 
     /// Raises a webhook event of the app in the background (the job queue delivers it).
@@ -685,8 +713,13 @@ async fn room_unsubscribe(
         .map_err(|e| e.to_string())
 }
 
-/// The room's messages after `since`, as deliveries (a gap's fill).
-async fn history(env: &Env, key: &str, since: u64) -> std::result::Result<Vec<Delivered>, String> {
+/// The room's messages after `since`, as deliveries (a gap's fill), and whether some of them
+/// were already trimmed from its history.
+async fn history(
+    env: &Env,
+    key: &str,
+    since: u64,
+) -> std::result::Result<(Vec<Delivered>, bool), String> {
     let s = stub(env, Binding::Room, key).map_err(|e| e.to_string())?;
     let mut r = Call::new(Op::RoomHistory)
         .query(&format!("since={since}&limit=1000"))
@@ -695,8 +728,12 @@ async fn history(env: &Env, key: &str, since: u64) -> std::result::Result<Vec<De
         .send(&s)
         .await
         .map_err(|e| e.to_string())?;
+    if r.status_code() != 200 {
+        return Err(format!("history answered {}", r.status_code()));
+    }
     let page: serde_json::Value = r.json().await.map_err(|e| e.to_string())?;
-    Ok(page["messages"]
+    let truncated = page["truncated"].as_bool().unwrap_or(false);
+    let frames = page["messages"]
         .as_array()
         .into_iter()
         .flatten()
@@ -709,5 +746,6 @@ async fn history(env: &Env, key: &str, since: u64) -> std::result::Result<Vec<De
                 except: None,
             }
         })
-        .collect())
+        .collect();
+    Ok((frames, truncated))
 }

@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::Value;
 use worker::{Env, Request, Response, WebSocketPair};
 
+use crate::config::Config;
 use crate::http::bodies::RoomBroadcast;
 use crate::http::error::ApiError;
 use crate::internal::{Binding, Op};
@@ -75,11 +76,16 @@ pub(crate) fn owns(path: &str) -> bool {
 pub(crate) async fn handle(
     req: Request,
     env: &Env,
+    config: &Config,
     request_id: &str,
 ) -> Result<Response, ApiError> {
     let path = req.path();
     if let Some(key) = path.strip_prefix("/app/") {
         let key = key.to_string();
+        super::http::require_upgrade(&req)?;
+        // A socket spends the client address's `connect` budget, as native sockets do.
+        let ip = super::coordination::client_ip(&req);
+        super::coordination::enforce(env, config, "connect", &format!("ip:{ip}")).await?;
         return socket(req, env, &key, request_id).await;
     }
     match rest_call(req, env).await {
@@ -97,7 +103,6 @@ async fn socket(
     key: &str,
     request_id: &str,
 ) -> Result<Response, ApiError> {
-    super::http::require_upgrade(&req)?;
     let apps = apps(env)?;
     let refusal = match apps.by_key(key) {
         None => Some((

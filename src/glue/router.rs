@@ -135,7 +135,7 @@ async fn handle(
         ));
     }
     if super::pusher::owns(&req.path()) {
-        return super::pusher::handle(req, env, request_id).await;
+        return super::pusher::handle(req, env, config, request_id).await;
     }
     let route = route::parse(method, &req.path())?;
     let key_name = match route.api_scope(method) {

@@ -122,6 +122,7 @@ fn all(ctx: Arc<Ctx>) -> Vec<Trial> {
         internals::schema_statements_run_once_per_object,
         pusher::one_socket_on_100_channels_gets_one_trigger_on_all,
         pusher::two_thousand_sockets_over_the_shards_each_get_200_events_in_order,
+        pusher::pusher_sockets_spend_the_connect_budget,
         internals::internal_errors_are_logged_with_the_request_id,
         edge::ipv6_callers_share_the_budget_of_their_64,
         edge::a_socket_request_that_is_no_upgrade_spends_nothing,

@@ -124,7 +124,14 @@ pub async fn two_thousand_sockets_over_the_shards_each_get_200_events_in_order(_
     const SOCKETS: usize = 2000;
     const EVENTS: u64 = 200;
     let persist = TempDir::new("pusher-2000");
-    let server = Server::start(&persist.0);
+    // 2,000 sockets from one address within seconds: a `connect` budget to match.
+    let server = Server::start_with(
+        &persist.0,
+        &[(
+            "LIMIT_POLICIES",
+            r#"{"connect":{"rate":10000,"period_ms":10000,"burst":5000}}"#,
+        )],
+    );
     let ws = server.ws();
     // Connect and subscribe in waves (bounded concurrency), all on one channel.
     let mut clients = Vec::with_capacity(SOCKETS);
@@ -188,4 +195,32 @@ pub async fn two_thousand_sockets_over_the_shards_each_get_200_events_in_order(_
         );
         assert!(extra.is_none(), "socket {k} got more: {extra:?}");
     }
+}
+
+/// Pusher sockets spend the client address's `connect` budget (the default: a burst of 20),
+/// as native sockets do: past it the upgrade is refused with 429 and nothing is accepted.
+pub async fn pusher_sockets_spend_the_connect_budget(_ctx: Arc<Ctx>) {
+    let persist = TempDir::new("pusher-connect");
+    let server = Server::start_with(&persist.0, &[("LIMIT_POLICIES", "{}")]);
+    let url = format!("{}/app/{KEY}?protocol=7", server.ws());
+    let mut statuses = Vec::new();
+    let mut open = Vec::new();
+    for _ in 0..30 {
+        match Client::try_connect(&url, Enc::Json, &[("CF-Connecting-IP", "203.0.113.77")]).await {
+            Ok(c) => {
+                statuses.push(101);
+                open.push(c);
+            }
+            Err(r) => {
+                assert_eq!(r.body["error"]["code"], "rate_limited", "{}", r.body);
+                statuses.push(r.status);
+            }
+        }
+    }
+    let accepted = statuses.iter().filter(|s| **s == 101).count();
+    assert!((20..=23).contains(&accepted), "{statuses:?}");
+    assert!(statuses.contains(&429), "{statuses:?}");
+    // Another address is not affected.
+    let other = Client::try_connect(&url, Enc::Json, &[("CF-Connecting-IP", "203.0.113.78")]).await;
+    assert!(other.is_ok());
 }
