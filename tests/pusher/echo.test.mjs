@@ -3,25 +3,17 @@
 // in a custom authorizer, so no /broadcasting/auth endpoint is needed.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { createRequire } from "node:module";
 import Echo from "laravel-echo";
 
 import { startServer } from "../browser/harness.mjs";
-
-const require = createRequire(import.meta.url);
-const PusherJs = require("pusher-js");
-const PusherServer = require("pusher");
-
-const APP = { id: "1", key: "roomkeeper-local-key", secret: "roomkeeper-local-secret" };
-const WAIT = 8000;
+import { LOCAL_APP as APP, PusherJs, serverSdk, timeout, waitFor } from "./helpers.mjs";
 
 let server;
 let sdk;
 const echoes = [];
 before(async () => {
   server = await startServer();
-  sdk = new PusherServer({ appId: APP.id, key: APP.key, secret: APP.secret, host: "127.0.0.1",
-    port: String(server.port), useTLS: false });
+  sdk = serverSdk(server.port, APP);
 });
 after(async () => {
   for (const e of echoes) e.disconnect();
@@ -52,14 +44,6 @@ function echo(user = { id: "anon", info: {} }, style = "customHandler") {
   return e;
 }
 
-function timeout(promise, what, ms = WAIT) {
-  let timer;
-  return Promise.race([
-    promise,
-    new Promise((_, reject) => { timer = setTimeout(() => reject(new Error(`timed out: ${what}`)), ms); }),
-  ]).finally(() => clearTimeout(timer));
-}
-
 /** Resolves when the Echo channel is subscribed; rejects on a subscription error. */
 function ready(channel) {
   return timeout(new Promise((resolve, reject) => {
@@ -67,13 +51,6 @@ function ready(channel) {
   }), `subscribed ${channel.name}`);
 }
 
-async function waitFor(cond, what, ms = WAIT) {
-  const deadline = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
 const settle = (ms = 300) => new Promise((r) => setTimeout(r, ms));
 const uniq = (name) => `${name}-${process.pid}-${Math.floor(Math.random() * 1e6)}`;
 

@@ -4,16 +4,13 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
-import { createRequire } from "node:module";
 import { join } from "node:path";
 
 import { startServer, root } from "../browser/harness.mjs";
+import {
+  LOCAL_APP as APP, PusherServer, connected, pusherClient, subscribed, timeout, waitFor,
+} from "./helpers.mjs";
 
-const require = createRequire(import.meta.url);
-const PusherJs = require("pusher-js");
-const PusherServer = require("pusher");
-
-const APP = { id: "1", key: "roomkeeper-local-key", secret: "roomkeeper-local-secret" };
 const PYTHON = join(root, ".venv", "bin", "python");
 const SDK_PY = join(root, "tests", "pusher", "py", "sdk.py");
 const WAIT = 8000;
@@ -46,34 +43,9 @@ async function py1(method, args = [], kwargs = {}) {
 }
 
 function client(options = {}) {
-  const p = new PusherJs(APP.key, {
-    cluster: "local", wsHost: "127.0.0.1", wsPort: server.port, forceTLS: false,
-    enabledTransports: ["ws"], disableStats: true, ...options,
-  });
+  const p = pusherClient(server.port, APP.key, options);
   clients.push(p);
   return p;
-}
-
-function timeout(promise, what, ms = WAIT) {
-  let timer;
-  return Promise.race([
-    promise,
-    new Promise((_, reject) => { timer = setTimeout(() => reject(new Error(`timed out: ${what}`)), ms); }),
-  ]).finally(() => clearTimeout(timer));
-}
-
-function connected(p) {
-  return timeout(new Promise((resolve, reject) => {
-    p.connection.bind("connected", () => resolve(p.connection.socket_id));
-    p.connection.bind("failed", () => reject(new Error("connection failed")));
-  }), "connected");
-}
-
-function subscribed(channel) {
-  return timeout(new Promise((resolve, reject) => {
-    channel.bind("pusher:subscription_succeeded", resolve);
-    channel.bind("pusher:subscription_error", (e) => reject(new Error(`subscription_error ${JSON.stringify(e)}`)));
-  }), `subscribed ${channel.name}`);
 }
 
 /** Records every non-pusher: event of `channel` as [event, data]. */
@@ -83,13 +55,6 @@ function record(channel) {
   return got;
 }
 
-async function waitFor(cond, what, ms = WAIT) {
-  const deadline = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
 const settle = (ms = 300) => new Promise((r) => setTimeout(r, ms));
 
 /** A pusher-js client whose private/presence subscriptions are signed by the Python SDK. */

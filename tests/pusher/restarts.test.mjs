@@ -4,42 +4,17 @@
 // every accepted event once, in order; cut ones are reconnected and resubscribed by pusher-js.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { createRequire } from "node:module";
-
 import { startServer } from "../browser/harness.mjs";
-
-const require = createRequire(import.meta.url);
-const PusherJs = require("pusher-js");
-const PusherServer = require("pusher");
-
-const APP = { id: "1", key: "roomkeeper-local-key", secret: "roomkeeper-local-secret" };
+import {
+  LOCAL_APP as APP, connected, pusherClient, serverSdk, subscribed, waitFor,
+} from "./helpers.mjs";
 
 let server;
 before(async () => { server = await startServer(); });
 after(async () => { await server?.close(); });
 
-const client = () => new PusherJs(APP.key, {
-  cluster: "local", wsHost: "127.0.0.1", wsPort: server.port, forceTLS: false,
-  enabledTransports: ["ws"], disableStats: true,
-});
-const rest = () => new PusherServer({ appId: APP.id, key: APP.key, secret: APP.secret,
-  host: "127.0.0.1", port: String(server.port), useTLS: false });
-
-const connected = (p) => new Promise((resolve) => {
-  if (p.connection.state === "connected") resolve();
-  else p.connection.bind("connected", resolve);
-});
-const subscribed = (ch) => new Promise((resolve, reject) => {
-  ch.bind("pusher:subscription_succeeded", resolve);
-  ch.bind("pusher:subscription_error", (e) => reject(new Error(JSON.stringify(e))));
-});
-async function waitFor(cond, ms, what) {
-  const deadline = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out: ${what()}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
+const client = () => pusherClient(server.port, APP.key);
+const rest = () => serverSdk(server.port, APP);
 
 /** Triggers `n` events from `first` one after another; the numbers the server accepted. */
 async function stream(channel, first, n, during) {
@@ -76,7 +51,7 @@ test("a reset of every object mid-stream: each connected socket gets every accep
   assert.ok(accepted.length >= 50, `accepted ${accepted.length} of 60`);
   // Events after the reset arrive, and the gap of anything lost in flight is filled.
   const last = accepted[accepted.length - 1];
-  await waitFor(() => got.every((g) => g.includes(last)), 15000, () => JSON.stringify(got.map((g) => g.length)));
+  await waitFor(() => got.every((g) => g.includes(last)), () => JSON.stringify(got.map((g) => g.length)), 15000);
   for (const [k, g] of got.entries()) {
     assert.deepEqual(g, [...new Set(g)], `client ${k}: no duplicates`);
     assert.deepEqual(g, [...g].sort((a, b) => a - b), `client ${k}: in order`);
@@ -95,13 +70,13 @@ test("a runtime restart cuts the sockets: pusher-js reconnects, resubscribes and
   ch.bind("tick", (d) => got.push(d.i));
   await subscribed(ch);
   await stream(channel, 0, 3);
-  await waitFor(() => got.length === 3, 5000, () => JSON.stringify(got));
+  await waitFor(() => got.length === 3, () => JSON.stringify(got), 5000);
   const resubscribed = new Promise((resolve) => ch.bind("pusher:subscription_succeeded", resolve));
   await server.restart();
   await resubscribed;
   const accepted = await stream(channel, 3, 3);
   assert.deepEqual(accepted, [3, 4, 5]);
-  await waitFor(() => got.length === 6, 10000, () => JSON.stringify(got));
+  await waitFor(() => got.length === 6, () => JSON.stringify(got), 10000);
   assert.deepEqual(got, [0, 1, 2, 3, 4, 5]);
   p.disconnect();
 });

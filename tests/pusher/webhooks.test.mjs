@@ -4,15 +4,11 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { createServer } from "node:http";
-import { createRequire } from "node:module";
 import { execFileSync } from "node:child_process";
 import { join } from "node:path";
 
 import { startServer, root } from "../browser/harness.mjs";
-
-const require = createRequire(import.meta.url);
-const PusherJs = require("pusher-js");
-const PusherServer = require("pusher");
+import { connected, pusherClient, serverSdk, subscribed } from "./helpers.mjs";
 
 const APP = { id: "7", key: "hooked-key", secret: "hooked-secret" };
 const received = [];
@@ -35,14 +31,11 @@ before(async () => {
 });
 after(async () => { await server?.close(); hooks?.close(); });
 
-const sdk = () => new PusherServer({ appId: APP.id, key: APP.key, secret: APP.secret,
-  host: "127.0.0.1", port: String(server.port), useTLS: false });
+const sdk = () => serverSdk(server.port, APP);
 
 function client(user) {
   const s = sdk();
-  return new PusherJs(APP.key, {
-    cluster: "local", wsHost: "127.0.0.1", wsPort: server.port, forceTLS: false,
-    enabledTransports: ["ws"], disableStats: true,
+  return pusherClient(server.port, APP.key, {
     channelAuthorization: {
       customHandler: ({ socketId, channelName }, cb) => cb(null, channelName.startsWith("presence-")
         ? s.authorizeChannel(socketId, channelName, { user_id: user })
@@ -50,8 +43,6 @@ function client(user) {
     },
   });
 }
-const connected = (p) => new Promise((r) => p.connection.bind("connected", r));
-const subscribed = (ch) => new Promise((r) => ch.bind("pusher:subscription_succeeded", r));
 
 /** Every event received so far, after checking each body with both SDKs' validators. */
 function events() {
