@@ -280,6 +280,17 @@ pub const SETTINGS: &[Setting] = &[
         "100000",
         "reply tokens per user per UTC day across all of a user's voice sessions",
     ),
+    secret(
+        "PUSHER_APPS",
+        "local: app `1`, key `roomkeeper-local-key` (none elsewhere)",
+        "the Pusher apps, a JSON array of `{id, key, secret, enabled?, client_events?, \
+         webhooks?}` ([docs/PUSHER.md](docs/PUSHER.md))",
+    ),
+    var(
+        "PUSHER_GATEWAY_SHARDS",
+        "4",
+        "gateway objects per Pusher app that share its sockets, 1–1024",
+    ),
 ];
 
 /// The README's row for a setting.
@@ -321,6 +332,8 @@ pub struct Config {
     pub ai_models: (String, String),
     /// `VOICE_*`: voice session and per-user caps.
     pub voice: VoiceLimits,
+    /// `PUSHER_GATEWAY_SHARDS`: gateway objects per Pusher app.
+    pub pusher_shards: u32,
 }
 
 /// A setting that is present but malformed.
@@ -486,6 +499,7 @@ impl Config {
                 model("AI_STT_MODEL", DEFAULT_AI_STT_MODEL),
             ),
             voice,
+            pusher_shards: number(&lookup, "PUSHER_GATEWAY_SHARDS", 4, 1, 1024)? as u32,
         })
     }
 

@@ -35,8 +35,6 @@ pub(crate) const SHARD_HEADER: &str = "X-Roomkeeper-Shard";
 /// Internal header: the app a gateway socket belongs to.
 pub(crate) const APP_HEADER: &str = "X-Roomkeeper-Pusher-App";
 
-/// Gateway shards per app when `PUSHER_GATEWAY_SHARDS` is not set.
-pub const DEFAULT_SHARDS: u32 = 4;
 /// Largest REST request body (a full `batch_events` of maximal events fits).
 pub const MAX_REST_BODY_BYTES: usize = 256 * 1024;
 
@@ -52,17 +50,9 @@ fn config(message: String) -> ApiError {
     ApiError::Config { message }
 }
 
-/// `PUSHER_GATEWAY_SHARDS`: gateway objects per app (1–1024).
+/// `PUSHER_GATEWAY_SHARDS`: gateway objects per app (1–1024, [`Config::pusher_shards`]).
 pub(crate) fn shards(env: &Env) -> Result<u32, ApiError> {
-    match setting(env, "PUSHER_GATEWAY_SHARDS") {
-        None => Ok(DEFAULT_SHARDS),
-        Some(v) => v
-            .trim()
-            .parse::<u32>()
-            .ok()
-            .filter(|n| (1..=1024).contains(n))
-            .ok_or_else(|| config("PUSHER_GATEWAY_SHARDS: a whole number 1-1024".into())),
-    }
+    Ok(super::settings::config(env)?.pusher_shards)
 }
 
 /// Whether the router hands this path to the Pusher edge.
