@@ -291,7 +291,69 @@ pub const SETTINGS: &[Setting] = &[
         "4",
         "gateway objects per Pusher app that share its sockets, 1–1024",
     ),
+    var(
+        "PUSHER_MAX_EVENT_DATA_BYTES",
+        "10240",
+        "largest Pusher event `data` (REST or client event), 1–1048576 bytes",
+    ),
+    var(
+        "PUSHER_MAX_CHANNELS_PER_SOCKET",
+        "100",
+        "channels one Pusher socket may subscribe to, 1–10000",
+    ),
+    var(
+        "PUSHER_PRESENCE_MAX_MEMBERS",
+        "100",
+        "distinct users of one presence channel, 1–100000",
+    ),
+    var(
+        "PUSHER_CLIENT_EVENTS_PER_SECOND",
+        "10",
+        "client events one Pusher socket may send per second (then 4301 errors, then a \
+         4301 close), 1–10000",
+    ),
 ];
+
+/// The `PUSHER_*` limits over [`crate::pusher::Limits`]'s defaults (Pusher's published ones).
+fn pusher_limits(
+    lookup: &impl Fn(&str) -> Option<String>,
+) -> Result<crate::pusher::Limits, ConfigError> {
+    let d = crate::pusher::Limits::default();
+    let data = number(
+        lookup,
+        "PUSHER_MAX_EVENT_DATA_BYTES",
+        d.max_event_data_bytes as u64,
+        1,
+        1024 * 1024,
+    )? as usize;
+    Ok(crate::pusher::Limits {
+        max_event_data_bytes: data,
+        // Room for a client event's data sent as an escaped string, plus the envelope.
+        max_frame_bytes: 2 * data + 4096,
+        max_channels_per_socket: number(
+            lookup,
+            "PUSHER_MAX_CHANNELS_PER_SOCKET",
+            d.max_channels_per_socket as u64,
+            1,
+            10_000,
+        )? as usize,
+        max_presence_members: number(
+            lookup,
+            "PUSHER_PRESENCE_MAX_MEMBERS",
+            d.max_presence_members as u64,
+            1,
+            100_000,
+        )? as usize,
+        client_events_per_second: number(
+            lookup,
+            "PUSHER_CLIENT_EVENTS_PER_SECOND",
+            u64::from(d.client_events_per_second),
+            1,
+            10_000,
+        )? as u32,
+        ..d
+    })
+}
 
 /// The README's row for a setting.
 pub fn readme_row(s: &Setting) -> String {
@@ -334,6 +396,9 @@ pub struct Config {
     pub voice: VoiceLimits,
     /// `PUSHER_GATEWAY_SHARDS`: gateway objects per Pusher app.
     pub pusher_shards: u32,
+    /// `PUSHER_*` limits of the Pusher protocol (event data, channels per socket, presence
+    /// members, client event rate); the rest of [`crate::pusher::Limits`] at its defaults.
+    pub pusher: crate::pusher::Limits,
 }
 
 /// A setting that is present but malformed.
@@ -500,6 +565,7 @@ impl Config {
             ),
             voice,
             pusher_shards: number(&lookup, "PUSHER_GATEWAY_SHARDS", 4, 1, 1024)? as u32,
+            pusher: pusher_limits(&lookup)?,
         })
     }
 

@@ -16,6 +16,7 @@ use worker::{
 use crate::glue::http::{failure_response, internal, json, log_error, now_ms, read_json};
 use crate::glue::pusher::{apps, APP_HEADER, SHARD_HEADER};
 use crate::glue::rooms::ROOM_KEY_HEADER;
+use crate::glue::settings;
 use crate::glue::stub::{stub, Call};
 use crate::http::bodies::RoomBroadcast;
 use crate::http::error::ApiError;
@@ -104,7 +105,10 @@ impl DurableObject for Gateway {
             let _ = ws.send_with_str(wire::error_frame(None, "binary frames are not supported"));
             return Ok(());
         };
-        let limits = Limits::default();
+        let limits = settings::config(&self.env)
+            .map_err(|e| worker::Error::RustError(e.to_string()))?
+            .pusher
+            .clone();
         match wire::decode(&text, &limits) {
             Ok(ClientFrame::Ping) => {
                 let _ = ws.send_with_str(wire::pong_frame());
@@ -285,12 +289,32 @@ impl Gateway {
         if let Ok(p) = WebSocketRequestResponsePair::new(&wire::ping_frame(), &wire::pong_frame()) {
             self.state.set_websocket_auto_response(&p);
         }
-        let limits = Limits::default();
+        let config = settings::config(&self.env)?;
+        // The app's connection quota, shared evenly by its shards: past it, 4004 (pusher-js
+        // does not reconnect).
+        let app = apps(&self.env)?.by_id(&a.app_id).cloned();
+        let quota = app.and_then(|app| app.max_connections).map(|max| {
+            let shards = u64::from(config.pusher_shards);
+            max.div_ceil(shards)
+        });
+        if quota.is_some_and(|q| self.sockets.borrow().len() as u64 >= q) {
+            let why = "over the app's connection quota";
+            let _ = pair
+                .server
+                .send_with_str(wire::error_frame(Some(close::OVER_CONNECTION_QUOTA), why));
+            let _ = pair
+                .server
+                .close(Some(close::OVER_CONNECTION_QUOTA), Some(why));
+            return Ok(ResponseBuilder::new()
+                .with_status(101)
+                .with_websocket(pair.client)
+                .empty());
+        }
         let _ = pair
             .server
             .send_with_str(wire::connection_established_frame(
                 &socket_id,
-                limits.activity_timeout_s,
+                config.pusher.activity_timeout_s,
             ));
         self.sockets.borrow_mut().insert(socket_id, pair.server);
         Ok(ResponseBuilder::new()

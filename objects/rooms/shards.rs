@@ -166,11 +166,9 @@ pub(crate) fn limits(key: &str, config: &Config) -> RoomLimits {
         Some((_, channel)) => channel_limits(
             &config.room,
             channel.starts_with("presence-"),
-            PRESENCE_MAX_MEMBERS,
+            config.pusher.max_presence_members,
+            config.pusher.max_event_data_bytes,
         ),
         None => config.room,
     }
 }
-
-/// Members of one presence channel, at most (Pusher's default).
-pub(crate) const PRESENCE_MAX_MEMBERS: usize = 100;

@@ -20,7 +20,6 @@ use crate::pusher::rest_body::{self, ChannelStats};
 use crate::pusher::shard::socket_sender;
 use crate::pusher::webhook::{self, WebhookEvent};
 use crate::pusher::wire::{self, close};
-use crate::pusher::Limits;
 use crate::rooms::shards::channel_key;
 use crate::services::notify::{next_action, parse_retry_after, Action, Outcome};
 
@@ -34,6 +33,10 @@ use super::stub::{stub, Call};
 pub(crate) const SHARD_HEADER: &str = "X-Roomkeeper-Shard";
 /// Internal header: the app a gateway socket belongs to.
 pub(crate) const APP_HEADER: &str = "X-Roomkeeper-Pusher-App";
+
+/// The oldest protocol version a socket may ask for (`?protocol=`); older ones, and sockets
+/// that name none, are closed with 4007 / 4008 right after the upgrade.
+pub const MIN_PROTOCOL: u32 = 5;
 
 /// Largest REST request body (a full `batch_events` of maximal events fits).
 pub const MAX_REST_BODY_BYTES: usize = 256 * 1024;
@@ -94,13 +97,32 @@ async fn socket(
     request_id: &str,
 ) -> Result<Response, ApiError> {
     let apps = apps(env)?;
-    let refusal = match apps.by_key(key) {
-        None => Some((
+    let url = req.url().map_err(internal)?;
+    let protocol = url
+        .query_pairs()
+        .find(|(k, _)| k == "protocol")
+        .map(|(_, v)| v.to_string());
+    let supported = |v: &str| {
+        v.parse::<u32>()
+            .is_ok_and(|v| (MIN_PROTOCOL..=crate::pusher::PROTOCOL_VERSION).contains(&v))
+    };
+    let refusal = match (apps.by_key(key), protocol.as_deref()) {
+        (_, None) => Some((
+            close::NO_PROTOCOL,
+            "No protocol version supplied".to_string(),
+        )),
+        (_, Some(v)) if !supported(v) => Some((
+            close::UNSUPPORTED_PROTOCOL,
+            format!("Unsupported protocol version {v}"),
+        )),
+        (None, _) => Some((
             close::APP_NOT_FOUND,
             format!("App key {key} not in this cluster"),
         )),
-        Some(app) if !app.enabled => Some((close::APP_DISABLED, "App is disabled".to_string())),
-        Some(_) => None,
+        (Some(app), _) if !app.enabled => {
+            Some((close::APP_DISABLED, "App is disabled".to_string()))
+        }
+        (Some(_), _) => None,
     };
     if let Some((code, message)) = refusal {
         let pair = WebSocketPair::new().map_err(internal)?;
@@ -185,7 +207,10 @@ async fn rest_call(mut req: Request, env: &Env) -> Result<Response, RestError> {
         body: &body,
     };
     rest::authenticate(&signed, &app.key, &app.secret, now_ms() / 1000)?;
-    let limits = Limits::default();
+    let limits = super::settings::config(env)
+        .map_err(unexpected)?
+        .pusher
+        .clone();
     let rest: Vec<&str> = segments[2..].to_vec();
     match (method.as_str(), rest.as_slice()) {
         ("POST", ["events"]) => {

@@ -40,11 +40,19 @@ pub const CHANNEL_MAX_BODY_BYTES: usize = 24 * 1024;
 /// sockets of the room (no connection cap), only presence channels count members (at most
 /// `presence_max`), member information is a presence `user_info` (at most 1 KB) and there is
 /// no batch window (deliveries to shards are batched instead).
-pub fn channel_limits(room: &RoomLimits, presence: bool, presence_max: usize) -> RoomLimits {
+pub fn channel_limits(
+    room: &RoomLimits,
+    presence: bool,
+    presence_max: usize,
+    max_data_bytes: usize,
+) -> RoomLimits {
     RoomLimits {
-        // The gateway and the REST API hold `data` to Pusher's 10 KB; the stored body
-        // `{event, data, user_id}` may be twice that once `data`'s quotes are escaped.
-        max_body_bytes: room.max_body_bytes.max(CHANNEL_MAX_BODY_BYTES),
+        // The gateway and the REST API hold `data` to its limit (Pusher's 10 KB); the stored
+        // body `{event, data, user_id}` may be twice that once `data`'s quotes are escaped.
+        max_body_bytes: room
+            .max_body_bytes
+            .max(CHANNEL_MAX_BODY_BYTES)
+            .max(2 * max_data_bytes + 1024),
         max_members: if presence { presence_max } else { usize::MAX },
         max_connections: usize::MAX,
         max_meta_bytes: 1024,
@@ -170,7 +178,7 @@ mod tests {
     #[test]
     fn channel_limits_count_members_on_presence_channels_only() {
         let base = RoomLimits::default();
-        let public = channel_limits(&base, false, 100);
+        let public = channel_limits(&base, false, 100, 10240);
         assert_eq!(
             (
                 public.max_members,
@@ -179,8 +187,12 @@ mod tests {
             ),
             (usize::MAX, usize::MAX, 0)
         );
-        assert_eq!(channel_limits(&base, true, 100).max_members, 100);
+        assert_eq!(channel_limits(&base, true, 100, 10240).max_members, 100);
         assert_eq!(public.max_body_bytes, CHANNEL_MAX_BODY_BYTES);
+        assert_eq!(
+            channel_limits(&base, false, 100, 100_000).max_body_bytes,
+            201_024
+        );
         assert_eq!(public.history_max_messages, base.history_max_messages);
     }
 
