@@ -212,13 +212,21 @@ pub async fn pusher_sockets_spend_the_connect_budget(_ctx: Arc<Ctx>) {
                 open.push(c);
             }
             Err(r) => {
-                assert_eq!(r.body["error"]["code"], "rate_limited", "{}", r.body);
+                // The WebSocket client does not always hand over the refusal's body; when it
+                // does, it is the documented one.
+                if !r.body.is_null() {
+                    assert_eq!(r.body["error"]["code"], "rate_limited", "{}", r.body);
+                }
                 statuses.push(r.status);
             }
         }
     }
     let accepted = statuses.iter().filter(|s| **s == 101).count();
     assert!((20..=23).contains(&accepted), "{statuses:?}");
+    assert!(
+        statuses.iter().all(|s| *s == 101 || *s == 429),
+        "{statuses:?}"
+    );
     assert!(statuses.contains(&429), "{statuses:?}");
     // Another address is not affected.
     let other = Client::try_connect(&url, Enc::Json, &[("CF-Connecting-IP", "203.0.113.78")]).await;
