@@ -11,14 +11,15 @@ use worker::{Env, SqlStorage, State};
 
 use crate::config::Config;
 use crate::glue::http::log_error;
+use crate::glue::rooms::ROOM_KEY_HEADER;
 use crate::glue::stub::{stub, Call};
 use crate::internal::{Binding, Op};
 use crate::objects::sessions::session::{raw_state, spawn};
 use crate::rooms::limits::RoomLimits;
 use crate::rooms::session::Session;
 use crate::rooms::shards::{
-    channel_limits, parse_channel_key, Delivered, Delivery, DeliveryAnswer, CHANNEL_PREFIX,
-    MAX_DELIVERY_FRAMES,
+    channel_limits, parse_channel_key, Delivered, Delivery, DeliveryAnswer, Unsubscribe,
+    CHANNEL_PREFIX, MAX_DELIVERY_FRAMES,
 };
 
 /// Attempts of one delivery before it is given up (the shard fills the gap from history when
@@ -71,16 +72,8 @@ pub(crate) struct Outbox(Rc<RefCell<BTreeMap<String, Queue>>>);
 
 impl Outbox {
     /// Queues `frame` for `shard`; starts a delivery unless one is in flight (then it goes in
-    /// the next batch). `gone` is told which subscribers a shard no longer holds.
-    pub(crate) fn push(
-        &self,
-        state: &State,
-        env: &Env,
-        room: &str,
-        shard: &str,
-        frame: Delivered,
-        gone: Rc<dyn Fn(Vec<String>)>,
-    ) {
+    /// the next batch). Subscribers a shard reports gone are unsubscribed from the room.
+    pub(crate) fn push(&self, state: &State, env: &Env, room: &str, shard: &str, frame: Delivered) {
         let start = {
             let mut map = self.0.borrow_mut();
             let q = map.entry(shard.to_string()).or_default();
@@ -88,20 +81,23 @@ impl Outbox {
             !std::mem::replace(&mut q.busy, true)
         };
         if start {
-            let (me, env, room, shard) = (
+            // The room's own id, for unsubscribing what the shard reports gone: a call to
+            // itself, since the delivery runs outside any event's borrow of the room.
+            let (me, env, id, room, shard) = (
                 self.clone(),
                 env.clone(),
+                state.id().to_string(),
                 room.to_string(),
                 shard.to_string(),
             );
             spawn(&raw_state(state), async move {
-                me.run(env, room, shard, gone).await
+                me.run(env, id, room, shard).await
             });
         }
     }
 
     /// Delivers the shard's queue batch after batch until it is empty.
-    async fn run(self, env: Env, room: String, shard: String, gone: Rc<dyn Fn(Vec<String>)>) {
+    async fn run(self, env: Env, id: String, room: String, shard: String) {
         loop {
             let frames = {
                 let mut map = self.0.borrow_mut();
@@ -125,7 +121,9 @@ impl Outbox {
                 match deliver(&env, &shard, &body).await {
                     Ok(answer) => {
                         if !answer.gone.is_empty() {
-                            gone(answer.gone);
+                            if let Err(e) = forget_later(&env, &id, &room, answer.gone).await {
+                                log_error("shard_gone_unsubscribe", &e.to_string());
+                            }
                         }
                         break;
                     }
@@ -140,6 +138,21 @@ impl Outbox {
             }
         }
     }
+}
+
+/// Unsubscribes `conns` from the room with object id `id` (hex) and key `key`.
+async fn forget_later(env: &Env, id: &str, key: &str, conns: Vec<String>) -> worker::Result<()> {
+    let stub = env
+        .durable_object(Binding::Room.name())?
+        .id_from_string(id)?
+        .get_stub()?;
+    let body = serde_json::to_string(&Unsubscribe { conns })
+        .map_err(|e| worker::Error::RustError(e.to_string()))?;
+    let call = Call::new(Op::RoomUnsubscribe)
+        .body(body)
+        .header(ROOM_KEY_HEADER, key)
+        .map_err(|e| worker::Error::RustError(e.to_string()))?;
+    call.send(&stub).await.map(|_| ())
 }
 
 async fn deliver(env: &Env, shard: &str, body: &str) -> Result<DeliveryAnswer, String> {

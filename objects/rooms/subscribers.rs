@@ -3,15 +3,11 @@
 //! their shards' [`Outbox`](super::shards::Outbox).
 
 use std::collections::BTreeSet;
-use std::rc::Rc;
 
-use worker::{Env, Request, Response};
+use worker::{Request, Response};
 
-use crate::glue::http::{internal, json, log_error, now_ms, read_json};
-use crate::glue::rooms::ROOM_KEY_HEADER;
-use crate::glue::stub::Call;
+use crate::glue::http::{internal, json, now_ms, read_json};
 use crate::http::error::ApiError;
-use crate::internal::{Binding, Op};
 use crate::objects::rooms::room::Room;
 use crate::objects::rooms::shards::remove;
 use crate::objects::sessions::session::{raw_state, spawn};
@@ -19,21 +15,6 @@ use crate::pusher::webhook::WebhookEvent;
 use crate::rooms::protocol::{RawFrame, ServerFrame};
 use crate::rooms::room::Effect;
 use crate::rooms::shards::{parse_channel_key, Delivered, Subscribe, SubscribeAnswer, Unsubscribe};
-
-/// Unsubscribes `conns` from the room with object id `id` (hex) and key `key`.
-async fn forget_later(env: &Env, id: &str, key: &str, conns: Vec<String>) -> worker::Result<()> {
-    let stub = env
-        .durable_object(Binding::Room.name())?
-        .id_from_string(id)?
-        .get_stub()?;
-    let body = serde_json::to_string(&Unsubscribe { conns })
-        .map_err(|e| worker::Error::RustError(e.to_string()))?;
-    let call = Call::new(Op::RoomUnsubscribe)
-        .body(body)
-        .header(ROOM_KEY_HEADER, key)
-        .map_err(|e| worker::Error::RustError(e.to_string()))?;
-    call.send(&stub).await.map(|_| ())
-}
 
 impl Room {
     /// `RoomSubscribe`: adds a shard-held subscriber and joins it; answers its own frames.
@@ -200,24 +181,7 @@ impl Room {
 
     fn push_to(&self, shard: &str, d: Delivered) {
         let room = self.with_core(|c| c.key().to_string());
-        // What a shard reports gone is forgotten in a later event of this object: a call to
-        // itself, since the delivery runs outside any event's borrow of the room.
-        let (raw, env, id) = (
-            Rc::new(raw_state(&self.state)),
-            self.env.clone(),
-            self.state.id().to_string(),
-        );
-        let key = room.clone();
-        let gone: Rc<dyn Fn(Vec<String>)> = Rc::new(move |conns: Vec<String>| {
-            let (env, id, key) = (env.clone(), id.clone(), key.clone());
-            spawn(&raw, async move {
-                if let Err(e) = forget_later(&env, &id, &key, conns).await {
-                    log_error("shard_gone_unsubscribe", &e.to_string());
-                }
-            });
-        });
-        self.outbox
-            .push(&self.state, &self.env, &room, shard, d, gone);
+        self.outbox.push(&self.state, &self.env, &room, shard, d);
     }
 
     /// A forced close of a shard-held subscriber: its shard closes nothing (the socket has

@@ -3,7 +3,9 @@
 //! the channels' rooms. Answers and errors are Pusher's (plain-text REST errors, close codes),
 //! not the native API's JSON.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
 
 use serde_json::Value;
 use worker::{Env, Request, Response, WebSocketPair};
@@ -41,12 +43,26 @@ pub const MIN_PROTOCOL: u32 = 5;
 /// Largest REST request body (a full `batch_events` of maximal events fits).
 pub const MAX_REST_BODY_BYTES: usize = 256 * 1024;
 
-/// The apps (`PUSHER_APPS`, a JSON array); none when unset.
-pub(crate) fn apps(env: &Env) -> Result<Apps, ApiError> {
-    match setting(env, "PUSHER_APPS") {
-        None => Apps::new(Vec::new()).map_err(|e| config(format!("PUSHER_APPS: {e}"))),
-        Some(raw) => Apps::parse(&raw).map_err(|e| config(format!("PUSHER_APPS: {e}"))),
+thread_local! {
+    /// The isolate's apps: secrets are fixed for an isolate's lifetime, so `PUSHER_APPS` is
+    /// parsed once, not on every socket, subscription, client event and REST call.
+    static APPS: RefCell<Option<Rc<Apps>>> = const { RefCell::new(None) };
+}
+
+/// The apps (`PUSHER_APPS`, a JSON array); none when unset. A malformed value is a
+/// `config_error` naming it (never cached, so a fixed deployment recovers).
+pub(crate) fn apps(env: &Env) -> Result<Rc<Apps>, ApiError> {
+    if let Some(a) = APPS.with(|a| a.borrow().clone()) {
+        return Ok(a);
     }
+    let parsed = match setting(env, "PUSHER_APPS") {
+        None => Apps::new(Vec::new()),
+        Some(raw) => Apps::parse(&raw),
+    }
+    .map_err(|e| config(format!("PUSHER_APPS: {e}")))?;
+    let parsed = Rc::new(parsed);
+    APPS.with(|a| *a.borrow_mut() = Some(parsed.clone()));
+    Ok(parsed)
 }
 
 fn config(message: String) -> ApiError {

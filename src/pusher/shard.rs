@@ -58,14 +58,7 @@ impl Shard {
 
     /// Restores a subscription (the object woke up): messages after `from` are the socket's.
     pub fn restore(&mut self, channel: &str, socket: &str, from: u64, user: Option<&str>) {
-        if let Some(u) = user {
-            self.users
-                .insert((channel.to_string(), socket.to_string()), u.to_string());
-        }
-        self.channels
-            .entry(channel.to_string())
-            .or_default()
-            .insert(socket.to_string(), Sub::From(from));
+        self.insert(channel, socket, Sub::From(from), user);
         let last = self.last.entry(channel.to_string()).or_insert(from);
         *last = (*last).max(from);
     }
@@ -142,6 +135,10 @@ impl Shard {
     /// A socket starts subscribing: frames for it are held until [`Self::subscribed`]. A
     /// presence member's `user` is kept for its client events.
     pub fn subscribing(&mut self, channel: &str, socket: &str, user: Option<&str>) {
+        self.insert(channel, socket, Sub::Pending(Vec::new()), user);
+    }
+
+    fn insert(&mut self, channel: &str, socket: &str, sub: Sub, user: Option<&str>) {
         if let Some(u) = user {
             self.users
                 .insert((channel.to_string(), socket.to_string()), u.to_string());
@@ -149,7 +146,7 @@ impl Shard {
         self.channels
             .entry(channel.to_string())
             .or_default()
-            .insert(socket.to_string(), Sub::Pending(Vec::new()));
+            .insert(socket.to_string(), sub);
     }
 
     /// The room accepted the subscription at stream offset `from`: the frames to send, in
