@@ -105,29 +105,40 @@ impl Server {
             .status()
             .expect("run scripts/db.sh");
         assert!(status.success(), "applying D1 migrations failed");
-        let (child, port, log) =
-            spawn_wrangler(root(), persist, vars, &root().join("target/e2e-logs"));
-        let mut server = Self {
-            child: Some(child),
-            port,
-            log,
-        };
-        server.wait_ready();
-        server
+        // A free port can be taken by another process (a client socket's ephemeral port)
+        // between choosing it and wrangler binding it: then start again on another one.
+        for attempt in 1.. {
+            let (child, port, log) =
+                spawn_wrangler(root(), persist, vars, &root().join("target/e2e-logs"));
+            let mut server = Self {
+                child: Some(child),
+                port,
+                log,
+            };
+            match server.wait_ready() {
+                Ok(()) => return server,
+                Err(tail) if attempt < 3 && tail.contains("Address already in use") => {
+                    server.stop();
+                }
+                Err(tail) => panic!("wrangler dev exited early:\n{tail}"),
+            }
+        }
+        unreachable!("the loop returns or panics")
     }
 
-    fn wait_ready(&mut self) {
+    /// Waits until `/health` answers; the log's tail if wrangler exited first.
+    fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(90);
         let url = format!("{}/health", self.http());
         while Instant::now() < deadline {
             if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
-                panic!("wrangler dev exited early ({status}):\n{}", self.log_tail());
+                return Err(format!("({status}):\n{}", self.log_tail()));
             }
             if let Ok(body) = blocking_get(&url) {
                 // Up, whether healthy or answering a configuration error (tests of bad settings
                 // start servers that can only answer errors).
                 if body.contains("\"ok\"") || body.contains("\"config_error\"") {
-                    return;
+                    return Ok(());
                 }
             }
             std::thread::sleep(Duration::from_millis(250));
