@@ -301,6 +301,7 @@ pub async fn an_unrenewed_lease_expires_and_passes_to_the_next_waiter(ctx: Arc<C
 }
 
 pub async fn lock_bad_input_answers_documented_errors(ctx: Arc<Ctx>) {
+    let _heavy = crate::HEAVY.lock().await;
     let name = room("badlock");
     let lock = format!("{}/api/locks/{name}", ctx.http);
     let acquire = format!("{lock}/acquire");

@@ -78,6 +78,7 @@ fn object_rows(persist: &Path, class: &str, sql: &str) -> u64 {
 }
 
 pub async fn an_unauthenticated_flood_leaves_bounded_state(_ctx: Arc<Ctx>) {
+    let _heavy = crate::HEAVY.lock().await;
     let persist = TempDir::new("flood");
     // The built-in policies (the top level's local ones are generous for the other tests).
     let mut server = Server::start_with(&persist.0, &[("LIMIT_POLICIES", "{}")]);

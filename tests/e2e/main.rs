@@ -21,6 +21,11 @@ use std::sync::Arc;
 use libtest_mimic::{Arguments, Trial};
 use roomkeeper_testkit::harness;
 
+/// Held by the heaviest tests (2,000 sockets, the unauthenticated flood, 64 concurrent
+/// lock long-polls) so they never run at the same time: together they overload this
+/// 2-core machine's local runtime, which then answers with wrangler's own 503s.
+pub static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// What every test gets: where the shared server listens.
 pub struct Ctx {
     /// `http://127.0.0.1:PORT`.

@@ -121,6 +121,7 @@ pub async fn one_socket_on_100_channels_gets_one_trigger_on_all(_ctx: Arc<Ctx>) 
 }
 
 pub async fn two_thousand_sockets_over_the_shards_each_get_200_events_in_order(_ctx: Arc<Ctx>) {
+    let _heavy = crate::HEAVY.lock().await;
     const SOCKETS: usize = 2000;
     const EVENTS: u64 = 200;
     let persist = TempDir::new("pusher-2000");
