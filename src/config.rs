@@ -292,6 +292,12 @@ pub const SETTINGS: &[Setting] = &[
         "gateway objects per Pusher app that share its sockets, 1–1024",
     ),
     var(
+        "PUSHER_GATEWAY_SWEEP_SECONDS",
+        "300",
+        "how often a gateway with subscriptions wakes to forget those of sockets a reset or \
+         restart cut without a close event (their presence membership with them), 1–86400",
+    ),
+    var(
         "PUSHER_MAX_EVENT_DATA_BYTES",
         "10240",
         "largest Pusher event `data` (REST or client event), 1–1048576 bytes",
@@ -396,6 +402,9 @@ pub struct Config {
     pub voice: VoiceLimits,
     /// `PUSHER_GATEWAY_SHARDS`: gateway objects per Pusher app.
     pub pusher_shards: u32,
+    /// `PUSHER_GATEWAY_SWEEP_SECONDS`: how often a gateway with subscriptions sweeps those
+    /// of sockets it no longer holds.
+    pub pusher_sweep_s: u64,
     /// `PUSHER_*` limits of the Pusher protocol (event data, channels per socket, presence
     /// members, client event rate); the rest of [`crate::pusher::Limits`] at its defaults.
     pub pusher: crate::pusher::Limits,
@@ -565,6 +574,7 @@ impl Config {
             ),
             voice,
             pusher_shards: number(&lookup, "PUSHER_GATEWAY_SHARDS", 4, 1, 1024)? as u32,
+            pusher_sweep_s: number(&lookup, "PUSHER_GATEWAY_SWEEP_SECONDS", 300, 1, 86_400)?,
             pusher: pusher_limits(&lookup)?,
         })
     }

@@ -13,7 +13,7 @@ use worker::{
     WebSocket, WebSocketIncomingMessage, WebSocketPair, WebSocketRequestResponsePair,
 };
 
-use crate::glue::http::{failure_response, internal, json, log_error, now_ms, read_json};
+use crate::glue::http::{failure_response, internal, log_error, now_ms};
 use crate::glue::pusher::{apps, APP_HEADER, SHARD_HEADER};
 use crate::glue::rooms::ROOM_KEY_HEADER;
 use crate::glue::settings;
@@ -21,6 +21,7 @@ use crate::glue::stub::{stub, Call};
 use crate::http::bodies::RoomBroadcast;
 use crate::http::error::ApiError;
 use crate::internal::{Binding, Op};
+use crate::objects::alarm::Alarm;
 use crate::objects::sessions::session::{raw_state, spawn};
 use crate::objects::socket::finish_close;
 use crate::pusher::apps::App;
@@ -32,10 +33,9 @@ use crate::pusher::wire::{self, close, ClientEventRate, ClientFrame};
 use crate::pusher::{sign, Limits};
 use crate::rooms::protocol::Encoding;
 use crate::rooms::session::{Perms, Session};
-use crate::rooms::shards::{
-    channel_key, parse_channel_key, Delivered, Delivery, DeliveryAnswer, Subscribe,
-    SubscribeAnswer, Unsubscribe,
-};
+use crate::rooms::shards::{channel_key, Subscribe, SubscribeAnswer};
+
+use super::delivery::room_unsubscribe;
 
 /// What a socket's attachment holds.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -65,6 +65,8 @@ pub struct Gateway {
     pub(super) sockets: RefCell<HashMap<String, WebSocket>>,
     /// Client event budgets and refusals in a row, per socket (in memory only).
     rates: RefCell<HashMap<String, (ClientEventRate, u32)>>,
+    /// The sweep alarm (`PUSHER_GATEWAY_SWEEP_SECONDS`), as last seen.
+    pub(super) sweep_alarm: Alarm,
 }
 
 /// Rate refusals of client events in a row after which a socket is closed with 4301.
@@ -81,6 +83,7 @@ impl DurableObject for Gateway {
             shard: RefCell::new(None),
             sockets: RefCell::new(HashMap::new()),
             rates: RefCell::new(HashMap::new()),
+            sweep_alarm: Alarm::default(),
         }
     }
 
@@ -164,6 +167,11 @@ impl DurableObject for Gateway {
     async fn websocket_error(&self, ws: WebSocket, _error: worker::Error) -> Result<()> {
         self.forget(&ws)
     }
+
+    async fn alarm(&self) -> Result<Response> {
+        self.on_sweep_alarm().await?;
+        Response::empty()
+    }
 }
 
 impl Gateway {
@@ -183,12 +191,12 @@ impl Gateway {
         }
     }
 
-    fn sql(&self) -> worker::SqlStorage {
+    pub(super) fn sql(&self) -> worker::SqlStorage {
         self.state.storage().sql()
     }
 
     /// Loads the subscriptions and sockets after construction (or waking from hibernation).
-    fn ensure_loaded(&self) -> Result<()> {
+    pub(super) fn ensure_loaded(&self) -> Result<()> {
         if self.shard.borrow().is_some() {
             return Ok(());
         }
@@ -228,8 +236,10 @@ impl Gateway {
                 sockets.insert(a.socket_id, ws);
             }
         }
+        drop(sockets);
         *self.shard.borrow_mut() = Some(shard);
-        Ok(())
+        // Sockets a reset or restart cut without a close event leave their channels now.
+        self.sweep()
     }
 
     pub(super) fn with_shard<T>(&self, f: impl FnOnce(&mut Shard) -> T) -> T {
@@ -238,7 +248,7 @@ impl Gateway {
     }
 
     /// The shard's own object name (`{app id}:{index}`), as the router told it first.
-    fn name(&self) -> Result<String> {
+    pub(super) fn name(&self) -> Result<String> {
         #[derive(Deserialize)]
         struct V {
             v: String,
@@ -448,6 +458,7 @@ impl Gateway {
                 user.map_or(worker::SqlStorageValue::Null, Into::into),
             ]),
         )?;
+        self.arm_sweep().await?;
         let ok = wire::subscription_succeeded_frame(&channel, data.as_ref());
         let mut sends = self.with_shard(|s| s.subscribed(&channel, &a.socket_id, from, ok));
         if cache {
@@ -634,73 +645,6 @@ impl Gateway {
         self.unsubscribe(&a, &channels)
     }
 
-    /// `GatewayDeliver`: a room's frames for this shard's sockets, gaps filled from history.
-    async fn deliver(&self, mut req: Request) -> std::result::Result<Response, ApiError> {
-        let d: Delivery = read_json(&mut req).await?;
-        let Some((_, channel)) = parse_channel_key(&d.room) else {
-            return Err(ApiError::bad_request(
-                "not_a_channel",
-                "not a channel's room",
-            ));
-        };
-        let channel = channel.to_string();
-        let mut frames = d.frames;
-        if let Some(since) = self.with_shard(|s| s.gap(&channel, &frames)) {
-            match history(&self.env, &d.room, since).await {
-                Ok((mut missing, false)) => {
-                    missing.append(&mut frames);
-                    frames = missing;
-                }
-                // The missing events are gone (trimmed) or unreadable: this shard's sockets of
-                // the channel cannot be made whole, so they are told to reconnect (4200) and
-                // pusher-js resubscribes at once.
-                outcome => {
-                    let why = match outcome {
-                        Err(e) => e,
-                        Ok(_) => "history trimmed past the gap".to_string(),
-                    };
-                    log_error("pusher_gap_fill", &format!("{}: {why}", d.room));
-                    self.reconnect_channel(&channel);
-                    return json(200, &DeliveryAnswer::default());
-                }
-            }
-        }
-        let before = self.with_shard(|s| s.last(&channel));
-        let sends = self.with_shard(|s| s.deliver(&channel, &frames));
-        let after = self.with_shard(|s| s.last(&channel));
-        if after != before {
-            // Stored with the sends (the output gate holds them until it is durable), so a
-            // reset shard resumes exactly after what its sockets got.
-            let last = after.unwrap_or(0) as i64;
-            self.sql()
-                .exec(
-                    "INSERT INTO handed (channel, last) VALUES (?, ?) \
-                     ON CONFLICT(channel) DO UPDATE SET last = excluded.last",
-                    Some(vec![channel.clone().into(), last.into()]),
-                )
-                .map_err(internal)?;
-        }
-        self.send_all(sends);
-        json(200, &DeliveryAnswer::default())
-    }
-
-    /// Closes this shard's sockets of `channel` with 4200 (reconnect now): what they missed
-    /// cannot be delivered, and a fresh subscription starts them at the channel's present.
-    fn reconnect_channel(&self, channel: &str) {
-        let sockets: Vec<String> = self
-            .sockets
-            .borrow()
-            .keys()
-            .filter(|s| self.with_shard(|sh| sh.is_subscribed(channel, s)))
-            .cloned()
-            .collect();
-        for s in sockets {
-            if let Some(ws) = self.sockets.borrow().get(&s) {
-                let _ = ws.close(Some(close::RECONNECT_NOW), Some("missed events; reconnect"));
-            }
-        }
-    }
-
     /// Raises a webhook event of the app in the background (the job queue delivers it).
     fn raise(&self, app_id: &str, event: WebhookEvent) {
         let (env, app) = (self.env.clone(), app_id.to_string());
@@ -709,7 +653,7 @@ impl Gateway {
         });
     }
 
-    fn send_all(&self, sends: Sends) {
+    pub(super) fn send_all(&self, sends: Sends) {
         let sockets = self.sockets.borrow();
         for (socket, frame) in sends {
             if let Some(ws) = sockets.get(&socket) {
@@ -718,58 +662,4 @@ impl Gateway {
             }
         }
     }
-}
-
-async fn room_unsubscribe(
-    env: &Env,
-    key: &str,
-    conns: Vec<String>,
-) -> std::result::Result<(), String> {
-    let s = stub(env, Binding::Room, key).map_err(|e| e.to_string())?;
-    let body = serde_json::to_string(&Unsubscribe { conns }).map_err(|e| e.to_string())?;
-    Call::new(Op::RoomUnsubscribe)
-        .body(body)
-        .header(ROOM_KEY_HEADER, key)
-        .map_err(|e| e.to_string())?
-        .send(&s)
-        .await
-        .map(|_| ())
-        .map_err(|e| e.to_string())
-}
-
-/// The room's messages after `since`, as deliveries (a gap's fill), and whether some of them
-/// were already trimmed from its history.
-async fn history(
-    env: &Env,
-    key: &str,
-    since: u64,
-) -> std::result::Result<(Vec<Delivered>, bool), String> {
-    let s = stub(env, Binding::Room, key).map_err(|e| e.to_string())?;
-    let mut r = Call::new(Op::RoomHistory)
-        .query(&format!("since={since}&limit=1000"))
-        .header(ROOM_KEY_HEADER, key)
-        .map_err(|e| e.to_string())?
-        .send(&s)
-        .await
-        .map_err(|e| e.to_string())?;
-    if r.status_code() != 200 {
-        return Err(format!("history answered {}", r.status_code()));
-    }
-    let page: serde_json::Value = r.json().await.map_err(|e| e.to_string())?;
-    let truncated = page["truncated"].as_bool().unwrap_or(false);
-    let frames = page["messages"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|m| {
-            let mut frame = m.clone();
-            frame["type"] = "message".into();
-            Delivered {
-                frame,
-                to: None,
-                except: None,
-            }
-        })
-        .collect();
-    Ok((frames, truncated))
 }

@@ -1,4 +1,5 @@
 //! The Pusher Channels gateway: shards holding client sockets.
 
+pub mod delivery;
 pub mod gateway;
 pub mod users;

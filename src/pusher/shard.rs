@@ -200,6 +200,37 @@ impl Shard {
         channels
     }
 
+    /// Forgets the subscriptions of sockets this shard no longer holds (`gone`: closed while
+    /// the object was reset or restarted, so no close event came), on `channel` only or on
+    /// every channel. Returns channel → the forgotten sockets, for the rooms to forget them.
+    pub fn drop_gone(
+        &mut self,
+        channel: Option<&str>,
+        gone: impl Fn(&str) -> bool,
+    ) -> BTreeMap<String, Vec<String>> {
+        let mut dropped: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (c, m) in &self.channels {
+            if channel.is_some_and(|only| only != c) {
+                continue;
+            }
+            let sockets: Vec<String> = m.keys().filter(|s| gone(s)).cloned().collect();
+            if !sockets.is_empty() {
+                dropped.insert(c.clone(), sockets);
+            }
+        }
+        for (c, sockets) in &dropped {
+            for s in sockets {
+                self.unsubscribe(c, s);
+            }
+        }
+        dropped
+    }
+
+    /// Whether any socket here is subscribed to a channel (or subscribing).
+    pub fn is_empty(&self) -> bool {
+        self.channels.is_empty()
+    }
+
     /// If `frames` start past the next offset of `channel`, the offset after which history
     /// must be read first (the gap); `None` when in order, or when nothing was handed on yet.
     pub fn gap(&self, channel: &str, frames: &[Delivered]) -> Option<u64> {
@@ -438,6 +469,26 @@ mod tests {
         );
         s.remove_socket("1.1");
         assert_eq!(s.user_of("presence-r", "1.1"), None);
+    }
+
+    #[test]
+    fn subscriptions_of_gone_sockets_are_dropped_per_channel_or_everywhere() {
+        let mut s = Shard::new();
+        for (c, sock) in [("a", "1.1"), ("a", "2.2"), ("b", "1.1"), ("b", "3.3")] {
+            s.restore(c, sock, 0, None);
+        }
+        let gone = |sock: &str| sock == "1.1";
+        let only_a = s.drop_gone(Some("a"), gone);
+        assert_eq!(
+            only_a.into_iter().collect::<Vec<_>>(),
+            vec![("a".to_string(), vec!["1.1".to_string()])]
+        );
+        assert!(s.is_subscribed("b", "1.1"), "another channel is left alone");
+        let rest = s.drop_gone(None, gone);
+        assert_eq!(rest.get("b"), Some(&vec!["1.1".to_string()]));
+        assert_eq!(s.channels_of("1.1"), Vec::<String>::new());
+        assert!(s.drop_gone(None, |sock| sock != "zz").len() == 2);
+        assert!(s.is_empty());
     }
 
     #[test]

@@ -10,10 +10,11 @@ import {
 } from "./helpers.mjs";
 
 let server;
-before(async () => { server = await startServer(); });
+// A short sweep, so that a restarted gateway forgets its cut sockets within the test.
+before(async () => { server = await startServer({ vars: { PUSHER_GATEWAY_SWEEP_SECONDS: "2" } }); });
 after(async () => { await server?.close(); });
 
-const client = () => pusherClient(server.port, APP.key);
+const client = (options) => pusherClient(server.port, APP.key, options);
 const rest = () => serverSdk(server.port, APP);
 
 /** Triggers `n` events from `first` one after another; the numbers the server accepted. */
@@ -80,3 +81,56 @@ test("a runtime restart cuts the sockets: pusher-js reconnects, resubscribes and
   assert.deepEqual(got, [0, 1, 2, 3, 4, 5]);
   p.disconnect();
 });
+
+/** A pusher-js client that signs presence subscriptions as `user`. */
+function member(user) {
+  const sdk = rest();
+  return client({
+    channelAuthorization: {
+      customHandler: ({ socketId, channelName }, cb) =>
+        cb(null, sdk.authorizeChannel(socketId, channelName, { user_id: user, user_info: { n: user } })),
+    },
+  });
+}
+
+test("a runtime restart leaves no member behind: the cut sockets' subscriptions are swept", async () => {
+  const channel = `presence-restart-${process.pid}`;
+  const ann = member("ann");
+  const bo = member("bo");
+  try {
+    await presenceAfterRestart(channel, ann, bo);
+  } finally {
+    ann.disconnect();
+    bo.disconnect();
+  }
+});
+
+async function presenceAfterRestart(channel, ann, bo) {
+  await Promise.all([connected(ann), connected(bo)]);
+  const annCh = ann.subscribe(channel);
+  await subscribed(annCh);
+  const boCh = bo.subscribe(channel);
+  assert.equal((await subscribed(boCh)).count, 2);
+  const removed = [];
+  boCh.bind("pusher:member_removed", (m) => removed.push(m.id));
+  const again = (ch) => new Promise((resolve) => ch.bind("pusher:subscription_succeeded", resolve));
+  const back = [again(annCh), again(boCh)];
+  // Both sockets are cut without a close reaching their gateways; pusher-js reconnects
+  // (new socket ids, perhaps on other shards) and resubscribes.
+  await server.restart();
+  await Promise.all(back);
+  const sdk = rest();
+  const users = async () =>
+    (await (await sdk.get({ path: `/channels/${channel}/users` })).json()).users.map((u) => u.id).sort();
+  assert.deepEqual(await users(), ["ann", "bo"]);
+  // Ann leaves: with the old sockets swept she is gone, and Bo is told once.
+  ann.disconnect();
+  await waitFor(async () => removed.includes("ann"), () => `removed ${JSON.stringify(removed)}`, 15000);
+  await waitFor(async () => JSON.stringify(await users()) === JSON.stringify(["bo"]), "only bo is left", 15000);
+  assert.deepEqual(removed, ["ann"]);
+  bo.disconnect();
+  // Bo leaves too: the channel is vacated (no stale subscription keeps it occupied).
+  const occupied = async () =>
+    (await (await sdk.get({ path: `/channels/${channel}`, params: { info: "subscription_count" } })).json()).occupied;
+  await waitFor(async () => (await occupied()) === false, "the channel is vacated", 15000);
+}
