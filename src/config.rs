@@ -298,6 +298,11 @@ pub const SETTINGS: &[Setting] = &[
          restart cut without a close event (their presence membership with them), 1–86400",
     ),
     var(
+        "PUSHER_WEBHOOK_DEAD_LETTERS",
+        "1000",
+        "undeliverable Pusher webhooks kept per app in D1 (the newest), 1–100000",
+    ),
+    var(
         "PUSHER_MAX_EVENT_DATA_BYTES",
         "10240",
         "largest Pusher event `data` (REST or client event), 1–1048576 bytes",
@@ -405,6 +410,8 @@ pub struct Config {
     /// `PUSHER_GATEWAY_SWEEP_SECONDS`: how often a gateway with subscriptions sweeps those
     /// of sockets it no longer holds.
     pub pusher_sweep_s: u64,
+    /// `PUSHER_WEBHOOK_DEAD_LETTERS`: dead webhooks kept per app.
+    pub pusher_dead_letters: u64,
     /// `PUSHER_*` limits of the Pusher protocol (event data, channels per socket, presence
     /// members, client event rate); the rest of [`crate::pusher::Limits`] at its defaults.
     pub pusher: crate::pusher::Limits,
@@ -575,6 +582,7 @@ impl Config {
             voice,
             pusher_shards: number(&lookup, "PUSHER_GATEWAY_SHARDS", 4, 1, 1024)? as u32,
             pusher_sweep_s: number(&lookup, "PUSHER_GATEWAY_SWEEP_SECONDS", 300, 1, 86_400)?,
+            pusher_dead_letters: number(&lookup, "PUSHER_WEBHOOK_DEAD_LETTERS", 1000, 1, 100_000)?,
             pusher: pusher_limits(&lookup)?,
         })
     }

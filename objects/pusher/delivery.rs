@@ -20,7 +20,7 @@ use crate::rooms::shards::{
     channel_key, parse_channel_key, Delivered, Delivery, DeliveryAnswer, Unsubscribe,
 };
 
-use super::gateway::Gateway;
+use super::gateway::{Attachment, Gateway};
 
 /// Attempts of one unsubscribe call to a room before it is given up (logged).
 const UNSUBSCRIBE_ATTEMPTS: u32 = 3;
@@ -100,6 +100,30 @@ impl Gateway {
                 let _ = ws.close(Some(close::RECONNECT_NOW), Some("missed events; reconnect"));
             }
         }
+    }
+
+    /// The socket leaves channels: forgotten here, and in the rooms in the background.
+    pub(super) fn unsubscribe(&self, a: &Attachment, channels: &[String]) -> worker::Result<()> {
+        for c in channels {
+            if self.with_shard(|s| s.unsubscribe(c, &a.socket_id)) {
+                self.sql().exec(
+                    "DELETE FROM handed WHERE channel = ?",
+                    Some(vec![c.clone().into()]),
+                )?;
+            }
+            self.sql().exec(
+                "DELETE FROM subs WHERE socket = ? AND channel = ?",
+                Some(vec![a.socket_id.clone().into(), c.clone().into()]),
+            )?;
+            let (env, key) = (self.env.clone(), channel_key(&a.app_id, c));
+            let conns = vec![a.socket_id.clone()];
+            spawn(&raw_state(&self.state), async move {
+                if let Err(e) = room_unsubscribe(&env, &key, conns).await {
+                    log_error("pusher_unsubscribe", &e);
+                }
+            });
+        }
+        Ok(())
     }
 
     /// Forgets the subscriptions of sockets this shard no longer holds, on `channel` or on

@@ -35,8 +35,6 @@ use crate::rooms::protocol::Encoding;
 use crate::rooms::session::{Perms, Session};
 use crate::rooms::shards::{channel_key, Subscribe, SubscribeAnswer};
 
-use super::delivery::room_unsubscribe;
-
 /// What a socket's attachment holds.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(super) struct Attachment {
@@ -605,30 +603,6 @@ impl Gateway {
                 log_error("pusher_client_event", &e);
                 refuse(None, "client event not delivered");
             }
-        }
-        Ok(())
-    }
-
-    /// The socket leaves channels: forgotten here, and in the rooms in the background.
-    fn unsubscribe(&self, a: &Attachment, channels: &[String]) -> Result<()> {
-        for c in channels {
-            if self.with_shard(|s| s.unsubscribe(c, &a.socket_id)) {
-                self.sql().exec(
-                    "DELETE FROM handed WHERE channel = ?",
-                    Some(vec![c.clone().into()]),
-                )?;
-            }
-            self.sql().exec(
-                "DELETE FROM subs WHERE socket = ? AND channel = ?",
-                Some(vec![a.socket_id.clone().into(), c.clone().into()]),
-            )?;
-            let (env, key) = (self.env.clone(), channel_key(&a.app_id, c));
-            let conns = vec![a.socket_id.clone()];
-            spawn(&raw_state(&self.state), async move {
-                if let Err(e) = room_unsubscribe(&env, &key, conns).await {
-                    log_error("pusher_unsubscribe", &e);
-                }
-            });
         }
         Ok(())
     }

@@ -282,6 +282,7 @@ async fn handle(
             super::ops::admin::admin_lock_release(req, env, &name, key_name.as_deref()).await
         }
         Route::AdminAudit => super::ops::admin::admin_audit(req, env).await,
+        Route::AdminPusherDeadWebhooks => super::pusher::webhook_dead_letters(req, env).await,
         Route::AdminOpsToken => {
             let now_s = now_ms() / 1000;
             let claims = auth::Claims {

@@ -162,6 +162,9 @@ pub enum Route {
     /// `POST /api/admin/ops-token` (API key, `admin`): a short-lived operator token that
     /// reads the `ops` feed.
     AdminOpsToken,
+    /// `GET /api/admin/pusher/webhooks/dead?app=&limit=`: Pusher webhooks that could not be
+    /// delivered (API key, `admin`).
+    AdminPusherDeadWebhooks,
     /// `/api/bench/raw/:room/{ws,status,panic}`: the bench-only raw baseline object, served
     /// only when `ENVIRONMENT=local` or `BENCH_ROUTES=true` (see `BENCHMARKS.md`).
     BenchRaw {
@@ -228,6 +231,7 @@ impl Route {
                 | Self::AdminLockRelease(_)
                 | Self::AdminAudit
                 | Self::AdminOpsToken
+                | Self::AdminPusherDeadWebhooks
         )
     }
 
@@ -299,7 +303,8 @@ impl Route {
             | Self::AdminSessions
             | Self::AdminLockRelease(_)
             | Self::AdminAudit
-            | Self::AdminOpsToken => "admin",
+            | Self::AdminOpsToken
+            | Self::AdminPusherDeadWebhooks => "admin",
             Self::BenchRaw { .. } => "bench",
             #[allow(unreachable_patterns)]
             _ => "other",
@@ -417,6 +422,9 @@ pub fn parse(method: Method, path: &str) -> Result<Route, ApiError> {
         }
         ["api", "admin", "audit"] => (Route::AdminAudit, &["GET"]),
         ["api", "admin", "ops-token"] => (Route::AdminOpsToken, &["POST"]),
+        ["api", "admin", "pusher", "webhooks", "dead"] => {
+            (Route::AdminPusherDeadWebhooks, &["GET"])
+        }
         ["api", "bench", "raw", room, op @ ("ws" | "status" | "panic")] => {
             let op: &'static str = match *op {
                 "ws" => "ws",
@@ -592,6 +600,7 @@ mod tests {
             (Route::Leads, Method::Get, Scope::Services),
             (Route::Notify, Method::Post, Scope::Services),
             (Route::AdminAudit, Method::Get, Scope::Admin),
+            (Route::AdminPusherDeadWebhooks, Method::Get, Scope::Admin),
             (Route::AdminCloseRoom(key()), Method::Post, Scope::Admin),
             (
                 Route::AdminLockRelease("l".into()),

@@ -11,6 +11,8 @@ import { startServer, root } from "../browser/harness.mjs";
 import { connected, pusherClient, serverSdk, subscribed } from "./helpers.mjs";
 
 const APP = { id: "7", key: "hooked-key", secret: "hooked-secret" };
+// An app whose webhook receiver refuses everything with 410: its webhooks are dead at once.
+const REFUSED = { id: "8", key: "refused-key", secret: "refused-secret" };
 const received = [];
 let server;
 let hooks;
@@ -20,14 +22,16 @@ before(async () => {
     let body = "";
     req.on("data", (c) => { body += c; });
     req.on("end", () => {
+      if (req.url === "/gone") return res.writeHead(410).end("gone");
       received.push({ headers: req.headers, body });
       res.writeHead(200).end("ok");
     });
   });
   await new Promise((r) => hooks.listen(0, "127.0.0.1", r));
   const url = `http://127.0.0.1:${hooks.address().port}/pusher`;
-  const apps = [{ ...APP, client_events: true, webhooks: [{ url }] }];
-  server = await startServer({ vars: { PUSHER_APPS: JSON.stringify(apps) } });
+  const gone = `http://127.0.0.1:${hooks.address().port}/gone`;
+  const apps = [{ ...APP, client_events: true, webhooks: [{ url }] }, { ...REFUSED, webhooks: [{ url: gone }] }];
+  server = await startServer({ vars: { PUSHER_APPS: JSON.stringify(apps), PUSHER_WEBHOOK_DEAD_LETTERS: "3" } });
 });
 after(async () => { await server?.close(); hooks?.close(); });
 
@@ -103,4 +107,54 @@ test("occupied, member added and removed, client event, cache miss and vacated, 
   assert.equal(named(evs, "channel_occupied", room).length, 1);
   assert.equal(named(evs, "channel_vacated", room).length, 1);
   for (const { headers } of received) assert.equal(headers["x-pusher-key"], APP.key);
+});
+
+/** The refused app's dead letters, newest first, as operators read them. */
+async function deadLetters() {
+  const admin = { headers: { Authorization: "Bearer roomkeeper-local-dev-api-key" } };
+  const r = await fetch(`${server.url}/api/admin/pusher/webhooks/dead?app=${REFUSED.id}`, admin);
+  assert.equal(r.status, 200);
+  return (await r.json()).dead.map((d) => ({ ...d, events: JSON.parse(d.body).events }));
+}
+
+/** Waits for the dead letter of `name` on `channel`. */
+async function deadFor(name, channel) {
+  const deadline = Date.now() + 15000;
+  for (;;) {
+    const letters = await deadLetters();
+    const letter = letters.find((d) => d.events.some((e) => e.name === name && e.channel === channel));
+    if (letter) return letter;
+    if (Date.now() > deadline) throw new Error(`no dead ${name} for ${channel}: ${JSON.stringify(letters)}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+test("webhooks the receiver refuses are dead letters for operators, the newest PUSHER_WEBHOOK_DEAD_LETTERS kept", async () => {
+  const p = pusherClient(server.port, REFUSED.key);
+  const names = [1, 2, 3].map((i) => `dead-hooks-${i}-${process.pid}`);
+  try {
+    await connected(p);
+    // One channel after the other: occupied, then vacated, each dead before the next event.
+    for (const channel of names) {
+      await subscribed(p.subscribe(channel));
+      const occupied = await deadFor("channel_occupied", channel);
+      assert.deepEqual(
+        { app_id: occupied.app_id, reason: occupied.reason, attempts: occupied.attempts, last_status: occupied.last_status },
+        { app_id: REFUSED.id, reason: "permanent_status", attempts: 1, last_status: 410 },
+      );
+      assert.ok(occupied.url.endsWith("/gone"));
+      p.unsubscribe(channel);
+      await deadFor("channel_vacated", channel);
+    }
+  } finally {
+    p.disconnect();
+  }
+  // Six letters died; the server keeps three (the test server's setting): the newest.
+  const kept = (await deadLetters()).map((d) => `${d.events[0].name} ${d.events[0].channel}`);
+  assert.deepEqual(kept, [
+    `channel_vacated ${names[2]}`, `channel_occupied ${names[2]}`, `channel_vacated ${names[1]}`,
+  ]);
+  assert.equal((await fetch(`${server.url}/api/admin/pusher/webhooks/dead`)).status, 401);
+  // Nothing of the refused app reached the accepting receiver.
+  assert.ok(received.every(({ headers }) => headers["x-pusher-key"] === APP.key));
 });

@@ -3,9 +3,7 @@
 //! the channels' rooms. Answers and errors are Pusher's (plain-text REST errors, close codes),
 //! not the native API's JSON.
 
-use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
-use std::rc::Rc;
 
 use serde_json::Value;
 use worker::{Env, Request, Response, WebSocketPair};
@@ -14,22 +12,22 @@ use crate::config::Config;
 use crate::http::bodies::RoomBroadcast;
 use crate::http::error::ApiError;
 use crate::internal::{Binding, Op};
-use crate::metrics::Delta;
 use crate::obs;
-use crate::pusher::apps::{App, Apps};
+use crate::pusher::apps::App;
 use crate::pusher::rest::{self, RestError, SignedRequest};
 use crate::pusher::rest_body::{self, ChannelStats};
 use crate::pusher::shard::socket_sender;
-use crate::pusher::webhook::{self, WebhookEvent};
 use crate::pusher::wire::{self, close};
 use crate::rooms::shards::channel_key;
-use crate::services::notify::{next_action, parse_retry_after, Action, Outcome};
 
 use super::http::{internal, now_ms, read_body};
 use super::rooms::ROOM_KEY_HEADER;
-use super::services::jobs::{enqueue, Job};
-use super::settings::setting;
 use super::stub::{stub, Call};
+
+mod apps;
+mod webhooks;
+pub(crate) use apps::apps;
+pub(crate) use webhooks::{deliver_webhook, webhook, webhook_dead_letters};
 
 /// Internal header: the gateway shard's own object name.
 pub(crate) const SHARD_HEADER: &str = "X-Roomkeeper-Shard";
@@ -42,32 +40,6 @@ pub const MIN_PROTOCOL: u32 = 5;
 
 /// Largest REST request body (a full `batch_events` of maximal events fits).
 pub const MAX_REST_BODY_BYTES: usize = 256 * 1024;
-
-thread_local! {
-    /// The isolate's apps: secrets are fixed for an isolate's lifetime, so `PUSHER_APPS` is
-    /// parsed once, not on every socket, subscription, client event and REST call.
-    static APPS: RefCell<Option<Rc<Apps>>> = const { RefCell::new(None) };
-}
-
-/// The apps (`PUSHER_APPS`, a JSON array); none when unset. A malformed value is a
-/// `config_error` naming it (never cached, so a fixed deployment recovers).
-pub(crate) fn apps(env: &Env) -> Result<Rc<Apps>, ApiError> {
-    if let Some(a) = APPS.with(|a| a.borrow().clone()) {
-        return Ok(a);
-    }
-    let parsed = match setting(env, "PUSHER_APPS") {
-        None => Apps::new(Vec::new()),
-        Some(raw) => Apps::parse(&raw),
-    }
-    .map_err(|e| config(format!("PUSHER_APPS: {e}")))?;
-    let parsed = Rc::new(parsed);
-    APPS.with(|a| *a.borrow_mut() = Some(parsed.clone()));
-    Ok(parsed)
-}
-
-fn config(message: String) -> ApiError {
-    ApiError::Config { message }
-}
 
 /// `PUSHER_GATEWAY_SHARDS`: gateway objects per app (1–1024, [`Config::pusher_shards`]).
 pub(crate) fn shards(env: &Env) -> Result<u32, ApiError> {
@@ -406,102 +378,4 @@ async fn trigger(
             Err(unexpected(format!("room {key} answered {s}: {text}")))
         }
     }
-}
-
-/// Raises webhook events of an app: one queued job per webhook URL that wants any of them
-/// (`PUSHER_APPS` `webhooks`), delivered with retries like notifications. Nothing when the app
-/// has no webhooks.
-pub(crate) async fn webhook(env: &Env, app_id: &str, events: Vec<WebhookEvent>) {
-    let Ok(apps) = apps(env) else { return };
-    let Some(app) = apps.by_id(app_id) else {
-        return;
-    };
-    for target in &app.webhooks {
-        let wanted: Vec<WebhookEvent> = events
-            .iter()
-            .filter(|e| target.wants(e.kind()))
-            .cloned()
-            .collect();
-        if wanted.is_empty() {
-            continue;
-        }
-        let job = Job::PusherWebhook {
-            app_id: app.id.clone(),
-            url: target.url.clone(),
-            body: webhook::body(now_ms(), &wanted),
-            attempt: 1,
-        };
-        if let Err(e) = enqueue(env, &job, 0).await {
-            super::http::log_error("pusher_webhook_enqueue", &e.to_string());
-        }
-    }
-}
-
-/// One attempt at a webhook (the queue consumer's job): signed with the app's secret, then
-/// done, retried later (5xx, 408, 429, no answer; backoff as for notifications) or dead
-/// (other 4xx, attempts exhausted: logged with its body, counted, and alerted).
-pub(crate) async fn deliver_webhook(
-    env: &Env,
-    app_id: &str,
-    url: &str,
-    body: String,
-    attempt: u32,
-) -> Result<(), ApiError> {
-    let apps = apps(env)?;
-    let Some(app) = apps.by_id(app_id) else {
-        return Ok(()); // the app is gone: nothing to sign with, nobody to tell
-    };
-    let headers = worker::Headers::new();
-    for (k, v) in webhook::headers(&app.key, &app.secret, &body) {
-        headers.set(k, &v).map_err(internal)?;
-    }
-    let mut init = worker::RequestInit::new();
-    init.with_method(worker::Method::Post)
-        .with_headers(headers)
-        .with_body(Some(wasm_bindgen::JsValue::from_str(&body)));
-    let request = Request::new_with_init(url, &init).map_err(internal)?;
-    let outcome = match worker::Fetch::Request(request).send().await {
-        Ok(r) => Outcome::Status {
-            status: r.status_code(),
-            retry_after_ms: r
-                .headers()
-                .get("Retry-After")
-                .ok()
-                .flatten()
-                .and_then(|h| parse_retry_after(&h)),
-        },
-        Err(_) => Outcome::NetworkError,
-    };
-    let label = match next_action(attempt, outcome) {
-        Action::Done => "delivered",
-        Action::Retry { delay_ms } => {
-            let job = Job::PusherWebhook {
-                app_id: app_id.to_string(),
-                url: url.to_string(),
-                body,
-                attempt: attempt + 1,
-            };
-            enqueue(env, &job, (delay_ms / 1000).max(1) as u32).await?;
-            "retried"
-        }
-        Action::DeadLetter { reason } => {
-            super::http::log_error(
-                "pusher_webhook_dead",
-                &serde_json::json!({"app": app_id, "url": url, "reason": reason,
-                    "attempts": attempt, "body": body})
-                .to_string(),
-            );
-            reason
-        }
-    };
-    super::ops::metrics::add(
-        env,
-        vec![Delta::new(
-            "roomkeeper_pusher_webhooks_total",
-            &[("outcome", label)],
-            1,
-        )],
-    )
-    .await;
-    Ok(())
 }
