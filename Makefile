@@ -8,7 +8,7 @@ WRANGLER := node_modules/.bin/wrangler
 export WRANGLER_SEND_METRICS := false
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: setup build dev test lint layout unit e2e browser deploy-check valuation-eval bench soak fuzz clean
+.PHONY: setup build dev test lint layout unit e2e browser deploy-check valuation-eval bench soak fuzz compare-sockudo clean
 
 ## setup: install the wasm target, worker-build, wasm-bindgen, wrangler and test packages (idempotent)
 setup:
@@ -72,6 +72,10 @@ soak: setup
 FUZZ_CASES ?= 100000
 fuzz:
 	PROPTEST_CASES=$(FUZZ_CASES) cargo test --release --test fuzz
+
+## compare-sockudo: the Pusher behaviour comparison with sockudo 5.2.0 (docs/PUSHER.md); builds sockudo into .tools/ once (30+ minutes; SOCKUDO=path to use a built one)
+compare-sockudo: build
+	bash scripts/sockudo.sh
 
 ## valuation-eval: print the valuation model's cross-validated error and interval coverage
 valuation-eval:
