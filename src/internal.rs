@@ -106,6 +106,9 @@ pub enum Op {
     GatewayTerminate,
     /// Gateway: the channels its sockets subscribe to, with counts and presence users.
     GatewayChannels,
+    /// Gateway: close every socket with 4200, so clients reconnect at once (an operator's
+    /// rebalance after a shard count change, or a drain before maintenance).
+    GatewayReconnect,
 }
 
 /// Every operation with the namespaces that answer it, its path and whether it takes a body.
@@ -172,6 +175,12 @@ const OPS: &[(Op, &[Binding], &str, bool)] = &[
         &[Binding::Gateway],
         "/__channels",
         false,
+    ),
+    (
+        Op::GatewayReconnect,
+        &[Binding::Gateway],
+        "/__reconnect",
+        true,
     ),
 ];
 

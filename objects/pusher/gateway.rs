@@ -181,6 +181,7 @@ impl Gateway {
             Op::GatewaySocket => self.accept(&req),
             Op::GatewayDeliver => self.deliver(req).await,
             Op::GatewayTerminate => self.terminate(req).await,
+            Op::GatewayReconnect => self.reconnect_all(),
             Op::GatewayChannels => self.channels(),
             _ => Err(ApiError::not_found(
                 "not_found",

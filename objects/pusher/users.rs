@@ -62,6 +62,17 @@ impl Gateway {
         json(200, &serde_json::json!({ "closed": closed }))
     }
 
+    /// `GatewayReconnect`: closes every socket of this shard with 4200 (reconnect now):
+    /// pusher-js reconnects at once, to a shard picked afresh, and resubscribes. The close
+    /// events that follow forget the sockets' subscriptions as for any close.
+    pub(super) fn reconnect_all(&self) -> Result<Response, ApiError> {
+        let sockets: Vec<WebSocket> = self.sockets.borrow().values().cloned().collect();
+        for ws in &sockets {
+            let _ = ws.close(Some(close::RECONNECT_NOW), Some("reconnect"));
+        }
+        json(200, &serde_json::json!({ "closed": sockets.len() }))
+    }
+
     /// `GatewayChannels`: the channels this shard's sockets subscribe to, each with its
     /// subscriptions here and (presence) its distinct users here.
     pub(super) fn channels(&self) -> Result<Response, ApiError> {

@@ -283,6 +283,9 @@ async fn handle(
         }
         Route::AdminAudit => super::ops::admin::admin_audit(req, env).await,
         Route::AdminPusherDeadWebhooks => super::pusher::webhook_dead_letters(req, env).await,
+        Route::AdminPusherReconnect(app) => {
+            super::ops::admin::admin_pusher_reconnect(req, env, &app, key_name.as_deref()).await
+        }
         Route::AdminOpsToken => {
             let now_s = now_ms() / 1000;
             let claims = auth::Claims {

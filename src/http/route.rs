@@ -165,6 +165,9 @@ pub enum Route {
     /// `GET /api/admin/pusher/webhooks/dead?app=&limit=`: Pusher webhooks that could not be
     /// delivered (API key, `admin`).
     AdminPusherDeadWebhooks,
+    /// `POST /api/admin/pusher/apps/:id/reconnect {"shard"?}`: close the app's Pusher sockets
+    /// (of every shard, or one) with 4200 so that clients reconnect at once (API key, `admin`).
+    AdminPusherReconnect(String),
     /// `/api/bench/raw/:room/{ws,status,panic}`: the bench-only raw baseline object, served
     /// only when `ENVIRONMENT=local` or `BENCH_ROUTES=true` (see `BENCHMARKS.md`).
     BenchRaw {
@@ -232,6 +235,7 @@ impl Route {
                 | Self::AdminAudit
                 | Self::AdminOpsToken
                 | Self::AdminPusherDeadWebhooks
+                | Self::AdminPusherReconnect(_)
         )
     }
 
@@ -304,7 +308,8 @@ impl Route {
             | Self::AdminLockRelease(_)
             | Self::AdminAudit
             | Self::AdminOpsToken
-            | Self::AdminPusherDeadWebhooks => "admin",
+            | Self::AdminPusherDeadWebhooks
+            | Self::AdminPusherReconnect(_) => "admin",
             Self::BenchRaw { .. } => "bench",
             #[allow(unreachable_patterns)]
             _ => "other",
@@ -425,6 +430,10 @@ pub fn parse(method: Method, path: &str) -> Result<Route, ApiError> {
         ["api", "admin", "pusher", "webhooks", "dead"] => {
             (Route::AdminPusherDeadWebhooks, &["GET"])
         }
+        ["api", "admin", "pusher", "apps", id, "reconnect"] => (
+            Route::AdminPusherReconnect(id_segment(id, "app")?),
+            &["POST"],
+        ),
         ["api", "bench", "raw", room, op @ ("ws" | "status" | "panic")] => {
             let op: &'static str = match *op {
                 "ws" => "ws",
@@ -601,6 +610,11 @@ mod tests {
             (Route::Notify, Method::Post, Scope::Services),
             (Route::AdminAudit, Method::Get, Scope::Admin),
             (Route::AdminPusherDeadWebhooks, Method::Get, Scope::Admin),
+            (
+                Route::AdminPusherReconnect("1".into()),
+                Method::Post,
+                Scope::Admin,
+            ),
             (Route::AdminCloseRoom(key()), Method::Post, Scope::Admin),
             (
                 Route::AdminLockRelease("l".into()),

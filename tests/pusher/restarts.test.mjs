@@ -4,9 +4,10 @@
 // every accepted event once, in order; cut ones are reconnected and resubscribed by pusher-js.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
+import { createRequire } from "node:module";
 import { startServer } from "../browser/harness.mjs";
 import {
-  LOCAL_APP as APP, connected, pusherClient, serverSdk, subscribed, waitFor,
+  LOCAL_APP as APP, connected, pusherClient, serverSdk, subscribed, timeout, waitFor,
 } from "./helpers.mjs";
 
 let server;
@@ -134,3 +135,51 @@ async function presenceAfterRestart(channel, ann, bo) {
     (await (await sdk.get({ path: `/channels/${channel}`, params: { info: "subscription_count" } })).json()).occupied;
   await waitFor(async () => (await occupied()) === false, "the channel is vacated", 15000);
 }
+
+test("an operator's reconnect closes the app's sockets with 4200: pusher-js reconnects at once and resubscribes", async () => {
+  const channel = `drain-${process.pid}`;
+  const p = client();
+  const { WebSocket } = createRequire(import.meta.url)("ws");
+  const raw = new WebSocket(`ws://127.0.0.1:${server.port}/app/${APP.key}?protocol=7`);
+  const rawClosed = new Promise((resolve) => raw.on("close", (code) => resolve(code)));
+  const rawOpen = new Promise((resolve) => raw.once("message", resolve));
+  try {
+    const first = await connected(p);
+    const ch = p.subscribe(channel);
+    const got = [];
+    ch.bind("tick", (d) => got.push(d.i));
+    await subscribed(ch);
+    await timeout(rawOpen, "the raw socket's connection_established");
+    const resubscribed = new Promise((resolve) => ch.bind("pusher:subscription_succeeded", resolve));
+    const admin = (body, key = "roomkeeper-local-dev-api-key") => fetch(`${server.url}/api/admin/pusher/apps/${APP.id}/reconnect`, {
+      method: "POST", body: JSON.stringify(body),
+      headers: { "content-type": "application/json", ...(key ? { Authorization: `Bearer ${key}` } : {}) },
+    });
+    assert.equal((await admin({ reason: "rebalance" }, null)).status, 401);
+    assert.equal((await admin({ reason: "rebalance", shard: 1024 })).status, 404);
+    assert.equal((await admin({ reason: "" })).status, 400);
+    const r = await admin({ reason: "rebalance" });
+    assert.equal(r.status, 200);
+    assert.ok((await r.json()).closed >= 2, "both sockets closed");
+    // `ws` reports a close once the TCP connection ends, which the local runtime leaves to
+    // the client: once the close frame is in (CLOSING), end it and read the frame's code.
+    await waitFor(() => raw.readyState === raw.CLOSING, "the raw socket's close frame", 5000);
+    raw.terminate();
+    assert.equal(await timeout(rawClosed, "the raw socket's close"), 4200);
+    await timeout(resubscribed, "resubscribed after 4200", 5000);
+    const second = await connected(p);
+    assert.notEqual(second, first, "a new connection");
+    const accepted = await stream(channel, 0, 3);
+    assert.deepEqual(accepted, [0, 1, 2]);
+    await waitFor(() => got.length === 3, () => JSON.stringify(got), 5000);
+    assert.deepEqual(got, [0, 1, 2]);
+    const audit = await (await fetch(`${server.url}/api/admin/audit?subject=pusher:${APP.id}`, {
+      headers: { Authorization: "Bearer roomkeeper-local-dev-api-key" },
+    })).json();
+    assert.equal(audit.entries[0].action, "pusher_reconnect");
+    assert.equal(audit.entries[0].detail.reason, "rebalance");
+  } finally {
+    p.disconnect();
+    raw.close();
+  }
+});

@@ -29,10 +29,17 @@ pub const MAX_AUDIT_PAGE: usize = 500;
 #[serde(deny_unknown_fields)]
 struct CloseRequest {
     reason: String,
+    /// One Pusher gateway shard only (`reconnect`), by index.
+    #[serde(default)]
+    shard: Option<u32>,
 }
 
 /// Reads `{"reason"}` (1–[`MAX_CLOSE_REASON_BYTES`] bytes) from an admin request.
 async fn close_reason(req: &mut Request) -> Result<String, ApiError> {
+    close_request(req).await.map(|c| c.reason)
+}
+
+async fn close_request(req: &mut Request) -> Result<CloseRequest, ApiError> {
     let c: CloseRequest = read_json(req).await?;
     if c.reason.trim().is_empty() || c.reason.len() > MAX_CLOSE_REASON_BYTES {
         return Err(ApiError::bad_request(
@@ -40,7 +47,29 @@ async fn close_reason(req: &mut Request) -> Result<String, ApiError> {
             format!("reason is 1-{MAX_CLOSE_REASON_BYTES} bytes"),
         ));
     }
-    Ok(c.reason)
+    Ok(c)
+}
+
+/// `POST /api/admin/pusher/apps/:id/reconnect {"reason", "shard"?}`: closes the app's Pusher
+/// sockets — of every gateway shard, or of one — with 4200, so that clients reconnect at once
+/// (to shards picked afresh: the way to spread sockets after `PUSHER_GATEWAY_SHARDS` changed,
+/// or to empty a shard); audited.
+pub(crate) async fn admin_pusher_reconnect(
+    mut req: Request,
+    env: &Env,
+    app_id: &str,
+    key_name: Option<&str>,
+) -> Result<Response, ApiError> {
+    let c = close_request(&mut req).await?;
+    let answer = crate::glue::pusher::reconnect(env, app_id, c.shard).await?;
+    let reason = c.reason;
+    let action = Action {
+        subject: format!("pusher:{app_id}"),
+        action: "pusher_reconnect",
+        key_name,
+        detail: &|v| j!({"reason": reason, "shard": c.shard, "closed": v["closed"]}),
+    };
+    audited(env, action, answer).await
 }
 
 /// What one admin action did, for the audit trail.

@@ -38,6 +38,10 @@ pub(crate) const APP_HEADER: &str = "X-Roomkeeper-Pusher-App";
 /// that name none, are closed with 4007 / 4008 right after the upgrade.
 pub const MIN_PROTOCOL: u32 = 5;
 
+/// Most gateway shards an app may have (`PUSHER_GATEWAY_SHARDS` ≤ 1024; the socket id's first
+/// number modulo this is its shard).
+pub const MAX_SHARDS: u32 = 1024;
+
 /// Largest REST request body (a full `batch_events` of maximal events fits).
 pub const MAX_REST_BODY_BYTES: usize = 256 * 1024;
 
@@ -279,28 +283,62 @@ async fn rest_call(mut req: Request, env: &Env) -> Result<Response, RestError> {
     }
 }
 
+/// Closes the app's sockets with 4200 — on every shard, or on `shard` only — and answers
+/// `(200, {closed})`, or 404 for an unknown app or shard.
+pub(crate) async fn reconnect(
+    env: &Env,
+    app_id: &str,
+    shard: Option<u32>,
+) -> Result<(u16, Value), ApiError> {
+    let not_found = |what: String| {
+        Ok((
+            404,
+            serde_json::json!({"error": "not_found", "message": what}),
+        ))
+    };
+    let apps = apps(env)?;
+    let Some(app) = apps.by_id(app_id) else {
+        return not_found(format!("no Pusher app {app_id}"));
+    };
+    let call = Call::new(Op::GatewayReconnect).body("{}".to_string());
+    let answers = match shard {
+        // Any shard that can exist (1024 at most), so that after lowering the shard count
+        // the shards past it can still be emptied.
+        Some(i) if i >= MAX_SHARDS => return not_found(format!("shards are 0-{}", MAX_SHARDS - 1)),
+        Some(i) => vec![shard_call(env, app, i, call).await],
+        None => each_shard(env, app, call).await,
+    };
+    let mut closed = 0;
+    for a in answers {
+        closed += a.map_err(|e| internal(e.to_string()))?["closed"]
+            .as_u64()
+            .unwrap_or(0);
+    }
+    Ok((200, serde_json::json!({ "closed": closed })))
+}
+
 /// Sends `call` to every gateway shard of the app at once; their JSON answers, in shard order.
 async fn each_shard(env: &Env, app: &App, call: Call) -> Vec<Result<Value, RestError>> {
     let n = match shards(env) {
         Ok(n) => n,
         Err(e) => return vec![Err(unexpected(e))],
     };
-    let calls = (0..n).map(|i| {
-        let call = call.clone();
-        async move {
-            let name = format!("{}:{i}", app.id);
-            let s = stub(env, Binding::Gateway, &name).map_err(unexpected)?;
-            let mut r = call.send(&s).await.map_err(unexpected)?;
-            if r.status_code() != 200 {
-                return Err(unexpected(format!(
-                    "shard {name} answered {}",
-                    r.status_code()
-                )));
-            }
-            r.json::<Value>().await.map_err(unexpected)
-        }
-    });
+    let calls = (0..n).map(|i| shard_call(env, app, i, call.clone()));
     futures_util::future::join_all(calls).await
+}
+
+/// Sends `call` to the app's gateway shard `i`; its JSON answer.
+async fn shard_call(env: &Env, app: &App, i: u32, call: Call) -> Result<Value, RestError> {
+    let name = format!("{}:{i}", app.id);
+    let s = stub(env, Binding::Gateway, &name).map_err(unexpected)?;
+    let mut r = call.send(&s).await.map_err(unexpected)?;
+    if r.status_code() != 200 {
+        return Err(unexpected(format!(
+            "shard {name} answered {}",
+            r.status_code()
+        )));
+    }
+    r.json::<Value>().await.map_err(unexpected)
 }
 
 fn json_ok(v: &Value) -> Result<Response, RestError> {
