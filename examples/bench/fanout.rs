@@ -6,6 +6,12 @@
 //! only rebroadcasts). Each published body carries a sequence number and the send time, so a
 //! subscriber records the delivery latency and which sequence numbers it got: loss and
 //! duplicates are counted per subscriber, and for the Room the offsets must strictly increase.
+//!
+//! The third target is the Pusher gateway (`/app/{key}`): every connection subscribes to one
+//! private channel, and the publishers send client events (`client-t`), which the gateway
+//! publishes into the channel's Room and the Room delivers back through the gateway shards —
+//! the whole Pusher path, compared with a Room's own sockets. A client event is not echoed to
+//! its sender, so each message has one receiver fewer.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -33,7 +39,13 @@ pub enum Target {
     Room,
     /// The raw baseline object: rebroadcast as is.
     Raw,
+    /// A Pusher channel through the gateway: client events on a private channel.
+    Gateway,
 }
+
+/// The local app of `wrangler.toml`'s `PUSHER_APPS` (client events on).
+const PUSHER_KEY: &str = "roomkeeper-local-key";
+const PUSHER_SECRET: &str = "roomkeeper-local-secret";
 
 impl Target {
     /// Name in tables.
@@ -41,6 +53,15 @@ impl Target {
         match self {
             Self::Room => "Room",
             Self::Raw => "raw baseline",
+            Self::Gateway => "Pusher gateway",
+        }
+    }
+
+    /// Receivers of one message among `subscribers` (a client event skips its sender).
+    pub fn receivers(self, subscribers: usize) -> usize {
+        match self {
+            Self::Gateway => subscribers.saturating_sub(1),
+            _ => subscribers,
         }
     }
 }
@@ -151,6 +172,12 @@ struct Incoming {
     messages: Option<Vec<Incoming>>,
     #[serde(default)]
     code: Option<String>,
+    /// A Pusher frame's event name.
+    #[serde(default)]
+    event: Option<String>,
+    /// A Pusher frame's data (a JSON string on channel events).
+    #[serde(default)]
+    data: Option<serde_json::Value>,
 }
 
 impl Tally {
@@ -173,6 +200,9 @@ impl Tally {
     }
 
     fn frame(&mut self, f: Incoming, now: u64, progress: &AtomicU64) {
+        if let Some(event) = f.event.as_deref() {
+            return self.pusher_frame(event, &f, now, progress);
+        }
         match f.kind.as_deref() {
             None => {
                 if let (Some(s), Some(t)) = (f.s, f.t) {
@@ -207,11 +237,93 @@ impl Tally {
     }
 }
 
+impl Tally {
+    fn pusher_frame(&mut self, event: &str, f: &Incoming, now: u64, progress: &AtomicU64) {
+        if event == "pusher:error" {
+            self.errors += 1;
+            if self.first_error.is_none() {
+                self.first_error = f.data.as_ref().map(|d| d.to_string());
+            }
+            return;
+        }
+        if !event.starts_with("client-") {
+            return;
+        }
+        if let Some(o) = f.offset {
+            if o <= self.last_offset {
+                self.out_of_order += 1;
+            }
+            self.last_offset = o;
+        }
+        let stamp = match &f.data {
+            Some(serde_json::Value::String(s)) => serde_json::from_str::<Stamp>(s).ok(),
+            Some(v) => serde_json::from_value::<Stamp>(v.clone()).ok(),
+            None => None,
+        };
+        match stamp {
+            Some(st) => self.stamp(st.s, st.t, now, progress),
+            None => self.errors += 1,
+        }
+    }
+}
+
+/// The private channel a gateway run uses for `room`.
+pub fn channel_of(room: &str) -> String {
+    format!("private-{room}")
+}
+
+/// Connects to the gateway and subscribes to the run's private channel (signed as the app's
+/// auth endpoint would).
+async fn open_pusher(ctx: &Ctx, room: &str) -> Result<WsStream, String> {
+    let url = format!(
+        "{}/app/{PUSHER_KEY}?protocol=7&client=bench&version=1",
+        ctx.ws
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str())
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let established = next_text(&mut ws).await?;
+    let v: serde_json::Value = serde_json::from_str(&established).map_err(|e| e.to_string())?;
+    let data: serde_json::Value = serde_json::from_str(v["data"].as_str().unwrap_or("{}"))
+        .map_err(|e| format!("connection_established: {e}"))?;
+    let socket_id = data["socket_id"]
+        .as_str()
+        .ok_or_else(|| format!("expected connection_established, got {established}"))?;
+    let channel = channel_of(room);
+    let auth = roomkeeper::pusher::sign::sign_channel(
+        PUSHER_KEY,
+        PUSHER_SECRET,
+        socket_id,
+        &channel,
+        None,
+    );
+    let subscribe = serde_json::json!({"event": "pusher:subscribe",
+        "data": {"channel": channel, "auth": auth}});
+    ws.send(WsMessage::Text(subscribe.to_string().into()))
+        .await
+        .map_err(|e| format!("subscribe: {e}"))?;
+    let answer = next_text(&mut ws).await?;
+    if !answer.contains("pusher_internal:subscription_succeeded") {
+        return Err(format!("expected subscription_succeeded, got {answer}"));
+    }
+    Ok(ws)
+}
+
+/// The next text frame (within 30 s).
+async fn next_text(ws: &mut WsStream) -> Result<String, String> {
+    match tokio::time::timeout(Duration::from_secs(30), ws.next()).await {
+        Ok(Some(Ok(WsMessage::Text(t)))) => Ok(t.to_string()),
+        Ok(other) => Err(format!("expected a text frame, got {other:?}")),
+        Err(_) => Err("nothing within 30 s".into()),
+    }
+}
+
 /// Opens one connection (and joins, for a Room); returns the socket ready for traffic.
 pub async fn open(ctx: &Ctx, target: Target, room: &str, i: usize) -> Result<WsStream, String> {
     let url = match target {
         Target::Room => format!("{}/api/rooms/{room}/ws?token={}", ctx.ws, ctx.token),
         Target::Raw => format!("{}/api/bench/raw/{room}/ws", ctx.ws),
+        Target::Gateway => return open_pusher(ctx, room).await,
     };
     let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str())
         .await
@@ -408,6 +520,7 @@ pub async fn run(ctx: &Ctx, spec: &Spec) -> Result<Outcome, String> {
     let room = ctx.room(match spec.target {
         Target::Room => "fan",
         Target::Raw => "raw",
+        Target::Gateway => "gw",
     });
     let capacity = (spec.rate * spec.duration.as_secs_f64() * 1.05) as usize + 8;
     let mut subs = Subscribers::open(
@@ -438,6 +551,9 @@ pub async fn run(ctx: &Ctx, spec: &Spec) -> Result<Outcome, String> {
                 format!(r#"{{"type":"publish","body":{{"s":{sent},"t":{t}}},"id":"p{sent}"}}"#)
             }
             Target::Raw => format!(r#"{{"s":{sent},"t":{t}}}"#),
+            Target::Gateway => serde_json::json!({"event": "client-t",
+                "channel": channel_of(&room), "data": {"s": sent, "t": t}})
+            .to_string(),
         };
         let n = subs.sinks.len();
         subs.sinks[sent as usize % n]
@@ -447,7 +563,7 @@ pub async fn run(ctx: &Ctx, spec: &Spec) -> Result<Outcome, String> {
         sent += 1;
     }
     let sending = start.elapsed();
-    let expected = sent * spec.subscribers as u64;
+    let expected = sent * spec.target.receivers(spec.subscribers) as u64;
     subs.wait(expected, spec.drain).await;
     let cpu = cpu0.since(&ctx.workerd);
     let active = Duration::from_micros(subs.last_seen().max(first_send) - first_send);

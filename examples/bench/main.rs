@@ -2,7 +2,7 @@
 //! a markdown table row (see `BENCHMARKS.md` for the figures and what they mean).
 //!
 //! ```text
-//! cargo run --release --example bench -- [--only fanout,saturation,storm,http,limiter,locks,memory,voice,batch]
+//! cargo run --release --example bench -- [--only fanout,gateway,saturation,storm,http,limiter,locks,memory,voice,batch]
 //!                                        [--full] [--via-proxy] [--out FILE]
 //! ```
 //!
@@ -50,6 +50,10 @@ const BENCH_VARS: &[(&str, &str)] = &[
     // (every bench connection is the same user, `bench`).
     ("ROOM_PUBLISH_USER_RATE", "0"),
     ("ROOM_PUBLISH_ROOM_RATE", "0"),
+    // The gateway scenario: one shard holds every socket, and its publishers send client
+    // events as fast as the scenario offers.
+    ("PUSHER_GATEWAY_SHARDS", "1"),
+    ("PUSHER_CLIENT_EVENTS_PER_SECOND", "10000"),
     (
         "LIMIT_POLICIES",
         r#"{"connect":{"rate":1000000,"period_ms":1000,"burst":1000000},"api":{"rate":1000000,"period_ms":1000,"burst":1000000}}"#,
@@ -269,6 +273,94 @@ const FANOUT_COLUMNS: &[&str] = &[
     "notes",
 ];
 
+/// The sizes of a scenario that `--sizes` keeps, each with its rate (or `--rate`).
+fn chosen(a: &Args, sizes: &[(usize, f64)]) -> Vec<(usize, f64)> {
+    sizes
+        .iter()
+        .filter(|(n, _)| a.sizes.as_ref().is_none_or(|s| s.contains(n)))
+        .map(|&(n, rate)| (n, a.rate.unwrap_or(rate)))
+        .collect()
+}
+
+/// Columns of a ratio table; `subject` and `base` head the two CPU columns.
+fn ratio_columns(subject: &'static str, base: &'static str) -> Vec<&'static str> {
+    vec![
+        "subscribers",
+        "msgs/s",
+        "pairs",
+        subject,
+        base,
+        "ratio (each pair)",
+        "median ratio",
+        "target",
+    ]
+}
+
+/// Fixed-rate runs of two targets on the same server, alternating (base first, then subject
+/// first, …) so that slow drift in the machine's background load favours neither; the ratio
+/// of server CPU per delivery is taken per pair, and its median reported.
+struct Pairs {
+    base: Target,
+    subject: Target,
+    subscribers: usize,
+    rate: f64,
+    pairs: usize,
+    duration: Duration,
+}
+
+impl Pairs {
+    async fn run(&self, ctx: &Ctx, runs: &mut Table, ratio: &mut Table, goal: &str) {
+        let n = self.subscribers;
+        let (mut subject, mut base, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+        for p in 0..self.pairs {
+            let order = if p % 2 == 0 {
+                [self.base, self.subject]
+            } else {
+                [self.subject, self.base]
+            };
+            let mut per = [f64::NAN; 2];
+            for target in order {
+                let spec = Spec {
+                    target,
+                    subscribers: n,
+                    publishers: n.min(10),
+                    rate: self.rate,
+                    duration: self.duration,
+                    drain: Duration::from_secs(5),
+                };
+                let k = usize::from(target == self.subject);
+                match fanout::run(ctx, &spec).await {
+                    Ok(mut o) => {
+                        per[k] = o.cpu.per(o.delivered);
+                        let note = check(&o);
+                        fanout_row(runs, &spec, &mut o, &note);
+                    }
+                    Err(e) => runs.row(vec![
+                        target.name().into(),
+                        n.to_string(),
+                        format!("failed: {e}"),
+                    ]),
+                }
+            }
+            base.push(format!("{:.1}", per[0]));
+            subject.push(format!("{:.1}", per[1]));
+            ratios.push(per[1] / per[0]);
+        }
+        let cells: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+        ratios.sort_by(|a, b| a.total_cmp(b));
+        ratio.row(vec![
+            n.to_string(),
+            format!("{:.0}", self.rate),
+            self.pairs.to_string(),
+            subject.join(", "),
+            base.join(", "),
+            cells.join(", "),
+            format!("**{:.2}×**", ratios[ratios.len() / 2]),
+            goal.into(),
+        ]);
+    }
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let started = std::time::Instant::now();
@@ -276,6 +368,7 @@ async fn main() {
     let secs = |quick: u64, full: u64| Duration::from_secs(if a.full { full } else { quick });
     let main_set = [
         "fanout",
+        "gateway",
         "saturation",
         "storm",
         "health",
@@ -297,77 +390,52 @@ async fn main() {
         let mut t = Table::new("Fan-out, fixed rate", FANOUT_COLUMNS);
         let mut ratio = Table::new(
             "Room vs raw baseline, server CPU per delivery (alternating runs, same server)",
-            &[
-                "subscribers",
-                "msgs/s",
-                "pairs",
-                "Room µs (each run)",
-                "raw µs (each run)",
-                "ratio (each pair)",
-                "median ratio",
-                "target",
-            ],
+            &ratio_columns("Room µs (each run)", "raw µs (each run)"),
         );
         let sizes = [(10usize, 200.0), (100, 200.0), (1000, 20.0)];
-        for (n, rate) in sizes
-            .into_iter()
-            .filter(|(n, _)| a.sizes.as_ref().is_none_or(|s| s.contains(n)))
-            .map(|(n, rate)| (n, a.rate.unwrap_or(rate)))
-        {
-            // Room and raw alternate (raw first, then Room first, …) so slow drift in the
-            // machine's background load does not favour either.
-            let pairs = if n == 100 || a.full { 3 } else { 1 };
-            let (mut room, mut raw, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
-            for p in 0..pairs {
-                let order = if p % 2 == 0 {
-                    [Target::Raw, Target::Room]
-                } else {
-                    [Target::Room, Target::Raw]
-                };
-                let mut per = [f64::NAN; 2];
-                for target in order {
-                    let spec = Spec {
-                        target,
-                        subscribers: n,
-                        publishers: n.min(10),
-                        rate,
-                        duration: secs(6, 20),
-                        drain: Duration::from_secs(5),
-                    };
-                    let k = usize::from(target == Target::Room);
-                    match fanout::run(ctx, &spec).await {
-                        Ok(mut o) => {
-                            per[k] = o.cpu.per(o.delivered);
-                            let note = check(&o);
-                            fanout_row(&mut t, &spec, &mut o, &note);
-                        }
-                        Err(e) => t.row(vec![
-                            target.name().into(),
-                            n.to_string(),
-                            format!("failed: {e}"),
-                        ]),
-                    }
-                }
-                raw.push(format!("{:.1}", per[0]));
-                room.push(format!("{:.1}", per[1]));
-                ratios.push(per[1] / per[0]);
-            }
-            let cells: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
-            ratios.sort_by(|a, b| a.total_cmp(b));
-            ratio.row(vec![
-                n.to_string(),
-                format!("{rate:.0}"),
-                pairs.to_string(),
-                room.join(", "),
-                raw.join(", "),
-                cells.join(", "),
-                format!("**{:.2}×**", ratios[ratios.len() / 2]),
-                if n == 100 {
-                    "≤ 1.15×".into()
-                } else {
-                    "—".into()
-                },
-            ]);
+        let pairs = |n: usize| if n == 100 || a.full { 3 } else { 1 };
+        let goal = |n: usize| if n == 100 { "≤ 1.15×" } else { "—" };
+        for (n, rate) in chosen(&a, &sizes) {
+            let runs = Pairs {
+                base: Target::Raw,
+                subject: Target::Room,
+                subscribers: n,
+                rate,
+                pairs: pairs(n),
+                duration: secs(6, 20),
+            };
+            runs.run(ctx, &mut t, &mut ratio, goal(n)).await;
+        }
+        tables.push(t);
+        tables.push(ratio);
+    }
+
+    if let (true, Some(ctx)) = (wanted(&a, "gateway"), &ctx) {
+        let mut t = Table::new(
+            "Pusher gateway (client events on one private channel, one shard) and the Room's own sockets, fixed rate",
+            FANOUT_COLUMNS,
+        );
+        let mut ratio = Table::new(
+            "Pusher gateway vs direct Room, server CPU per delivery (alternating runs, same server)",
+            &ratio_columns("gateway µs (each run)", "Room µs (each run)"),
+        );
+        // The quick set: 100 subscribers; `--full` also 1,000.
+        let sizes: &[(usize, f64)] = if a.full {
+            &[(100, 200.0), (1000, 20.0)]
+        } else {
+            &[(100, 200.0)]
+        };
+        for (n, rate) in chosen(&a, sizes) {
+            let runs = Pairs {
+                base: Target::Room,
+                subject: Target::Gateway,
+                subscribers: n,
+                rate,
+                pairs: 3,
+                duration: secs(4, 20),
+            };
+            let goal = if n == 100 { "≤ 1.3×" } else { "—" };
+            runs.run(ctx, &mut t, &mut ratio, goal).await;
         }
         tables.push(t);
         tables.push(ratio);
