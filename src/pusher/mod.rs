@@ -34,6 +34,7 @@
 pub mod apps;
 pub mod authorize;
 pub mod channel;
+pub mod history;
 pub mod presence;
 pub mod rest;
 pub mod rest_body;

@@ -125,7 +125,7 @@ fn event_fields(
     Ok((name, data, socket_id, info))
 }
 
-fn valid_channel(name: &str, limits: &Limits) -> Result<ChannelType, RestError> {
+pub(crate) fn valid_channel(name: &str, limits: &Limits) -> Result<ChannelType, RestError> {
     channel::validate_channel(name, limits).map_err(|e| bad(e.to_string()))
 }
 

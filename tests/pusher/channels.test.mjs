@@ -6,7 +6,7 @@ import { createRequire } from "node:module";
 
 import { startServer } from "../browser/harness.mjs";
 import {
-  LOCAL_APP as APP, PusherServer, connected, pusherClient, serverSdk, subscribed, waitFor,
+  LOCAL_APP as APP, PusherServer, connected, pusherClient, serverSdk, subscribed, timeout, waitFor,
 } from "./helpers.mjs";
 
 const require = createRequire(import.meta.url);
@@ -236,6 +236,61 @@ test("trigger info and channel info report subscriptions", async () => {
   assert.deepEqual(info, { occupied: true, subscription_count: 1 });
   p.disconnect();
 });
+
+test("a channel's history over the signed REST API: what a socket missed, by offset", async () => {
+  const room = `history-${process.pid}`;
+  const p = client();
+  try {
+    await historyOf(room, p);
+  } finally {
+    p.disconnect();
+  }
+});
+
+async function historyOf(room, p) {
+  await connected(p);
+  // Each event carries its offset in a field pusher-js drops; a raw socket shows it.
+  const offsets = [];
+  const { WebSocket } = require("ws");
+  const raw = new WebSocket(`ws://127.0.0.1:${server.port}/app/${APP.key}?protocol=7`);
+  const rawReady = new Promise((resolve) => raw.on("message", (m) => {
+    const f = JSON.parse(m.toString());
+    if (f.event === "pusher:connection_established") raw.send(JSON.stringify({ event: "pusher:subscribe", data: { channel: room } }));
+    if (f.event === "pusher_internal:subscription_succeeded") resolve();
+    if (f.event === "tick") offsets.push(f.offset);
+  }));
+  try {
+    await timeout(rawReady, "the raw socket subscribed");
+    await historyRead(room, p, offsets);
+  } finally {
+    raw.close();
+  }
+}
+
+async function historyRead(room, p, offsets) {
+  const got = [];
+  const ch = p.subscribe(room);
+  ch.bind("tick", (d) => got.push(d.i));
+  await subscribed(ch);
+  for (let i = 0; i < 5; i++) await rest().trigger(room, "tick", { i, text: "Grüße \\ ok" });
+  await waitFor(() => got.length === 5 && offsets.length === 5, () => JSON.stringify([got, offsets]));
+  const sdk = rest();
+  const history = async (params) => sdk.get({ path: `/channels/${room}/history`, params });
+  const all = await (await history({})).json();
+  assert.equal(all.channel, room);
+  assert.equal(all.truncated, false);
+  assert.deepEqual(all.events.map((e) => JSON.parse(e.data).i), [0, 1, 2, 3, 4]);
+  assert.deepEqual(all.events.map((e) => e.event), Array(5).fill("tick"));
+  assert.equal(JSON.parse(all.events[0].data).text, "Grüße \\ ok");
+  // The offsets are the ones the socket saw, so a client resumes from the last it kept.
+  assert.deepEqual(all.events.map((e) => e.offset), offsets);
+  const after = await (await history({ since: offsets[1], limit: 2 })).json();
+  assert.deepEqual(after.events.map((e) => JSON.parse(e.data).i), [2, 3]);
+  await assert.rejects(history({ limit: 0 }), (e) => e.status === 400);
+  await assert.rejects(history({ since: "x" }), (e) => e.status === 400);
+  const wrong = serverSdk(server.port, { ...APP, secret: "not-the-secret" });
+  await assert.rejects(wrong.get({ path: `/channels/${room}/history` }), (e) => e.status === 401);
+}
 
 /** A pusher-js client that signs in as `user` through the SDK's authenticateUser. */
 function signedIn(user) {

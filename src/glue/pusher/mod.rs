@@ -14,6 +14,7 @@ use crate::http::error::ApiError;
 use crate::internal::{Binding, Op};
 use crate::obs;
 use crate::pusher::apps::App;
+use crate::pusher::history;
 use crate::pusher::rest::{self, RestError, SignedRequest};
 use crate::pusher::rest_body::{self, ChannelStats};
 use crate::pusher::shard::socket_sender;
@@ -233,6 +234,11 @@ async fn rest_call(mut req: Request, env: &Env) -> Result<Response, RestError> {
             let stats = stats_of(&room, t.is_presence());
             json_ok(&rest_body::channel_response(info, stats))
         }
+        ("GET", ["channels", name, "history"]) => {
+            let q = history::history_query(name, &query, &limits)?;
+            let page = room_history(env, &app, name, q).await?;
+            json_ok(&history::history_response(name, &page))
+        }
         ("GET", ["channels", name, "users"]) => {
             rest_body::users_channel(name, &limits)?;
             let room = room_info(env, &app, name).await?;
@@ -343,6 +349,29 @@ async fn shard_call(env: &Env, app: &App, i: u32, call: Call) -> Result<Value, R
 
 fn json_ok(v: &Value) -> Result<Response, RestError> {
     Response::from_json(v).map_err(unexpected)
+}
+
+/// A page of a channel room's history (`RoomHistory`).
+async fn room_history(
+    env: &Env,
+    app: &App,
+    channel: &str,
+    q: history::HistoryQuery,
+) -> Result<Value, RestError> {
+    let key = channel_key(&app.id, channel);
+    let s = stub(env, Binding::Room, &key).map_err(unexpected)?;
+    let call = Call::new(Op::RoomHistory)
+        .query(&format!("since={}&limit={}", q.since, q.limit))
+        .header(ROOM_KEY_HEADER, &key)
+        .map_err(unexpected)?;
+    let mut r = call.send(&s).await.map_err(unexpected)?;
+    if r.status_code() != 200 {
+        return Err(unexpected(format!(
+            "room {key} answered {} to a history read",
+            r.status_code()
+        )));
+    }
+    r.json().await.map_err(unexpected)
 }
 
 /// A channel room's info (`RoomInfo`): its subscribers and presence members.
