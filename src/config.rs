@@ -298,6 +298,13 @@ pub const SETTINGS: &[Setting] = &[
          restart cut without a close event (their presence membership with them), 1–86400",
     ),
     var(
+        "PUSHER_MAX_SOCKETS_PER_SHARD",
+        "30000",
+        "sockets one gateway shard holds (a Durable Object hibernates at most 32,768); past it a \
+         socket is closed with 4100 and pusher-js reconnects after a delay, to a shard picked \
+         afresh, 1–32768",
+    ),
+    var(
         "PUSHER_WEBHOOK_DEAD_LETTERS",
         "1000",
         "undeliverable Pusher webhooks kept per app in D1 (the newest), 1–100000",
@@ -412,6 +419,8 @@ pub struct Config {
     pub pusher_sweep_s: u64,
     /// `PUSHER_WEBHOOK_DEAD_LETTERS`: dead webhooks kept per app.
     pub pusher_dead_letters: u64,
+    /// `PUSHER_MAX_SOCKETS_PER_SHARD`: sockets one gateway shard holds.
+    pub pusher_shard_capacity: u64,
     /// `PUSHER_*` limits of the Pusher protocol (event data, channels per socket, presence
     /// members, client event rate); the rest of [`crate::pusher::Limits`] at its defaults.
     pub pusher: crate::pusher::Limits,
@@ -583,6 +592,13 @@ impl Config {
             pusher_shards: number(&lookup, "PUSHER_GATEWAY_SHARDS", 4, 1, 1024)? as u32,
             pusher_sweep_s: number(&lookup, "PUSHER_GATEWAY_SWEEP_SECONDS", 300, 1, 86_400)?,
             pusher_dead_letters: number(&lookup, "PUSHER_WEBHOOK_DEAD_LETTERS", 1000, 1, 100_000)?,
+            pusher_shard_capacity: number(
+                &lookup,
+                "PUSHER_MAX_SOCKETS_PER_SHARD",
+                30_000,
+                1,
+                32_768,
+            )?,
             pusher: pusher_limits(&lookup)?,
         })
     }

@@ -306,14 +306,24 @@ impl Gateway {
             let shards = u64::from(config.pusher_shards);
             max.div_ceil(shards)
         });
-        if quota.is_some_and(|q| self.sockets.borrow().len() as u64 >= q) {
-            let why = "over the app's connection quota";
+        let held = self.sockets.borrow().len() as u64;
+        // Past the app's quota, 4004 (pusher-js stays away); past this shard's capacity, 4100
+        // (pusher-js reconnects after a delay, to a shard picked afresh).
+        let refusal = if quota.is_some_and(|q| held >= q) {
+            Some((
+                close::OVER_CONNECTION_QUOTA,
+                "over the app's connection quota",
+            ))
+        } else if held >= config.pusher_shard_capacity {
+            Some((close::OVER_CAPACITY, "this shard is full; reconnect later"))
+        } else {
+            None
+        };
+        if let Some((code, why)) = refusal {
             let _ = pair
                 .server
-                .send_with_str(wire::error_frame(Some(close::OVER_CONNECTION_QUOTA), why));
-            let _ = pair
-                .server
-                .close(Some(close::OVER_CONNECTION_QUOTA), Some(why));
+                .send_with_str(wire::error_frame(Some(code), why));
+            let _ = pair.server.close(Some(code), Some(why));
             return Ok(ResponseBuilder::new()
                 .with_status(101)
                 .with_websocket(pair.client)

@@ -12,10 +12,13 @@ const require = createRequire(import.meta.url);
 const { WebSocket } = require("ws");
 
 const APP = { id: "9", key: "small-key", secret: "small-secret" };
+// An app without a quota: only the shard's capacity (PUSHER_MAX_SOCKETS_PER_SHARD) applies.
+const ROOMY = { id: "10", key: "roomy-key", secret: "roomy-secret" };
 let server;
 before(async () => {
   server = await startServer({ vars: {
-    PUSHER_APPS: JSON.stringify([{ ...APP, max_connections: 2 }]),
+    PUSHER_APPS: JSON.stringify([{ ...APP, max_connections: 2 }, ROOMY]),
+    PUSHER_MAX_SOCKETS_PER_SHARD: "3",
     PUSHER_GATEWAY_SHARDS: "1",
     PUSHER_MAX_CHANNELS_PER_SOCKET: "3",
     PUSHER_MAX_EVENT_DATA_BYTES: "100",
@@ -24,9 +27,9 @@ before(async () => {
 after(async () => { await server?.close(); });
 
 /** A raw socket's close code and the frames it got before. */
-function rawClose(query) {
+function rawClose(query, key = APP.key) {
   return new Promise((resolve) => {
-    const ws = new WebSocket(`ws://127.0.0.1:${server.port}/app/${APP.key}${query}`);
+    const ws = new WebSocket(`ws://127.0.0.1:${server.port}/app/${key}${query}`);
     const frames = [];
     ws.on("message", (m) => frames.push(JSON.parse(m.toString())));
     ws.on("close", (code) => resolve({ code, frames }));
@@ -73,4 +76,27 @@ test("channels per socket and event data size follow their settings", async () =
   await waitFor(() => got.length === 1, "the event of 100 bytes");
   assert.equal(got[0].length, 100);
   p.disconnect();
+});
+
+test("a full shard closes the next socket with 4100: pusher-js backs off and gets in once there is room", async () => {
+  const held = [1, 2, 3].map(() => pusherClient(server.port, ROOMY.key));
+  try {
+    await Promise.all(held.map(connected));
+    const full = await rawClose("?protocol=7", ROOMY.key);
+    assert.equal(full.code, 4100);
+    assert.equal(full.frames[0]?.data?.code, 4100, JSON.stringify(full.frames));
+    // pusher-js reads 4100 as "back off, then retry": it keeps trying and gets in once a
+    // socket leaves.
+    const late = pusherClient(server.port, ROOMY.key);
+    held.push(late);
+    const states = [];
+    late.connection.bind("state_change", ({ current }) => states.push(current));
+    await new Promise((r) => setTimeout(r, 1500));
+    assert.notEqual(late.connection.state, "connected");
+    assert.ok(!states.includes("failed"), JSON.stringify(states));
+    held[0].disconnect();
+    await connected(late);
+  } finally {
+    held.forEach((p) => p.disconnect());
+  }
 });
