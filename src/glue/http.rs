@@ -175,3 +175,36 @@ pub(crate) fn request_id(req: &Request) -> Option<String> {
 pub(crate) fn now_ms() -> u64 {
     worker::Date::now().as_millis()
 }
+
+/// The query of an operator's list: `filter` (one optional parameter of that name, e.g.
+/// `subject` or `app`) and `limit` (1–`max`, default 100); any other parameter is refused.
+pub(crate) fn list_query(
+    req: &Request,
+    filter: &str,
+    max: usize,
+) -> std::result::Result<(Option<String>, usize), ApiError> {
+    let url = req.url().map_err(internal)?;
+    let mut value = None;
+    let mut limit = 100usize.min(max);
+    for (k, v) in url.query_pairs() {
+        match k.as_ref() {
+            k if k == filter => value = Some(v.into_owned()),
+            "limit" => {
+                limit = v
+                    .parse()
+                    .ok()
+                    .filter(|l| (1..=max).contains(l))
+                    .ok_or_else(|| {
+                        ApiError::bad_request("invalid_query", format!("limit is 1-{max}"))
+                    })?
+            }
+            other => {
+                return Err(ApiError::bad_request(
+                    "invalid_query",
+                    format!("unknown parameter {other:?}"),
+                ))
+            }
+        }
+    }
+    Ok((value, limit))
+}

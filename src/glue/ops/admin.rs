@@ -10,7 +10,7 @@ use worker::{Env, Request, Response};
 
 use crate::glue::coordination;
 use crate::glue::d1;
-use crate::glue::http::{internal, json, now_ms, read_json};
+use crate::glue::http::{internal, json, list_query, now_ms, read_json};
 use crate::glue::rooms::room_call;
 use crate::glue::stub::Call;
 use crate::http::error::ApiError;
@@ -217,35 +217,10 @@ struct AuditRow {
 
 /// `GET /api/admin/audit?subject=&limit=`: newest first.
 pub(crate) async fn admin_audit(req: Request, env: &Env) -> Result<Response, ApiError> {
-    let url = req.url().map_err(internal)?;
-    let mut subject = None;
-    let mut limit = 100usize;
-    for (k, v) in url.query_pairs() {
-        match k.as_ref() {
-            "subject" => subject = Some(v.into_owned()),
-            "limit" => {
-                limit = v
-                    .parse()
-                    .ok()
-                    .filter(|l| (1..=MAX_AUDIT_PAGE).contains(l))
-                    .ok_or_else(|| {
-                        ApiError::bad_request(
-                            "invalid_query",
-                            format!("limit is 1-{MAX_AUDIT_PAGE}"),
-                        )
-                    })?
-            }
-            other => {
-                return Err(ApiError::bad_request(
-                    "invalid_query",
-                    format!("unknown parameter {other:?}"),
-                ))
-            }
-        }
-    }
+    let (filter, limit) = list_query(&req, "subject", MAX_AUDIT_PAGE)?;
     let db = d1::db(env)?;
     let rows: Vec<AuditRow> =
-        match &subject {
+        match &filter {
             Some(s) => {
                 d1::all(
                     &db,

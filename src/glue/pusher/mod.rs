@@ -358,29 +358,20 @@ async fn room_history(
     channel: &str,
     q: history::HistoryQuery,
 ) -> Result<Value, RestError> {
-    let key = channel_key(&app.id, channel);
-    let s = stub(env, Binding::Room, &key).map_err(unexpected)?;
-    let call = Call::new(Op::RoomHistory)
-        .query(&format!("since={}&limit={}", q.since, q.limit))
-        .header(ROOM_KEY_HEADER, &key)
-        .map_err(unexpected)?;
-    let mut r = call.send(&s).await.map_err(unexpected)?;
-    if r.status_code() != 200 {
-        return Err(unexpected(format!(
-            "room {key} answered {} to a history read",
-            r.status_code()
-        )));
-    }
-    r.json().await.map_err(unexpected)
+    let call = Call::new(Op::RoomHistory).query(&format!("since={}&limit={}", q.since, q.limit));
+    room_json(env, app, channel, call).await
 }
 
 /// A channel room's info (`RoomInfo`): its subscribers and presence members.
 async fn room_info(env: &Env, app: &App, channel: &str) -> Result<Value, RestError> {
+    room_json(env, app, channel, Call::new(Op::RoomInfo)).await
+}
+
+/// Sends `call` to a channel's Room; its JSON answer (anything but 200 is unexpected).
+async fn room_json(env: &Env, app: &App, channel: &str, call: Call) -> Result<Value, RestError> {
     let key = channel_key(&app.id, channel);
     let s = stub(env, Binding::Room, &key).map_err(unexpected)?;
-    let call = Call::new(Op::RoomInfo)
-        .header(ROOM_KEY_HEADER, &key)
-        .map_err(unexpected)?;
+    let call = call.header(ROOM_KEY_HEADER, &key).map_err(unexpected)?;
     let mut r = call.send(&s).await.map_err(unexpected)?;
     if r.status_code() != 200 {
         return Err(unexpected(format!(

@@ -8,7 +8,7 @@ use wasm_bindgen::JsValue;
 use worker::{Env, Request, Response};
 
 use crate::glue::d1;
-use crate::glue::http::{internal, json, log_error, now_ms};
+use crate::glue::http::{internal, json, list_query, log_error, now_ms};
 use crate::glue::ops::alerts::raise_alert;
 use crate::glue::services::jobs::{enqueue, Job};
 use crate::glue::settings;
@@ -209,35 +209,10 @@ async fn store_dead_letter(env: &Env, dead: &DeadLetter, keep: u64) -> Result<()
 /// `GET /api/admin/pusher/webhooks/dead?app=&limit=` (admin scope): the newest dead letters,
 /// of one app or of all, newest first (`limit` 1–500, default 100).
 pub(crate) async fn webhook_dead_letters(req: Request, env: &Env) -> Result<Response, ApiError> {
-    let url = req.url().map_err(internal)?;
-    let mut app = None;
-    let mut limit = 100usize;
-    for (k, v) in url.query_pairs() {
-        match k.as_ref() {
-            "app" => app = Some(v.into_owned()),
-            "limit" => {
-                limit = v
-                    .parse()
-                    .ok()
-                    .filter(|l| (1..=MAX_DEAD_PAGE).contains(l))
-                    .ok_or_else(|| {
-                        ApiError::bad_request(
-                            "invalid_query",
-                            format!("limit is 1-{MAX_DEAD_PAGE}"),
-                        )
-                    })?
-            }
-            other => {
-                return Err(ApiError::bad_request(
-                    "invalid_query",
-                    format!("unknown parameter {other:?}"),
-                ))
-            }
-        }
-    }
+    let (filter, limit) = list_query(&req, "app", MAX_DEAD_PAGE)?;
     let db = d1::db(env)?;
     let columns = "id, at, app_id, url, reason, attempts, last_status, body";
-    let rows: Vec<DeadLetter> = match &app {
+    let rows: Vec<DeadLetter> = match &filter {
         Some(a) => {
             d1::all(
                 &db,
