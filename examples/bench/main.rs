@@ -50,9 +50,8 @@ const BENCH_VARS: &[(&str, &str)] = &[
     // (every bench connection is the same user, `bench`).
     ("ROOM_PUBLISH_USER_RATE", "0"),
     ("ROOM_PUBLISH_ROOM_RATE", "0"),
-    // The gateway scenario: one shard holds every socket, and its publishers send client
-    // events as fast as the scenario offers.
-    ("PUSHER_GATEWAY_SHARDS", "1"),
+    // The gateway scenario's publishers send client events as fast as it offers (its shard
+    // count is `--shards`, one by default).
     ("PUSHER_CLIENT_EVENTS_PER_SECOND", "10000"),
     (
         "LIMIT_POLICIES",
@@ -109,6 +108,8 @@ struct Args {
     sizes: Option<Vec<usize>>,
     rate: Option<f64>,
     windows: Option<Vec<u64>>,
+    /// `PUSHER_GATEWAY_SHARDS` of the bench server (default 1).
+    shards: Option<String>,
     full: bool,
     via_proxy: bool,
     out: Option<String>,
@@ -120,6 +121,7 @@ fn args() -> Args {
         sizes: None,
         rate: None,
         windows: None,
+        shards: None,
         full: false,
         via_proxy: false,
         out: None,
@@ -138,6 +140,7 @@ fn args() -> Args {
                     .map(|s| s.split(',').filter_map(|n| n.parse().ok()).collect())
             }
             "--rate" => a.rate = it.next().and_then(|r| r.parse().ok()),
+            "--shards" => a.shards = it.next().filter(|n| n.parse::<u32>().is_ok()),
             "--windows" => {
                 a.windows = it
                     .next()
@@ -379,7 +382,8 @@ async fn main() {
         "voice",
     ];
     let (server, ctx) = if main_set.iter().any(|s| wanted(&a, s)) {
-        let (server, ctx) = start(&[], a.via_proxy, a.full).await;
+        let shards = [("PUSHER_GATEWAY_SHARDS", a.shards.as_deref().unwrap_or("1"))];
+        let (server, ctx) = start(&shards, a.via_proxy, a.full).await;
         (Some(server), Some(ctx))
     } else {
         (None, None)
@@ -411,17 +415,18 @@ async fn main() {
     }
 
     if let (true, Some(ctx)) = (wanted(&a, "gateway"), &ctx) {
+        let shards = a.shards.as_deref().unwrap_or("1");
         let mut t = Table::new(
-            "Pusher gateway (client events on one private channel, one shard) and the Room's own sockets, fixed rate",
+            format!("Pusher gateway (client events on one private channel, {shards} shard(s)) and the Room's own sockets, fixed rate"),
             FANOUT_COLUMNS,
         );
         let mut ratio = Table::new(
-            "Pusher gateway vs direct Room, server CPU per delivery (alternating runs, same server)",
+            format!("Pusher gateway ({shards} shard(s)) vs direct Room, server CPU per delivery (alternating runs, same server)"),
             &ratio_columns("gateway µs (each run)", "Room µs (each run)"),
         );
-        // The quick set: 100 subscribers; `--full` also 1,000.
-        let sizes: &[(usize, f64)] = if a.full {
-            &[(100, 200.0), (1000, 20.0)]
+        // The quick set: 100 subscribers; `--full` (or `--sizes`) also 1,000 and 2,000.
+        let sizes: &[(usize, f64)] = if a.full || a.sizes.is_some() {
+            &[(100, 200.0), (1000, 20.0), (2000, 10.0)]
         } else {
             &[(100, 200.0)]
         };

@@ -153,17 +153,17 @@ pub struct Table {
     printed: bool,
     /// Every row printed so far (for the summary at the end).
     pub rows: Vec<Vec<String>>,
-    title: &'static str,
+    title: String,
 }
 
 impl Table {
     /// A table with a title and column names.
-    pub fn new(title: &'static str, columns: &[&'static str]) -> Self {
+    pub fn new(title: impl Into<String>, columns: &[&'static str]) -> Self {
         Self {
             columns: columns.to_vec(),
             printed: false,
             rows: Vec::new(),
-            title,
+            title: title.into(),
         }
     }
 
