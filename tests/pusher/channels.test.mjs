@@ -1,12 +1,12 @@
 // Pusher Channels compatibility, end to end: real workerd (wrangler dev), the real pusher-js
 // 8.6.0 client in Node and the real `pusher` 5.3.4 server SDK, pinned in package.json.
-import { test, before, after } from "node:test";
+import { test, before, after, afterEach } from "node:test";
 import assert from "node:assert/strict";
 import { createRequire } from "node:module";
 
 import { startServer } from "../browser/harness.mjs";
 import {
-  LOCAL_APP as APP, PusherServer, connected, pusherClient, serverSdk, subscribed, timeout, waitFor,
+  LOCAL_APP as APP, PusherServer, connected, pusherClient, serverSdk, subscribed, timeout, waitFor, disconnectAll,
 } from "./helpers.mjs";
 
 const require = createRequire(import.meta.url);
@@ -14,6 +14,7 @@ const require = createRequire(import.meta.url);
 let server;
 before(async () => { server = await startServer(); });
 after(async () => { await server?.close(); });
+afterEach(disconnectAll);
 
 const client = (options = {}) => pusherClient(server.port, options.key ?? APP.key, options);
 const rest = () => serverSdk(server.port, APP);

@@ -12,12 +12,24 @@ export const LOCAL_APP = { id: "1", key: "roomkeeper-local-key", secret: "roomke
 /** How long a wait may take by default, ms. */
 export const WAIT = 10000;
 
+/** Every client made by `pusherClient`, until `disconnectAll`. */
+const made = new Set();
+
 /** A pusher-js 8.6.0 client of `key` on the server listening on `port`. */
 export function pusherClient(port, key, options = {}) {
-  return new PusherJs(key, {
+  const p = new PusherJs(key, {
     cluster: "local", wsHost: "127.0.0.1", wsPort: port, forceTLS: false,
     enabledTransports: ["ws"], disableStats: true, ...options,
   });
+  made.add(p);
+  return p;
+}
+
+/** Disconnects every client made so far (each test file runs it after each test): a test
+ *  that fails skips its own cleanup, and a connected pusher-js would keep Node running. */
+export function disconnectAll() {
+  for (const p of made) p.disconnect();
+  made.clear();
 }
 
 /** The Node server SDK (pusher 5.3.4) for `app` on the server listening on `port`. */

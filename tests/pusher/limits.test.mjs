@@ -1,12 +1,12 @@
 // Pusher limits as settings, on a server of its own (one gateway shard, so quotas are exact):
 // the app's connection quota (4004), channels per socket, event data size and the protocol
 // version check (4007 / 4008), with pusher-js 8.6.0, the Node SDK and raw sockets.
-import { test, before, after } from "node:test";
+import { test, before, after, afterEach } from "node:test";
 import assert from "node:assert/strict";
 import { createRequire } from "node:module";
 
 import { startServer } from "../browser/harness.mjs";
-import { connected, pusherClient, serverSdk, subscribed, waitFor } from "./helpers.mjs";
+import { connected, pusherClient, serverSdk, subscribed, waitFor, disconnectAll } from "./helpers.mjs";
 
 const require = createRequire(import.meta.url);
 const { WebSocket } = require("ws");
@@ -25,6 +25,7 @@ before(async () => {
   } });
 });
 after(async () => { await server?.close(); });
+afterEach(disconnectAll);
 
 /** A raw socket's close code and the frames it got before. */
 function rawClose(query, key = APP.key) {

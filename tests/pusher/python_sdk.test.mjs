@@ -1,14 +1,14 @@
 // Pusher Channels compatibility with the pinned Python server SDK (`pusher` 3.3.4 in .venv):
 // real workerd (wrangler dev), pusher-js 8.6.0 subscribers in Node, and the Python SDK run as
 // a child process (tests/pusher/py/sdk.py) for triggers, channel queries and channel auth.
-import { test, before, after } from "node:test";
+import { test, before, after, afterEach } from "node:test";
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { join } from "node:path";
 
 import { startServer, root } from "../browser/harness.mjs";
 import {
-  LOCAL_APP as APP, PusherServer, connected, pusherClient, subscribed, timeout, waitFor,
+  LOCAL_APP as APP, PusherServer, connected, pusherClient, subscribed, timeout, waitFor, disconnectAll,
 } from "./helpers.mjs";
 
 const PYTHON = join(root, ".venv", "bin", "python");
@@ -22,6 +22,7 @@ after(async () => {
   for (const c of clients) c.disconnect();
   await server?.close();
 });
+afterEach(disconnectAll);
 
 /** Runs `calls` ([{method, args, kwargs}]) on the Python SDK; one result per call. */
 function py(calls, { secret } = {}) {

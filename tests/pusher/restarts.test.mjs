@@ -2,18 +2,19 @@
 // Worker shares (gateway shards and channel rooms lose their memory; hibernated sockets stay
 // connected), and a restart of the whole runtime (sockets cut). Connected sockets keep getting
 // every accepted event once, in order; cut ones are reconnected and resubscribed by pusher-js.
-import { test, before, after } from "node:test";
+import { test, before, after, afterEach } from "node:test";
 import assert from "node:assert/strict";
 import { createRequire } from "node:module";
 import { startServer } from "../browser/harness.mjs";
 import {
-  LOCAL_APP as APP, connected, pusherClient, serverSdk, subscribed, timeout, waitFor,
+  LOCAL_APP as APP, connected, pusherClient, serverSdk, subscribed, timeout, waitFor, disconnectAll,
 } from "./helpers.mjs";
 
 let server;
 // A short sweep, so that a restarted gateway forgets its cut sockets within the test.
 before(async () => { server = await startServer({ vars: { PUSHER_GATEWAY_SWEEP_SECONDS: "2" } }); });
 after(async () => { await server?.close(); });
+afterEach(disconnectAll);
 
 const client = (options) => pusherClient(server.port, APP.key, options);
 const rest = () => serverSdk(server.port, APP);

@@ -1,14 +1,14 @@
 // Pusher webhooks, end to end: real workerd with an app whose webhook URL is a real local
 // HTTP server; each body is checked with the Node SDK's WebHook validator (pusher 5.3.4) and
 // the Python SDK's validate_webhook (pusher 3.3.4), then its events are read.
-import { test, before, after } from "node:test";
+import { test, before, after, afterEach } from "node:test";
 import assert from "node:assert/strict";
 import { createServer } from "node:http";
 import { execFileSync } from "node:child_process";
 import { join } from "node:path";
 
 import { startServer, root } from "../browser/harness.mjs";
-import { connected, pusherClient, serverSdk, subscribed } from "./helpers.mjs";
+import { connected, pusherClient, serverSdk, subscribed, disconnectAll } from "./helpers.mjs";
 
 const APP = { id: "7", key: "hooked-key", secret: "hooked-secret" };
 // An app whose webhook receiver refuses everything with 410: its webhooks are dead at once.
@@ -34,6 +34,7 @@ before(async () => {
   server = await startServer({ vars: { PUSHER_APPS: JSON.stringify(apps), PUSHER_WEBHOOK_DEAD_LETTERS: "3" } });
 });
 after(async () => { await server?.close(); hooks?.close(); });
+afterEach(disconnectAll);
 
 const sdk = () => serverSdk(server.port, APP);
 
