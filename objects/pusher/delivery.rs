@@ -9,13 +9,14 @@ use std::collections::BTreeMap;
 use worker::{Env, Request, Response};
 
 use crate::glue::http::{internal, json, log_error, now_ms, read_json};
-use crate::glue::rooms::ROOM_KEY_HEADER;
+use crate::glue::rooms::channel_call;
 use crate::glue::settings;
-use crate::glue::stub::{stub, Call};
+use crate::glue::stub::Call;
 use crate::http::error::ApiError;
-use crate::internal::{Binding, Op};
+use crate::internal::Op;
 use crate::objects::sessions::session::{raw_state, spawn};
 use crate::pusher::wire::close;
+use crate::rooms::history::MAX_HISTORY_PAGE;
 use crate::rooms::shards::{
     channel_key, parse_channel_key, Delivered, Delivery, DeliveryAnswer, Unsubscribe,
 };
@@ -214,15 +215,11 @@ pub(super) async fn room_unsubscribe(
     key: &str,
     conns: Vec<String>,
 ) -> std::result::Result<(), String> {
-    let s = stub(env, Binding::Room, key).map_err(|e| e.to_string())?;
     let body = serde_json::to_string(&Unsubscribe { conns }).map_err(|e| e.to_string())?;
     let mut delay_ms = 50;
     for attempt in 1..=UNSUBSCRIBE_ATTEMPTS {
-        let call = Call::new(Op::RoomUnsubscribe)
-            .body(body.clone())
-            .header(ROOM_KEY_HEADER, key)
-            .map_err(|e| e.to_string())?;
-        match call.send(&s).await {
+        let call = Call::new(Op::RoomUnsubscribe).body(body.clone());
+        match channel_call(env, key, call).await {
             Ok(r) if r.status_code() < 300 => return Ok(()),
             Ok(r) if attempt == UNSUBSCRIBE_ATTEMPTS => {
                 return Err(format!("{key}: room answered {}", r.status_code()))
@@ -244,12 +241,8 @@ async fn history(
     key: &str,
     since: u64,
 ) -> std::result::Result<(Vec<Delivered>, bool), String> {
-    let s = stub(env, Binding::Room, key).map_err(|e| e.to_string())?;
-    let mut r = Call::new(Op::RoomHistory)
-        .query(&format!("since={since}&limit=1000"))
-        .header(ROOM_KEY_HEADER, key)
-        .map_err(|e| e.to_string())?
-        .send(&s)
+    let call = Call::new(Op::RoomHistory).query(&format!("since={since}&limit={MAX_HISTORY_PAGE}"));
+    let mut r = channel_call(env, key, call)
         .await
         .map_err(|e| e.to_string())?;
     if r.status_code() != 200 {

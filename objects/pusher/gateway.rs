@@ -15,9 +15,9 @@ use worker::{
 
 use crate::glue::http::{failure_response, internal, log_error, now_ms};
 use crate::glue::pusher::{apps, APP_HEADER, SHARD_HEADER};
-use crate::glue::rooms::ROOM_KEY_HEADER;
+use crate::glue::rooms::channel_call;
 use crate::glue::settings;
-use crate::glue::stub::{stub, Call};
+use crate::glue::stub::Call;
 use crate::http::bodies::RoomBroadcast;
 use crate::http::error::ApiError;
 use crate::internal::{Binding, Op};
@@ -502,13 +502,11 @@ impl Gateway {
         sub: &Subscribe,
     ) -> std::result::Result<SubscribeAnswer, String> {
         let key = channel_key(&app.id, channel);
-        let s = stub(&self.env, Binding::Room, &key).map_err(|e| e.to_string())?;
         let body = serde_json::to_string(sub).map_err(|e| e.to_string())?;
-        let call = Call::new(Op::RoomSubscribe)
-            .body(body)
-            .header(ROOM_KEY_HEADER, &key)
+        let call = Call::new(Op::RoomSubscribe).body(body);
+        let mut r = channel_call(&self.env, &key, call)
+            .await
             .map_err(|e| e.to_string())?;
-        let mut r = call.send(&s).await.map_err(|e| e.to_string())?;
         if r.status_code() != 200 {
             return Err(format!("room answered {}", r.status_code()));
         }
@@ -582,13 +580,9 @@ impl Gateway {
         };
         let key = channel_key(&a.app_id, channel);
         let sent = async {
-            let s = stub(&self.env, Binding::Room, &key).map_err(|e| e.to_string())?;
             let body = serde_json::to_string(&b).map_err(|e| e.to_string())?;
-            let r = Call::new(Op::RoomBroadcast)
-                .body(body)
-                .header(ROOM_KEY_HEADER, &key)
-                .map_err(|e| e.to_string())?
-                .send(&s)
+            let call = Call::new(Op::RoomBroadcast).body(body);
+            let r = channel_call(&self.env, &key, call)
                 .await
                 .map_err(|e| e.to_string())?;
             Ok::<u16, String>(r.status_code())

@@ -17,7 +17,7 @@ use crate::rooms::session::{Admission, Perms, ADMISSION_HEADER};
 
 use super::admission::{identify, Identity};
 use super::http::{internal, json, owned};
-use super::stub::Call;
+use super::stub::{stub, Call};
 
 /// Internal header telling a room object its own key.
 pub(crate) const ROOM_KEY_HEADER: &str = "X-Roomkeeper-Room";
@@ -162,6 +162,16 @@ pub(crate) async fn room_call(env: &Env, key: &RoomKey, call: Call) -> Result<Re
         .await
         .map_err(internal)?;
     owned(response).await
+}
+
+/// Calls the Room of a Pusher channel (its key `pusher:{app}:{channel}`, from
+/// [`crate::rooms::shards::channel_key`]) and returns its response as is.
+pub(crate) async fn channel_call(env: &Env, key: &str, call: Call) -> Result<Response, ApiError> {
+    let room = stub(env, Binding::Room, key)?;
+    call.header(ROOM_KEY_HEADER, key)?
+        .send(&room)
+        .await
+        .map_err(internal)
 }
 
 /// `POST /api/broadcast`: the same message into each room, concurrently; one result per room

@@ -22,7 +22,7 @@ use crate::pusher::wire::{self, close};
 use crate::rooms::shards::channel_key;
 
 use super::http::{internal, now_ms, read_body};
-use super::rooms::ROOM_KEY_HEADER;
+use super::rooms::channel_call;
 use super::stub::{stub, Call};
 
 mod apps;
@@ -370,9 +370,7 @@ async fn room_info(env: &Env, app: &App, channel: &str) -> Result<Value, RestErr
 /// Sends `call` to a channel's Room; its JSON answer (anything but 200 is unexpected).
 async fn room_json(env: &Env, app: &App, channel: &str, call: Call) -> Result<Value, RestError> {
     let key = channel_key(&app.id, channel);
-    let s = stub(env, Binding::Room, &key).map_err(unexpected)?;
-    let call = call.header(ROOM_KEY_HEADER, &key).map_err(unexpected)?;
-    let mut r = call.send(&s).await.map_err(unexpected)?;
+    let mut r = channel_call(env, &key, call).await.map_err(unexpected)?;
     if r.status_code() != 200 {
         return Err(unexpected(format!(
             "room {key} answered {}",
@@ -409,12 +407,8 @@ async fn trigger(
         sender: socket_id.map(socket_sender),
     };
     let body = serde_json::to_string(&b).map_err(unexpected)?;
-    let s = stub(env, Binding::Room, &key).map_err(unexpected)?;
-    let call = Call::new(Op::RoomBroadcast)
-        .body(body)
-        .header(ROOM_KEY_HEADER, &key)
-        .map_err(unexpected)?;
-    let mut r = call.send(&s).await.map_err(unexpected)?;
+    let call = Call::new(Op::RoomBroadcast).body(body);
+    let mut r = channel_call(env, &key, call).await.map_err(unexpected)?;
     match r.status_code() {
         200 => {
             let v: Value = r.json().await.map_err(unexpected)?;
