@@ -81,6 +81,20 @@ pub struct Spec {
     pub duration: Duration,
     /// How long to wait after the last send for the last deliveries.
     pub drain: Duration,
+    /// Instead of the fixed rate: publish a set number of messages as fast as the target
+    /// takes them.
+    pub saturate: Option<Saturate>,
+}
+
+/// A saturated run: `messages` published one after another, with at most `window` of them
+/// not yet delivered to every receiver (so the backlog stays bounded and the run measures
+/// what the target sustains, not how deep a socket buffer is).
+#[derive(Debug, Clone, Copy)]
+pub struct Saturate {
+    /// Messages to publish.
+    pub messages: u64,
+    /// Messages that may be in flight at once.
+    pub window: u64,
 }
 
 /// What a run measured.
@@ -522,7 +536,10 @@ pub async fn run(ctx: &Ctx, spec: &Spec) -> Result<Outcome, String> {
         Target::Raw => "raw",
         Target::Gateway => "gw",
     });
-    let capacity = (spec.rate * spec.duration.as_secs_f64() * 1.05) as usize + 8;
+    let capacity = match spec.saturate {
+        Some(sat) => sat.messages as usize + 8,
+        None => (spec.rate * spec.duration.as_secs_f64() * 1.05) as usize + 8,
+    };
     let mut subs = Subscribers::open(
         ctx,
         spec.target,
@@ -534,17 +551,32 @@ pub async fn run(ctx: &Ctx, spec: &Spec) -> Result<Outcome, String> {
     .await?;
     // Let the joins settle before measuring anything.
     ctx.settle().await;
+    let receivers = spec.target.receivers(spec.subscribers) as u64;
     let cpu0 = Cpu::now(&ctx.workerd);
     let start = tokio::time::Instant::now();
     let first_send = now_us();
     let interval = Duration::from_secs_f64(1.0 / spec.rate);
     let mut sent: u64 = 0;
     while (sent as usize) < capacity - 8 {
-        let due = start + interval * sent as u32;
-        if due.duration_since(start) >= spec.duration {
-            break;
+        match spec.saturate {
+            Some(sat) => {
+                // Wait while `window` messages are not yet everywhere (bounded: a stalled
+                // target ends the run after the drain time).
+                let deadline = tokio::time::Instant::now() + spec.drain;
+                while sent * receivers > subs.delivered() + sat.window * receivers
+                    && tokio::time::Instant::now() < deadline
+                {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+            None => {
+                let due = start + interval * sent as u32;
+                if due.duration_since(start) >= spec.duration {
+                    break;
+                }
+                tokio::time::sleep_until(due).await;
+            }
         }
-        tokio::time::sleep_until(due).await;
         let t = now_us();
         let text = match spec.target {
             Target::Room => {
@@ -563,7 +595,7 @@ pub async fn run(ctx: &Ctx, spec: &Spec) -> Result<Outcome, String> {
         sent += 1;
     }
     let sending = start.elapsed();
-    let expected = sent * spec.target.receivers(spec.subscribers) as u64;
+    let expected = sent * receivers;
     subs.wait(expected, spec.drain).await;
     let cpu = cpu0.since(&ctx.workerd);
     let active = Duration::from_micros(subs.last_seen().max(first_send) - first_send);

@@ -37,7 +37,7 @@ mod voice;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use fanout::{Outcome, Spec, Target};
+use fanout::{Outcome, Saturate, Spec, Target};
 use roomkeeper_testkit::{harness, workerd};
 use stats::{thousands, Table};
 
@@ -110,6 +110,8 @@ struct Args {
     windows: Option<Vec<u64>>,
     /// `PUSHER_GATEWAY_SHARDS` of the bench server (default 1).
     shards: Option<String>,
+    /// Alternating pairs per size in the `single` scenario (default: 3 at 100, else 1).
+    pairs: Option<usize>,
     full: bool,
     via_proxy: bool,
     out: Option<String>,
@@ -122,6 +124,7 @@ fn args() -> Args {
         rate: None,
         windows: None,
         shards: None,
+        pairs: None,
         full: false,
         via_proxy: false,
         out: None,
@@ -140,6 +143,7 @@ fn args() -> Args {
                     .map(|s| s.split(',').filter_map(|n| n.parse().ok()).collect())
             }
             "--rate" => a.rate = it.next().and_then(|r| r.parse().ok()),
+            "--pairs" => a.pairs = it.next().and_then(|n| n.parse().ok()).filter(|&n| n > 0),
             "--shards" => a.shards = it.next().filter(|n| n.parse::<u32>().is_ok()),
             "--windows" => {
                 a.windows = it
@@ -306,7 +310,11 @@ struct Pairs {
     base: Target,
     subject: Target,
     subscribers: usize,
+    /// Connections that publish, round-robin.
+    publishers: usize,
     rate: f64,
+    /// Saturated runs instead of the fixed rate.
+    saturate: Option<Saturate>,
     pairs: usize,
     duration: Duration,
 }
@@ -326,17 +334,21 @@ impl Pairs {
                 let spec = Spec {
                     target,
                     subscribers: n,
-                    publishers: n.min(10),
+                    publishers: self.publishers,
                     rate: self.rate,
                     duration: self.duration,
                     drain: Duration::from_secs(5),
+                    saturate: self.saturate,
                 };
                 let k = usize::from(target == self.subject);
                 match fanout::run(ctx, &spec).await {
                     Ok(mut o) => {
                         per[k] = o.cpu.per(o.delivered);
-                        let note = check(&o);
-                        fanout_row(runs, &spec, &mut o, &note);
+                        let mut note = check(&o);
+                        if self.saturate.is_some() {
+                            note = format!("saturated; {note}");
+                        }
+                        fanout_row(runs, &spec, &mut o, note.trim_end_matches("; "));
                     }
                     Err(e) => runs.row(vec![
                         target.name().into(),
@@ -351,9 +363,13 @@ impl Pairs {
         }
         let cells: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
         ratios.sort_by(|a, b| a.total_cmp(b));
+        let pace = match self.saturate {
+            Some(sat) => format!("saturated ({} msgs)", sat.messages),
+            None => format!("{:.0}", self.rate),
+        };
         ratio.row(vec![
             n.to_string(),
-            format!("{:.0}", self.rate),
+            pace,
             self.pairs.to_string(),
             subject.join(", "),
             base.join(", "),
@@ -371,6 +387,7 @@ async fn main() {
     let secs = |quick: u64, full: u64| Duration::from_secs(if a.full { full } else { quick });
     let main_set = [
         "fanout",
+        "single",
         "gateway",
         "saturation",
         "storm",
@@ -404,11 +421,55 @@ async fn main() {
                 base: Target::Raw,
                 subject: Target::Room,
                 subscribers: n,
+                publishers: n.min(10),
                 rate,
+                saturate: None,
                 pairs: pairs(n),
                 duration: secs(6, 20),
             };
             runs.run(ctx, &mut t, &mut ratio, goal(n)).await;
+        }
+        tables.push(t);
+        tables.push(ratio);
+    }
+
+    if let (true, Some(ctx)) = (wanted(&a, "single"), &ctx) {
+        // The per-message path: one publisher, so every message is its own event with no
+        // other publisher's wake-ups to share; saturated (as fast as the room takes it) and at
+        // a fixed rate, beside the raw object.
+        let mut t = Table::new(
+            "One publisher: saturated and fixed rate, Room and raw baseline",
+            FANOUT_COLUMNS,
+        );
+        let mut ratio = Table::new(
+            "One publisher: Room vs raw baseline, server CPU per delivery (alternating runs, same server)",
+            &ratio_columns("Room µs (each run)", "raw µs (each run)"),
+        );
+        let sizes = [(10usize, 200.0), (100, 200.0), (1000, 20.0)];
+        for (n, rate) in chosen(&a, &sizes) {
+            // Saturated: 1,000 messages (100 into 1,000 subscribers), at most 32 in flight.
+            let messages = if n >= 1000 { 100 } else { 1000 };
+            let paces = [
+                Some(Saturate {
+                    messages,
+                    window: 32,
+                }),
+                None,
+            ];
+            for saturate in paces {
+                let runs = Pairs {
+                    base: Target::Raw,
+                    subject: Target::Room,
+                    subscribers: n,
+                    publishers: 1,
+                    rate,
+                    saturate,
+                    pairs: a.pairs.unwrap_or(if n == 100 || a.full { 3 } else { 1 }),
+                    duration: secs(5, 10),
+                };
+                let goal = if n == 100 { "≤ 1.15×" } else { "—" };
+                runs.run(ctx, &mut t, &mut ratio, goal).await;
+            }
         }
         tables.push(t);
         tables.push(ratio);
@@ -435,7 +496,9 @@ async fn main() {
                 base: Target::Room,
                 subject: Target::Gateway,
                 subscribers: n,
+                publishers: n.min(10),
                 rate,
+                saturate: None,
                 pairs: 3,
                 duration: secs(4, 20),
             };
@@ -489,6 +552,7 @@ async fn main() {
                     rate,
                     duration: secs(3, 6),
                     drain: Duration::from_secs(3),
+                    saturate: None,
                 };
                 let Ok(mut o) = fanout::run(ctx, &spec).await else {
                     break;
@@ -801,6 +865,7 @@ async fn main() {
                     rate,
                     duration: secs(6, 15),
                     drain: Duration::from_secs(5),
+                    saturate: None,
                 };
                 match fanout::run(&ctx, &spec).await {
                     Ok(mut o) => {
