@@ -5,6 +5,7 @@ pub mod alarm;
 pub mod bench;
 pub mod coordination;
 pub mod metrics;
+pub mod probe;
 pub mod pusher;
 pub mod rooms;
 pub mod sessions;

@@ -10,6 +10,7 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use worker::{State, WebSocket, WebSocketRequestResponsePair};
 
+use crate::objects::probe::{note, Call};
 use crate::rooms::protocol::{close, Encoded, HEARTBEAT_PING, HEARTBEAT_PONG};
 
 /// Answers the heartbeat ([`HEARTBEAT_PING`] → [`HEARTBEAT_PONG`]) on every socket of the
@@ -41,6 +42,7 @@ extern "C" {
 
 /// Sends an already converted frame (see [`to_js`]) on one socket.
 pub fn send_js(ws: &WebSocket, data: &JsValue) -> std::result::Result<(), JsValue> {
+    note(Call::Send);
     let inner: &worker::web_sys::WebSocket = ws.as_ref();
     inner.unchecked_ref::<SendTarget>().send(data)
 }
@@ -48,6 +50,7 @@ pub fn send_js(ws: &WebSocket, data: &JsValue) -> std::result::Result<(), JsValu
 /// Converts an encoded frame into the JS value a socket sends: a string for a text frame, a
 /// `Uint8Array` (a copy the runtime owns, so Rust may free its buffer) for a binary one.
 pub fn to_js(frame: &Encoded) -> JsValue {
+    note(Call::ToJs);
     match frame {
         Encoded::Text(t) => JsValue::from_str(t),
         Encoded::Binary(b) => js_sys::Uint8Array::from(b.as_slice()).into(),

@@ -448,7 +448,13 @@ impl JsonStore {
 }
 
 impl Store for JsonStore {
-    fn append(&mut self, m: &Message) -> Result<(), StoreError> {
+    fn append_once(&mut self, m: &Message, key: Option<&str>) -> Result<Option<u64>, StoreError> {
+        if let Some(k) = key {
+            if let Some(first) = self.dedupe.dedupe_get(k)? {
+                return Ok(Some(first));
+            }
+            self.dedupe.dedupe.insert(k.to_string(), (m.offset, m.ts));
+        }
         let body = serde_json::to_string(&m.body).map_err(|e| StoreError(e.to_string()))?;
         let row = StoredRow {
             seq: sql_int(m.offset),
@@ -458,7 +464,7 @@ impl Store for JsonStore {
             body,
         };
         self.rows.insert(m.offset, row);
-        Ok(())
+        Ok(None)
     }
     fn after(&self, after: u64, limit: usize) -> Result<Vec<Message>, StoreError> {
         let rows = self.rows.range(after.saturating_add(1)..).take(limit);
@@ -482,9 +488,6 @@ impl Store for JsonStore {
     }
     fn dedupe_get(&self, key: &str) -> Result<Option<u64>, StoreError> {
         self.dedupe.dedupe_get(key)
-    }
-    fn dedupe_put(&mut self, key: &str, offset: u64, ts: u64) -> Result<(), StoreError> {
-        self.dedupe.dedupe_put(key, offset, ts)
     }
     fn dedupe_expire(&mut self, ts: u64) -> Result<(), StoreError> {
         self.dedupe.dedupe_expire(ts)

@@ -11,6 +11,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::rc::Rc;
 
 use serde::Deserialize;
 use worker::{
@@ -27,6 +28,7 @@ use crate::http::route::PRIVATE_ROOM_ID_LEN;
 use crate::internal::{Binding, Op};
 use crate::metrics::{self, Delta, ROOM_CONNECTIONS};
 use crate::objects::alarm::{self, Alarm};
+use crate::objects::probe::{note, Call};
 use crate::objects::rooms::shards::{self, is_channel, Outbox};
 use crate::objects::rooms::store::{take_unreadable, SqlStore};
 use crate::objects::rooms::window::Batch;
@@ -56,8 +58,11 @@ pub struct Room {
     log_level: Cell<obs::Level>,
     /// Messages waiting for the batch window to close (`ROOM_BATCH_WINDOW_MS`).
     batch: Batch,
-    /// The room's figures (`GET /api/rooms/:room`), loaded with the core.
-    stats: RefCell<RoomStats>,
+    /// The room's figures (`GET /api/rooms/:room`), loaded with the core; shared with the
+    /// timer that saves them when a save is deferred.
+    stats: Rc<RefCell<RoomStats>>,
+    /// Whether that timer is armed.
+    save_armed: Rc<Cell<bool>>,
     /// Whether this instance ran the schema statements: once per object lifetime.
     schema_ready: Cell<bool>,
     /// Frames waiting for the gateway shards that hold subscribers ([`shards`]).
@@ -77,17 +82,20 @@ impl DurableObject for Room {
             alarm: Alarm::default(),
             log_level: Cell::new(obs::Level::Info),
             batch: Batch::default(),
-            stats: RefCell::new(RoomStats::default()),
+            stats: Rc::default(),
+            save_armed: Rc::default(),
             schema_ready: Cell::new(false),
             outbox: Outbox::default(),
         }
     }
 
     async fn fetch(&self, req: Request) -> Result<Response> {
+        note(Call::Event);
         let rid = crate::glue::http::request_id(&req);
         let result = self.handle(req).await;
-        // Any request is an event: it reports figures that are due (e.g. an idle room's).
-        self.flush_stats();
+        // Any request is an event: it reports figures that are due (e.g. an idle room's), and
+        // saves what changed at once (requests are rare beside socket messages).
+        self.flush_stats(true);
         match result {
             Ok(r) => Ok(r),
             Err(e) => failure_response(&e, rid.as_deref()),
@@ -99,8 +107,10 @@ impl DurableObject for Room {
         ws: WebSocket,
         message: WebSocketIncomingMessage,
     ) -> Result<()> {
+        note(Call::Event);
         self.ensure_loaded()
             .map_err(|e| Error::RustError(e.to_string()))?;
+        note(Call::AttachmentRead);
         let Some(session) = ws.deserialize_attachment::<Session>()? else {
             return Ok(());
         };
@@ -138,14 +148,18 @@ impl DurableObject for Room {
         }
         self.forget(&ws, code as u16).await?;
         finish_close(&ws, code, "closed");
+        self.flush_stats(true);
         Ok(())
     }
 
     async fn websocket_error(&self, ws: WebSocket, _error: Error) -> Result<()> {
-        self.forget(&ws, 1006).await
+        self.forget(&ws, 1006).await?;
+        self.flush_stats(true);
+        Ok(())
     }
 
     async fn alarm(&self) -> Result<Response> {
+        note(Call::Event);
         self.alarm.fired();
         self.ensure_loaded()
             .map_err(|e| Error::RustError(e.to_string()))?;
@@ -154,6 +168,7 @@ impl DurableObject for Room {
             .with_core(|c| c.maintain(&mut store, now_ms()))
             .map_err(|e| Error::RustError(e.to_string()))?;
         self.perform(effects).await?;
+        self.flush_stats(true);
         Response::empty()
     }
 }
@@ -229,6 +244,7 @@ impl Room {
                 info["stats"] =
                     serde_json::to_value(self.stats.borrow().total()).map_err(internal)?;
                 info["connection_list"] = self.with_core(|c| c.connection_list()).into();
+                info["calls"] = crate::objects::probe::snapshot();
                 json(200, &info)
             }
             Op::RoomHistory => self.history(&req),
@@ -494,19 +510,29 @@ impl Room {
         }
     }
 
-    /// Saves the room's figures if they changed (in the event's own transaction) and reports
-    /// what is new to the Metrics object if the last report is [`crate::rooms::stats::FLUSH_MS`]
-    /// old.
-    fn flush_stats(&self) {
-        let deltas = self.stats.borrow_mut().take_deltas(now_ms());
-        let save = self.stats.borrow_mut().take_save();
-        if let Some(saved) = save {
-            let result = serde_json::to_string(&saved)
-                .map_err(|e| StoreError(e.to_string()))
-                .and_then(|v| self.store().set_meta(STATS_META, &v));
-            if let Err(e) = result {
-                log_error("room_figures_not_saved", &e.to_string());
+    /// Saves the room's figures if they changed and the last save is
+    /// [`crate::rooms::stats::FLUSH_MS`] old (or `promptly`: after a request, a close or an
+    /// alarm), else arms a one-shot timer for the rest of that second — so a busy room writes
+    /// its figures once a second, not once per socket message, and an idle one is not
+    /// hibernated before they are saved; reports what is new to the Metrics object once a
+    /// second too.
+    fn flush_stats(&self, promptly: bool) {
+        let now = now_ms();
+        let deltas = self.stats.borrow_mut().take_deltas(now);
+        let due = self.stats.borrow().save_due_in(now);
+        match due {
+            Some(_) if promptly => save_figures(&self.stats, &self.store(), now),
+            Some(0) => save_figures(&self.stats, &self.store(), now),
+            Some(wait) if !self.save_armed.replace(true) => {
+                let (stats, armed, store) =
+                    (self.stats.clone(), self.save_armed.clone(), self.store());
+                self.state.wait_until(async move {
+                    worker::Delay::from(std::time::Duration::from_millis(wait)).await;
+                    armed.set(false);
+                    save_figures(&stats, &store, now_ms());
+                });
             }
+            _ => {}
         }
         if let Some(d) = deltas.filter(|d| !d.is_empty()) {
             self.count(d);
@@ -516,6 +542,7 @@ impl Room {
     /// Sends counter deltas to the Metrics object without holding up the event.
     fn count(&self, deltas: Vec<Delta>) {
         let env = self.env.clone();
+        note(Call::Background);
         self.state
             .wait_until(async move { crate::glue::ops::metrics::add(&env, deltas).await });
     }
@@ -607,6 +634,7 @@ impl Room {
                     if session.via.is_some() {
                         shards::save(&self.store().0, &session)?;
                     } else if let Some(ws) = self.sockets.borrow().get(&session.conn) {
+                        note(Call::AttachmentWrite);
                         ws.serialize_attachment(&session)?;
                     }
                 }
@@ -627,7 +655,7 @@ impl Room {
                 Effect::AlarmAt(t) => alarm_at = Some(alarm_at.map_or(t, |a| a.min(t))),
             }
         }
-        self.flush_stats();
+        self.flush_stats(false);
         if let Some(t) = alarm_at {
             self.schedule_alarm(t).await?;
         }
@@ -732,6 +760,19 @@ impl Room {
     /// Makes sure an alarm fires no later than `t`.
     async fn schedule_alarm(&self, t: u64) -> Result<()> {
         self.alarm.no_later_than(&self.state.storage(), t).await
+    }
+}
+
+/// Writes the figures if they changed since the last save.
+fn save_figures(stats: &RefCell<RoomStats>, store: &SqlStore, now: u64) {
+    let Some(saved) = stats.borrow_mut().take_save(now) else {
+        return;
+    };
+    let result = serde_json::to_string(&saved)
+        .map_err(|e| StoreError(e.to_string()))
+        .and_then(|v| store.set_meta(STATS_META, &v));
+    if let Err(e) = result {
+        log_error("room_figures_not_saved", &e.to_string());
     }
 }
 

@@ -14,6 +14,7 @@ use crate::glue::http::log_error;
 use crate::glue::rooms::ROOM_KEY_HEADER;
 use crate::glue::stub::{stub, Call};
 use crate::internal::{Binding, Op};
+use crate::objects::probe;
 use crate::objects::sessions::session::{raw_state, spawn};
 use crate::rooms::limits::RoomLimits;
 use crate::rooms::session::Session;
@@ -33,6 +34,7 @@ pub(crate) const SCHEMA: &str =
 /// Stores (or updates) a shard-held subscriber's session.
 pub(crate) fn save(sql: &SqlStorage, s: &Session) -> worker::Result<()> {
     let v = serde_json::to_string(s).map_err(|e| worker::Error::RustError(e.to_string()))?;
+    probe::note(probe::Call::Statement);
     sql.exec(
         "INSERT INTO remote (conn, session) VALUES (?, ?) \
          ON CONFLICT(conn) DO UPDATE SET session = excluded.session",
@@ -43,6 +45,7 @@ pub(crate) fn save(sql: &SqlStorage, s: &Session) -> worker::Result<()> {
 
 /// Forgets a shard-held subscriber.
 pub(crate) fn remove(sql: &SqlStorage, conn: &str) -> worker::Result<()> {
+    probe::note(probe::Call::Statement);
     sql.exec("DELETE FROM remote WHERE conn = ?", Some(vec![conn.into()]))?;
     Ok(())
 }
@@ -53,6 +56,7 @@ pub(crate) fn load(sql: &SqlStorage) -> worker::Result<Vec<Session>> {
     struct Row {
         session: String,
     }
+    probe::note(probe::Call::Statement);
     let rows: Vec<Row> = sql.exec("SELECT session FROM remote", None)?.to_array()?;
     Ok(rows
         .into_iter()

@@ -1,6 +1,6 @@
 //! The router's side of the bench-only routes `/api/bench/raw/:room/{ws,status,panic}`: a 404
 //! unless `ENVIRONMENT=local` or `BENCH_ROUTES=true`, else the call goes to the room's raw
-//! baseline object (`objects/bench.rs`).
+//! baseline object (`objects/bench.rs`). And `GET /api/bench/floor`, the router's baseline.
 
 use worker::{Env, Request, Response};
 
@@ -11,6 +11,23 @@ use crate::internal::{Binding, Op};
 
 use super::http::{internal, require_upgrade};
 use super::stub::{stub, Call};
+
+/// The path of the minimal route.
+pub(crate) const FLOOR_PATH: &str = "/api/bench/floor";
+
+/// `GET /api/bench/floor` (bench routes only): the least a workers-rs route does — read the
+/// path, answer an empty 204 — before the router does anything of its own (no request id, no
+/// log line, no metrics, no CORS headers). The bench measures `/health` and the other routes
+/// against it. `None` for every other request (and for this one when bench routes are off:
+/// it then gets the router's 404).
+pub(crate) fn floor(req: &Request, env: &Env) -> Option<worker::Result<Response>> {
+    if req.path() != FLOOR_PATH {
+        return None;
+    }
+    let config = super::settings::config(env).ok()?;
+    (config.is_local() || config.bench_routes)
+        .then(|| Response::empty().map(|r| r.with_status(204)))
+}
 
 /// Forwards one bench operation.
 pub(crate) async fn route(

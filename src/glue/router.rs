@@ -37,6 +37,9 @@ fn start() {
 
 #[event(fetch)]
 async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
+    if let Some(floor) = super::bench::floor(&req, &env) {
+        return floor;
+    }
     let started = now_ms();
     let origin = req.headers().get("Origin")?;
     let self_origin = req

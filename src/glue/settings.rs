@@ -42,24 +42,42 @@ pub(crate) fn config_error(e: ConfigError) -> ApiError {
     }
 }
 
-/// `API_KEYS` (secret), parsed.
-pub(crate) fn api_keys(env: &Env) -> Result<ApiKeys, ApiError> {
+thread_local! {
+    /// `API_KEYS` and `AUTH_SECRET`, checked once per isolate like [`CONFIG`] (secrets are
+    /// fixed for an isolate's lifetime): an authenticated request neither reads nor parses
+    /// them again.
+    static API_KEYS: RefCell<Option<Rc<ApiKeys>>> = const { RefCell::new(None) };
+    static AUTH_SECRET: RefCell<Option<Rc<str>>> = const { RefCell::new(None) };
+}
+
+/// `API_KEYS` (secret), parsed on first use in this isolate (an error is never cached).
+pub(crate) fn api_keys(env: &Env) -> Result<Rc<ApiKeys>, ApiError> {
+    if let Some(k) = API_KEYS.with(|k| k.borrow().clone()) {
+        return Ok(k);
+    }
     let raw = setting(env, "API_KEYS").ok_or_else(|| ApiError::Config {
         message: "API_KEYS is not set".into(),
     })?;
-    ApiKeys::parse(&raw).map_err(|e| ApiError::Config {
+    let keys = Rc::new(ApiKeys::parse(&raw).map_err(|e| ApiError::Config {
         message: format!("API_KEYS: {e}"),
-    })
+    })?);
+    API_KEYS.with(|k| *k.borrow_mut() = Some(keys.clone()));
+    Ok(keys)
 }
 
-/// `AUTH_SECRET` (secret), checked for length.
-pub(crate) fn auth_secret(env: &Env) -> Result<String, ApiError> {
+/// `AUTH_SECRET` (secret), checked for length on first use in this isolate.
+pub(crate) fn auth_secret(env: &Env) -> Result<Rc<str>, ApiError> {
+    if let Some(s) = AUTH_SECRET.with(|s| s.borrow().clone()) {
+        return Ok(s);
+    }
     let secret = setting(env, "AUTH_SECRET").ok_or_else(|| ApiError::Config {
         message: "AUTH_SECRET is not set".into(),
     })?;
     auth::check_secret(&secret).map_err(|e| ApiError::Config {
         message: format!("AUTH_SECRET: {e}"),
     })?;
+    let secret: Rc<str> = secret.into();
+    AUTH_SECRET.with(|s| *s.borrow_mut() = Some(secret.clone()));
     Ok(secret)
 }
 

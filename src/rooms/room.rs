@@ -35,6 +35,9 @@ pub const MAX_CLIENT_ID_LEN: usize = 64;
 pub const MAX_HISTORY_REPLAY: usize = 1000;
 /// How often maintenance (age trim, dedupe expiry) runs while the room holds history.
 pub const MAINTENANCE_INTERVAL_MS: u64 = 60_000;
+/// Messages beyond the history bound that storage may still hold: they are deleted together,
+/// once per this many messages (and at maintenance), and are never read.
+pub const TRIM_BATCH: u64 = 64;
 
 /// Who receives a broadcast.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -503,7 +506,8 @@ impl Room {
         since: Option<&StreamPos>,
         history: Option<usize>,
     ) -> Result<(Option<bool>, Vec<Message>), StoreError> {
-        let latest = |n: usize| match n.min(MAX_HISTORY_REPLAY) {
+        let bound = usize::try_from(self.limits.history_max_messages).unwrap_or(usize::MAX);
+        let latest = |n: usize| match n.min(MAX_HISTORY_REPLAY).min(bound) {
             0 => Ok(Vec::new()),
             n => store.latest(n),
         };
@@ -518,7 +522,7 @@ impl Room {
             return Ok((Some(true), Vec::new()));
         }
         let missed = self.last_offset - pos.offset;
-        let first = store.first_offset()?;
+        let first = self.first_held(store)?;
         let complete =
             first.is_some_and(|f| f <= pos.offset + 1) && missed <= MAX_HISTORY_REPLAY as u64;
         if complete {
@@ -621,15 +625,6 @@ impl Room {
         if depth(&body) > MAX_BODY_DEPTH {
             return Err(PublishError::TooDeep);
         }
-        if let Some(key) = dedupe_key {
-            if let Some(offset) = store.dedupe_get(key)? {
-                let dup = Published {
-                    offset,
-                    duplicate: true,
-                };
-                return Ok((dup, Vec::new()));
-            }
-        }
         let offset = self.last_offset + 1;
         let message = Message {
             offset,
@@ -637,14 +632,21 @@ impl Room {
             body,
             ts: now_ms,
         };
-        store.append(&message)?;
-        if let Some(key) = dedupe_key {
-            store.dedupe_put(key, offset, now_ms)?;
+        // The key check, the message and its key: one write (one statement in SQLite).
+        if let Some(first) = store.append_once(&message, dedupe_key)? {
+            let dup = Published {
+                offset: first,
+                duplicate: true,
+            };
+            return Ok((dup, Vec::new()));
         }
         self.last_offset = offset;
-        // Keep history exactly bounded by count: one indexed delete of (normally) one row.
-        if offset > self.limits.history_max_messages {
-            store.trim_through(offset - self.limits.history_max_messages)?;
+        // History is bounded by count: what is older than the last `history_max_messages` is
+        // never read again ([`Self::first_held`]) and is deleted once per [`TRIM_BATCH`]
+        // messages, not one row per message.
+        let max = self.limits.history_max_messages;
+        if offset >= max + TRIM_BATCH && (offset - max).is_multiple_of(TRIM_BATCH) {
+            store.trim_through(offset - max)?;
         }
         // Readers that say they are too far behind are closed instead of being sent more.
         let slow = self.lag.too_slow(offset, self.limits.max_lag_messages);
@@ -680,8 +682,10 @@ impl Room {
         since: u64,
         limit: usize,
     ) -> Result<HistoryPage, StoreError> {
-        let first = store.first_offset()?.unwrap_or(0);
-        let messages = store.after(since, limit.min(MAX_HISTORY_PAGE))?;
+        let first = self.first_held(store)?.unwrap_or(0);
+        // Never below the history bound, though storage may still hold a few older rows.
+        let from = since.max(first.saturating_sub(1));
+        let messages = store.after(from, limit.min(MAX_HISTORY_PAGE))?;
         Ok(HistoryPage {
             epoch: self.epoch.clone(),
             truncated: since < self.last_offset && first > since + 1,
@@ -689,6 +693,16 @@ impl Room {
             last_offset: self.last_offset,
             first_offset: first,
         })
+    }
+
+    /// The first offset of the room's history: the oldest message stored, but never one beyond
+    /// the last `history_max_messages` (storage deletes those in batches, [`TRIM_BATCH`]).
+    fn first_held(&self, store: &dyn Store) -> Result<Option<u64>, StoreError> {
+        let bound = self
+            .last_offset
+            .saturating_sub(self.limits.history_max_messages)
+            + 1;
+        Ok(store.first_offset()?.map(|f| f.max(bound)))
     }
 
     /// The alarm fired: trims history by count and age, forgets old de-duplication keys, and
@@ -1449,6 +1463,67 @@ mod tests {
             };
             r.publish(st, from, json!(i), None, None, now).unwrap();
         }
+    }
+
+    #[test]
+    fn history_is_exactly_bounded_though_storage_trims_in_batches() {
+        let limits = RoomLimits {
+            history_max_messages: 10,
+            dedupe_window_ms: 1_000,
+            ..RoomLimits::default()
+        };
+        let mut r = Room::new("k", "e", 0, limits);
+        let mut st = MemoryStore::default();
+        for i in 0..150u64 {
+            let id = format!("m{i}");
+            let key = format!("api/{id}");
+            r.publish(&mut st, api(), json!(i), Some(&id), Some(&key), 100)
+                .unwrap();
+        }
+        // Deleted together at offsets 74 and 138 (10 + 64k): what is held beyond the bound
+        // is never more than a batch, and never read.
+        assert_eq!(st.messages.len(), 22);
+        assert!(st.messages.len() < 10 + TRIM_BATCH as usize);
+        let page = r.history(&st, 0, 100).unwrap();
+        let offsets: Vec<u64> = page.messages.iter().map(|m| m.offset).collect();
+        assert_eq!(offsets, (141..=150).collect::<Vec<_>>());
+        assert_eq!(page.first_offset, 141);
+        assert!(page.truncated);
+        let pos = |offset| StreamPos {
+            epoch: "e".into(),
+            offset,
+        };
+        // A position behind the bound is not recovered, even though its messages are held.
+        let (recovered, replay) = r.replay(&st, Some(&pos(135)), Some(3)).unwrap();
+        assert_eq!(recovered, Some(false));
+        assert_eq!(replay.len(), 3);
+        let (recovered, replay) = r.replay(&st, Some(&pos(140)), None).unwrap();
+        assert_eq!(recovered, Some(true));
+        assert_eq!(replay.first().map(|m| m.offset), Some(141));
+        assert_eq!(r.replay(&st, None, Some(50)).unwrap().1.len(), 10);
+        // A trimmed message's key is still remembered, until the window passes.
+        let (p, _) = r
+            .publish(&mut st, api(), json!(0), Some("m0"), Some("api/m0"), 500)
+            .unwrap();
+        assert!(p.duplicate);
+        assert_eq!(p.offset, 1);
+        st.dedupe_expire(2_000).unwrap();
+        let (p, _) = r
+            .publish(&mut st, api(), json!(0), Some("m0"), Some("api/m0"), 2_000)
+            .unwrap();
+        assert!(!p.duplicate, "forgotten after the window");
+        // A held message's key is remembered however old.
+        let (p, _) = r
+            .publish(
+                &mut st,
+                api(),
+                json!(0),
+                Some("m149"),
+                Some("api/m149"),
+                2_000,
+            )
+            .unwrap();
+        assert_eq!((p.duplicate, p.offset), (true, 150));
     }
 
     fn welcome_of(fx: &[Effect], conn: &str) -> (Option<bool>, Vec<u64>) {

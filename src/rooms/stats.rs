@@ -1,9 +1,12 @@
 //! Per-room figures: what one room has taken in, stored, delivered and refused.
 //!
 //! A Room object counts as it works ([`RoomStats::record`]), answers them in
-//! `GET /api/rooms/:room` (`stats`), and saves them in its own storage in the same event that
-//! changed them ([`RoomStats::take_save`]: one more statement in the transaction the event
-//! commits anyway), so they survive hibernation, eviction and restarts exactly. What it has
+//! `GET /api/rooms/:room` (`stats`), and saves them in its own storage at most once per
+//! [`FLUSH_MS`] ([`RoomStats::save_due_in`], [`RoomStats::take_save`]): with the first event
+//! a second after the last save, or by a one-shot timer armed for the rest of that second, so a
+//! busy room writes one statement a second for its figures instead of one per message. A
+//! pending timer keeps the object from hibernating, so the figures survive hibernation and
+//! eviction exactly; a crash loses at most the last second of them (never a message). What it has
 //! counted since it last reported to the service-wide Metrics object is sent there at most once
 //! per [`FLUSH_MS`], at the next event ([`RoomStats::take_deltas`]): one call per busy room per
 //! second instead of one per message, and no timer of its own. The saved figures include what
@@ -135,6 +138,8 @@ pub struct RoomStats {
     reported_ms: u64,
     /// Changed since last saved.
     changed: bool,
+    /// When the figures were last saved (ms since the Unix epoch; `None`: not in this lifetime).
+    saved_ms: Option<u64>,
 }
 
 impl RoomStats {
@@ -144,6 +149,7 @@ impl RoomStats {
             saved: saved.unwrap_or_default(),
             reported_ms: now_ms,
             changed: false,
+            saved_ms: None,
         }
     }
 
@@ -158,9 +164,22 @@ impl RoomStats {
         self.changed = true;
     }
 
-    /// The figures to save, if they changed since the last save.
-    pub fn take_save(&mut self) -> Option<Saved> {
-        std::mem::take(&mut self.changed).then(|| self.saved.clone())
+    /// The figures to save, if they changed since the last save (saved at `now_ms`).
+    pub fn take_save(&mut self, now_ms: u64) -> Option<Saved> {
+        let changed = std::mem::take(&mut self.changed);
+        if changed {
+            self.saved_ms = Some(now_ms);
+        }
+        changed.then(|| self.saved.clone())
+    }
+
+    /// When the figures must be saved: `None` if they did not change, else in how many ms
+    /// (0: now, the last save being at least [`FLUSH_MS`] old).
+    pub fn save_due_in(&self, now_ms: u64) -> Option<u64> {
+        self.changed.then(|| {
+            self.saved_ms
+                .map_or(0, |t| (t + FLUSH_MS).saturating_sub(now_ms))
+        })
     }
 
     /// What was counted since the last report, as Metrics deltas, if there is any and the last
@@ -232,7 +251,7 @@ mod tests {
     #[test]
     fn counts_every_event_and_saves_each_change() {
         let mut s = RoomStats::load(None, 1_000);
-        assert_eq!(s.take_save(), None, "nothing changed");
+        assert_eq!(s.take_save(1_000), None, "nothing changed");
         s.record(Event::Opened);
         s.record(Event::FrameIn(40));
         s.record(Event::Message { receivers: 3 });
@@ -256,8 +275,8 @@ mod tests {
             connections_closed: 1,
         };
         assert_eq!(s.total(), &want);
-        assert_eq!(s.take_save().unwrap().total, want);
-        assert_eq!(s.take_save(), None, "saved once per change");
+        assert_eq!(s.take_save(1_000).unwrap().total, want);
+        assert_eq!(s.take_save(1_000), None, "saved once per change");
         // Not reported before FLUSH_MS has passed since the last report…
         assert_eq!(s.take_deltas(1_000 + FLUSH_MS - 1), None);
         // …then all of it, once.
@@ -272,12 +291,39 @@ mod tests {
                 Delta::new(REFUSALS, &[("code", "rate_limited")], 2),
             ])
         );
-        assert_eq!(s.take_save().unwrap().reported, want, "the report is saved");
+        assert_eq!(
+            s.take_save(2_000).unwrap().reported,
+            want,
+            "the report is saved"
+        );
         assert_eq!(
             s.take_deltas(10 * FLUSH_MS),
             None,
             "nothing new, nothing sent"
         );
+    }
+
+    #[test]
+    fn figures_are_saved_at_most_once_a_second() {
+        let mut s = RoomStats::load(None, 0);
+        assert_eq!(s.save_due_in(10), None, "nothing to save");
+        s.record(Event::Message { receivers: 3 });
+        assert_eq!(
+            s.save_due_in(10),
+            Some(0),
+            "the first change is saved at once"
+        );
+        assert!(s.take_save(10).is_some());
+        s.record(Event::Message { receivers: 3 });
+        assert_eq!(
+            s.save_due_in(400),
+            Some(FLUSH_MS - 390),
+            "then a second after that"
+        );
+        assert_eq!(s.save_due_in(10 + FLUSH_MS), Some(0));
+        let saved = s.take_save(10 + FLUSH_MS).unwrap();
+        assert_eq!(saved.total.messages, 2);
+        assert_eq!(s.save_due_in(10 + FLUSH_MS), None);
     }
 
     #[test]
@@ -287,7 +333,7 @@ mod tests {
         assert!(s.take_deltas(FLUSH_MS).is_some());
         s.record(Event::Message { receivers: 4 });
         s.record(Event::Refused("too_large"));
-        let saved = s.take_save().unwrap();
+        let saved = s.take_save(FLUSH_MS).unwrap();
         // Evicted before reporting the last two events; the object wakes later.
         let mut s = RoomStats::load(Some(saved), 50_000);
         assert_eq!((s.total().messages, s.total().deliveries), (2, 14));

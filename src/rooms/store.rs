@@ -14,24 +14,41 @@ pub struct StoreError(pub String);
 
 /// Where a room's stream and de-duplication records live. Every method is synchronous because
 /// Durable Object SQLite is; a write is durable before any frame sent after it leaves.
+///
+/// A de-duplication key is remembered with its message while the message is held, and for
+/// at least the de-duplication window after it was published (until [`Store::dedupe_expire`]
+/// once the message itself has been trimmed).
 pub trait Store {
-    /// Appends a message.
-    fn append(&mut self, m: &Message) -> Result<(), StoreError>;
+    /// Appends a message — unless `key` is given and already remembered: then nothing is
+    /// written and the answer is the offset the key was first published at. In SQLite this is
+    /// one statement (the check, the message and its key together).
+    fn append_once(&mut self, m: &Message, key: Option<&str>) -> Result<Option<u64>, StoreError>;
+    /// Appends messages whose keys were already checked (a batch window's held writes), in
+    /// order; in SQLite as few statements as the bound-parameter limit allows.
+    fn append_checked(&mut self, ms: &[(Message, Option<String>)]) -> Result<(), StoreError> {
+        for (m, key) in ms {
+            if let Some(first) = self.append_once(m, key.as_deref())? {
+                return Err(StoreError(format!(
+                    "held message {} repeats the key of {first}",
+                    m.offset
+                )));
+            }
+        }
+        Ok(())
+    }
     /// Messages with an offset above `after`, ascending, at most `limit`.
     fn after(&self, after: u64, limit: usize) -> Result<Vec<Message>, StoreError>;
     /// The latest `limit` messages, ascending.
     fn latest(&self, limit: usize) -> Result<Vec<Message>, StoreError>;
     /// The smallest offset still held, if any.
     fn first_offset(&self) -> Result<Option<u64>, StoreError>;
-    /// Deletes messages with an offset at or below `offset`.
+    /// Deletes messages with an offset at or below `offset` (their keys stay remembered).
     fn trim_through(&mut self, offset: u64) -> Result<(), StoreError>;
-    /// Deletes messages accepted before `ts`.
+    /// Deletes messages accepted before `ts` (their keys stay remembered).
     fn trim_older(&mut self, ts: u64) -> Result<(), StoreError>;
     /// The offset recorded for a de-duplication key, if remembered.
     fn dedupe_get(&self, key: &str) -> Result<Option<u64>, StoreError>;
-    /// Remembers a de-duplication key.
-    fn dedupe_put(&mut self, key: &str, offset: u64, ts: u64) -> Result<(), StoreError>;
-    /// Forgets de-duplication keys recorded before `ts`.
+    /// Forgets the de-duplication keys of trimmed messages published before `ts`.
     fn dedupe_expire(&mut self, ts: u64) -> Result<(), StoreError>;
 }
 
@@ -104,9 +121,15 @@ pub struct MemoryStore {
 }
 
 impl Store for MemoryStore {
-    fn append(&mut self, m: &Message) -> Result<(), StoreError> {
+    fn append_once(&mut self, m: &Message, key: Option<&str>) -> Result<Option<u64>, StoreError> {
+        if let Some(k) = key {
+            if let Some((first, _)) = self.dedupe.get(k) {
+                return Ok(Some(*first));
+            }
+            self.dedupe.insert(k.to_string(), (m.offset, m.ts));
+        }
         self.messages.insert(m.offset, m.clone());
-        Ok(())
+        Ok(None)
     }
     fn after(&self, after: u64, limit: usize) -> Result<Vec<Message>, StoreError> {
         Ok(self
@@ -135,12 +158,10 @@ impl Store for MemoryStore {
     fn dedupe_get(&self, key: &str) -> Result<Option<u64>, StoreError> {
         Ok(self.dedupe.get(key).map(|(o, _)| *o))
     }
-    fn dedupe_put(&mut self, key: &str, offset: u64, ts: u64) -> Result<(), StoreError> {
-        self.dedupe.insert(key.to_string(), (offset, ts));
-        Ok(())
-    }
     fn dedupe_expire(&mut self, ts: u64) -> Result<(), StoreError> {
-        self.dedupe.retain(|_, (_, t)| *t >= ts);
+        let held = &self.messages;
+        self.dedupe
+            .retain(|_, (o, t)| *t >= ts || held.contains_key(o));
         Ok(())
     }
 }
