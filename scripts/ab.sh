@@ -4,7 +4,7 @@
 # to raw compares across builds even when the machine's load drifts).
 # Usage: scripts/ab.sh PATCH|base [bench options]
 #   e.g. scripts/ab.sh examples/bench/ab/no-ack.patch --only single --sizes 10 --pairs 3
-# The copy is the committed tree (git archive HEAD) in target/ab/<name>; the patches in
+# The copy is a committed tree (git archive of AB_REF, default HEAD) in target/ab/<name>; the patches in
 # examples/bench/ab/ remove or repeat one step of the Room's per-message path (BENCHMARKS.md,
 # "Where the time goes"). Builds share target/worker-ab, so only the first one compiles the
 # dependencies. Load goes to 127.0.0.1 only.
@@ -17,7 +17,7 @@ name=$(basename "$which" .patch)
 tree=$root/target/ab/$name
 rm -rf "$tree"
 mkdir -p "$tree"
-git archive HEAD | tar -x -C "$tree"
+git archive "${AB_REF:-HEAD}" | tar -x -C "$tree"
 if [ "$which" != base ]; then
   patch -s -p1 -d "$tree" < "$which"
 fi

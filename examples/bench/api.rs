@@ -11,7 +11,7 @@ use crate::stats::{now_us, Cpu, CpuDelta, Samples};
 use crate::Ctx;
 
 /// The local development API key (`wrangler.toml` `[vars]`).
-const API_KEY: &str = "roomkeeper-local-dev-api-key";
+pub const API_KEY: &str = "roomkeeper-local-dev-api-key";
 
 /// Closed-loop load: what came back.
 pub struct Load {
@@ -185,18 +185,22 @@ where
     load
 }
 
-/// `GET /health`: the router alone (no object, no API key), the floor under every route.
-pub async fn health(ctx: &Ctx, concurrency: usize, duration: Duration) -> Load {
+/// `GET path` in a closed loop: `/health` is the router alone (no object, no API key), the
+/// floor under every route; `/api/bench/floor` is a minimal workers-rs route in the same
+/// Worker (the path read, an empty 204), the floor under the router itself.
+pub async fn get(ctx: &Ctx, path: &str, concurrency: usize, duration: Duration) -> Load {
+    let url = format!("{}{path}", ctx.http);
+    let url = &url;
     closed_loop(ctx, concurrency, duration, |_, _| async move {
         let t = now_us();
         let r = ctx
             .http_client
-            .get(format!("{}/health", ctx.http))
+            .get(url)
             .send()
             .await
             .map_err(|e| e.to_string())?;
         match r.status().as_u16() {
-            200 => {
+            200 | 204 => {
                 let _ = r.bytes().await;
                 Ok((now_us() - t, None))
             }

@@ -41,11 +41,19 @@ pub enum Target {
     Raw,
     /// A Pusher channel through the gateway: client events on a private channel.
     Gateway,
+    /// A peer: a room of cloudflare/workers-chat-demo (JSON, `storage.put` per message), on
+    /// its own `wrangler dev` (`--chat-demo`).
+    ChatDemo,
+    /// A peer: a private channel on sockudo, a native Pusher server (`--sockudo`), with the
+    /// gateway's client events.
+    Sockudo,
 }
 
 /// The local app of `wrangler.toml`'s `PUSHER_APPS` (client events on).
 const PUSHER_KEY: &str = "roomkeeper-local-key";
 const PUSHER_SECRET: &str = "roomkeeper-local-secret";
+/// That app as `(id, key, secret)`, for a peer Pusher server.
+pub const PUSHER_APP: (&str, &str, &str) = ("1", PUSHER_KEY, PUSHER_SECRET);
 
 impl Target {
     /// Name in tables.
@@ -54,13 +62,15 @@ impl Target {
             Self::Room => "Room",
             Self::Raw => "raw baseline",
             Self::Gateway => "Pusher gateway",
+            Self::ChatDemo => "workers-chat-demo",
+            Self::Sockudo => "sockudo",
         }
     }
 
     /// Receivers of one message among `subscribers` (a client event skips its sender).
     pub fn receivers(self, subscribers: usize) -> usize {
         match self {
-            Self::Gateway => subscribers.saturating_sub(1),
+            Self::Gateway | Self::Sockudo => subscribers.saturating_sub(1),
             _ => subscribers,
         }
     }
@@ -126,6 +136,9 @@ pub struct Outcome {
     pub active: Duration,
     /// Publishing rate actually achieved.
     pub achieved_rate: f64,
+    /// Room runs: the runtime calls per message (`GET /api/rooms/:room` `calls`, their change
+    /// over the run less one info request's own, divided by the messages sent).
+    pub calls: Vec<(String, f64)>,
     /// Deliveries that arrived only after the drain time (late, not lost; measured by waiting
     /// up to [`LATE_WAIT`] more, outside the CPU measurement).
     pub late: u64,
@@ -192,6 +205,9 @@ struct Incoming {
     /// A Pusher frame's data (a JSON string on channel events).
     #[serde(default)]
     data: Option<serde_json::Value>,
+    /// A workers-chat-demo message's text.
+    #[serde(default)]
+    message: Option<String>,
 }
 
 impl Tally {
@@ -216,6 +232,14 @@ impl Tally {
     fn frame(&mut self, f: Incoming, now: u64, progress: &AtomicU64) {
         if let Some(event) = f.event.as_deref() {
             return self.pusher_frame(event, &f, now, progress);
+        }
+        // workers-chat-demo: `{name, message, timestamp}`, the message a string.
+        if let Some(m) = f.message.as_deref() {
+            match serde_json::from_str::<Stamp>(m) {
+                Ok(st) => self.stamp(st.s, st.t, now, progress),
+                Err(_) => self.errors += 1,
+            }
+            return;
         }
         match f.kind.as_deref() {
             None => {
@@ -337,7 +361,8 @@ pub async fn open(ctx: &Ctx, target: Target, room: &str, i: usize) -> Result<WsS
     let url = match target {
         Target::Room => format!("{}/api/rooms/{room}/ws?token={}", ctx.ws, ctx.token),
         Target::Raw => format!("{}/api/bench/raw/{room}/ws", ctx.ws),
-        Target::Gateway => return open_pusher(ctx, room).await,
+        Target::ChatDemo => format!("{}/api/room/{room}/websocket", ctx.ws),
+        Target::Gateway | Target::Sockudo => return open_pusher(ctx, room).await,
     };
     let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str())
         .await
@@ -348,6 +373,23 @@ pub async fn open(ctx: &Ctx, target: Target, room: &str, i: usize) -> Result<WsS
             .await
             .map_err(|e| format!("join: {e}"))?;
         welcome(&mut ws).await?;
+    }
+    if target == Target::ChatDemo {
+        // The first frame names the user; the room answers `{"ready":true}` after any
+        // `{"joined":…}` of the others.
+        let hello = format!(r#"{{"name":"s{i}"}}"#);
+        ws.send(WsMessage::Text(hello.into()))
+            .await
+            .map_err(|e| format!("name: {e}"))?;
+        loop {
+            let t = next_text(&mut ws).await?;
+            if t.contains(r#""ready""#) {
+                break;
+            }
+            if t.contains(r#""error""#) {
+                return Err(format!("workers-chat-demo refused: {t}"));
+            }
+        }
     }
     Ok(ws)
 }
@@ -524,9 +566,41 @@ impl Outcome {
             cpu,
             active,
             achieved_rate: rate,
+            calls: Vec::new(),
             late: 0,
         }
     }
+}
+
+/// The counters of `objects/probe.rs`, in the bench's column order.
+pub const CALLS: [&str; 7] = [
+    "events",
+    "statements",
+    "sends",
+    "to_js",
+    "attachment_reads",
+    "attachment_writes",
+    "background",
+];
+
+/// A Room's runtime call counts (`calls` of `GET /api/rooms/:room`); `None` for other targets.
+async fn room_calls(
+    ctx: &Ctx,
+    target: Target,
+    room: &str,
+) -> Option<serde_json::Map<String, serde_json::Value>> {
+    if target != Target::Room {
+        return None;
+    }
+    let r = ctx
+        .http_client
+        .get(format!("{}/api/rooms/{room}", ctx.http))
+        .bearer_auth(crate::api::API_KEY)
+        .send()
+        .await
+        .ok()?;
+    let v: serde_json::Value = r.json().await.ok()?;
+    v.get("calls")?.as_object().cloned()
 }
 
 /// Runs one fan-out measurement on fresh connections in a fresh room.
@@ -535,6 +609,8 @@ pub async fn run(ctx: &Ctx, spec: &Spec) -> Result<Outcome, String> {
         Target::Room => "fan",
         Target::Raw => "raw",
         Target::Gateway => "gw",
+        Target::ChatDemo => "chat",
+        Target::Sockudo => "sk",
     });
     let capacity = match spec.saturate {
         Some(sat) => sat.messages as usize + 8,
@@ -551,6 +627,7 @@ pub async fn run(ctx: &Ctx, spec: &Spec) -> Result<Outcome, String> {
     .await?;
     // Let the joins settle before measuring anything.
     ctx.settle().await;
+    let calls0 = room_calls(ctx, spec.target, &room).await;
     let receivers = spec.target.receivers(spec.subscribers) as u64;
     let cpu0 = Cpu::now(&ctx.workerd);
     let start = tokio::time::Instant::now();
@@ -583,7 +660,11 @@ pub async fn run(ctx: &Ctx, spec: &Spec) -> Result<Outcome, String> {
                 format!(r#"{{"type":"publish","body":{{"s":{sent},"t":{t}}},"id":"p{sent}"}}"#)
             }
             Target::Raw => format!(r#"{{"s":{sent},"t":{t}}}"#),
-            Target::Gateway => serde_json::json!({"event": "client-t",
+            // Its message is a string (at most 256 characters): the stamp as JSON text.
+            Target::ChatDemo => {
+                serde_json::json!({"message": format!(r#"{{"s":{sent},"t":{t}}}"#)}).to_string()
+            }
+            Target::Gateway | Target::Sockudo => serde_json::json!({"event": "client-t",
                 "channel": channel_of(&room), "data": {"s": sent, "t": t}})
             .to_string(),
         };
@@ -605,6 +686,26 @@ pub async fn run(ctx: &Ctx, spec: &Spec) -> Result<Outcome, String> {
     }
     let rate = sent as f64 / sending.as_secs_f64().max(1e-9);
     let mut out = Outcome::new(sent, expected, cpu, active, rate);
+    if let Some(c0) = calls0 {
+        let c1 = room_calls(ctx, spec.target, &room)
+            .await
+            .unwrap_or_default();
+        let c2 = room_calls(ctx, spec.target, &room)
+            .await
+            .unwrap_or_default();
+        out.calls = CALLS
+            .iter()
+            .map(|&name| {
+                let at = |c: &serde_json::Map<String, serde_json::Value>| {
+                    c.get(name).and_then(|v| v.as_f64()).unwrap_or(f64::NAN)
+                };
+                let v0 = at(&c0);
+                // Less the info request's own calls (measured by a second one right after).
+                let run = (at(&c1) - v0) - (at(&c2) - at(&c1));
+                (name.to_string(), run / sent.max(1) as f64)
+            })
+            .collect();
+    }
     subs.finish(&mut out).await?;
     out.late = out.delivered.saturating_sub(on_time);
     Ok(out)

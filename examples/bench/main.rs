@@ -112,6 +112,10 @@ struct Args {
     shards: Option<String>,
     /// Alternating pairs per size in the `single` scenario (default: 3 at 100, else 1).
     pairs: Option<usize>,
+    /// An unpacked cloudflare/workers-chat-demo snapshot (the `peers` scenario).
+    chat_demo: Option<std::path::PathBuf>,
+    /// The sockudo binary (the `peers` scenario; default `.tools/sockudo/bin/sockudo`).
+    sockudo: Option<std::path::PathBuf>,
     full: bool,
     via_proxy: bool,
     out: Option<String>,
@@ -125,6 +129,8 @@ fn args() -> Args {
         windows: None,
         shards: None,
         pairs: None,
+        chat_demo: None,
+        sockudo: None,
         full: false,
         via_proxy: false,
         out: None,
@@ -143,6 +149,8 @@ fn args() -> Args {
                     .map(|s| s.split(',').filter_map(|n| n.parse().ok()).collect())
             }
             "--rate" => a.rate = it.next().and_then(|r| r.parse().ok()),
+            "--chat-demo" => a.chat_demo = it.next().map(Into::into),
+            "--sockudo" => a.sockudo = it.next().map(Into::into),
             "--pairs" => a.pairs = it.next().and_then(|n| n.parse().ok()).filter(|&n| n > 0),
             "--shards" => a.shards = it.next().filter(|n| n.parse::<u32>().is_ok()),
             "--windows" => {
@@ -320,8 +328,43 @@ struct Pairs {
 }
 
 impl Pairs {
-    async fn run(&self, ctx: &Ctx, runs: &mut Table, ratio: &mut Table, goal: &str) {
+    /// The pace column: the fixed rate, or the saturated run's message count.
+    fn pace(&self) -> String {
+        match self.saturate {
+            Some(sat) => format!("saturated ({} msgs)", sat.messages),
+            None => format!("{:.0}", self.rate),
+        }
+    }
+
+    /// Runs the pairs into `runs` (every run) and `ratio` (the pairs' ratios); `calls`, if
+    /// given, gets the subject's runtime calls per message of every run.
+    async fn run(
+        &self,
+        ctx: &Ctx,
+        runs: &mut Table,
+        ratio: &mut Table,
+        mut calls: Option<&mut Table>,
+        goal: &str,
+    ) {
         let n = self.subscribers;
+        // One unmeasured run of each target first: the first runs on a fresh server also pay
+        // for compiling the code they reach (V8 tiers Wasm up as it runs), which would favour
+        // whichever target goes second.
+        for target in [self.base, self.subject] {
+            let warm = Spec {
+                target,
+                subscribers: n,
+                publishers: self.publishers,
+                rate: self.rate,
+                duration: Duration::from_secs(1),
+                drain: Duration::from_secs(5),
+                saturate: Some(Saturate {
+                    messages: (20_000 / n as u64).clamp(20, 500),
+                    window: 32,
+                }),
+            };
+            let _ = fanout::run(ctx, &warm).await;
+        }
         let (mut subject, mut base, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
         for p in 0..self.pairs {
             let order = if p % 2 == 0 {
@@ -344,6 +387,11 @@ impl Pairs {
                 match fanout::run(ctx, &spec).await {
                     Ok(mut o) => {
                         per[k] = o.cpu.per(o.delivered);
+                        if let (Some(t), false) = (calls.as_deref_mut(), o.calls.is_empty()) {
+                            let mut row = vec![n.to_string(), self.pace()];
+                            row.extend(o.calls.iter().map(|(_, v)| format!("{v:.2}")));
+                            t.row(row);
+                        }
                         let mut note = check(&o);
                         if self.saturate.is_some() {
                             note = format!("saturated; {note}");
@@ -363,13 +411,9 @@ impl Pairs {
         }
         let cells: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
         ratios.sort_by(|a, b| a.total_cmp(b));
-        let pace = match self.saturate {
-            Some(sat) => format!("saturated ({} msgs)", sat.messages),
-            None => format!("{:.0}", self.rate),
-        };
         ratio.row(vec![
             n.to_string(),
-            pace,
+            self.pace(),
             self.pairs.to_string(),
             subject.join(", "),
             base.join(", "),
@@ -397,6 +441,7 @@ async fn main() {
         "locks",
         "memory",
         "voice",
+        "peers",
     ];
     let (server, ctx) = if main_set.iter().any(|s| wanted(&a, s)) {
         let shards = [("PUSHER_GATEWAY_SHARDS", a.shards.as_deref().unwrap_or("1"))];
@@ -427,7 +472,7 @@ async fn main() {
                 pairs: pairs(n),
                 duration: secs(6, 20),
             };
-            runs.run(ctx, &mut t, &mut ratio, goal(n)).await;
+            runs.run(ctx, &mut t, &mut ratio, None, goal(n)).await;
         }
         tables.push(t);
         tables.push(ratio);
@@ -444,6 +489,20 @@ async fn main() {
         let mut ratio = Table::new(
             "One publisher: Room vs raw baseline, server CPU per delivery (alternating runs, same server)",
             &ratio_columns("Room µs (each run)", "raw µs (each run)"),
+        );
+        let mut calls = Table::new(
+            "One publisher: the Room's runtime calls per message (GET /api/rooms/:room `calls`)",
+            &[
+                "subscribers",
+                "msgs/s",
+                "events",
+                "SQL statements",
+                "sends",
+                "frames to JS",
+                "attachment reads",
+                "attachment writes",
+                "background tasks",
+            ],
         );
         let sizes = [(10usize, 200.0), (100, 200.0), (1000, 20.0)];
         for (n, rate) in chosen(&a, &sizes) {
@@ -468,11 +527,13 @@ async fn main() {
                     duration: secs(5, 10),
                 };
                 let goal = if n == 100 { "≤ 1.15×" } else { "—" };
-                runs.run(ctx, &mut t, &mut ratio, goal).await;
+                runs.run(ctx, &mut t, &mut ratio, Some(&mut calls), goal)
+                    .await;
             }
         }
         tables.push(t);
         tables.push(ratio);
+        tables.push(calls);
     }
 
     if let (true, Some(ctx)) = (wanted(&a, "gateway"), &ctx) {
@@ -503,10 +564,17 @@ async fn main() {
                 duration: secs(4, 20),
             };
             let goal = if n == 100 { "≤ 1.3×" } else { "—" };
-            runs.run(ctx, &mut t, &mut ratio, goal).await;
+            runs.run(ctx, &mut t, &mut ratio, None, goal).await;
         }
         tables.push(t);
         tables.push(ratio);
+    }
+
+    // Peers need someone else's code or binary: only when asked for (`--only peers`, a path,
+    // or `--full`), so the quick set stays quick.
+    let asked = a.only.is_some() || a.chat_demo.is_some() || a.sockudo.is_some() || a.full;
+    if let (true, true, Some(ctx)) = (wanted(&a, "peers"), asked, &ctx) {
+        peers(&a, ctx, &mut tables).await;
     }
 
     if let (true, Some(ctx)) = (wanted(&a, "saturation"), &ctx) {
@@ -652,8 +720,9 @@ async fn main() {
 
     if let (true, Some(ctx)) = (wanted(&a, "health"), &ctx) {
         let mut t = Table::new(
-            "Router floor: GET /health (no object, no API key)",
+            "Router floor: a minimal workers-rs route and GET /health (no object, no API key)",
             &[
+                "route",
                 "clients",
                 "requests/s",
                 "p50 / p99 / max (ms)",
@@ -662,16 +731,22 @@ async fn main() {
                 "other load",
             ],
         );
-        ctx.settle().await;
-        let mut l = api::health(ctx, 16, secs(5, 15)).await;
-        t.row(vec![
-            "16".into(),
-            format!("{:.0}", l.per_s()),
-            l.latency.cell(),
-            failed(&l),
-            format!("{:.0}", l.cpu.per(l.ok)),
-            other(&l.cpu),
-        ]);
+        for (name, path) in [
+            ("minimal route (`/api/bench/floor`)", "/api/bench/floor"),
+            ("`GET /health`", "/health"),
+        ] {
+            ctx.settle().await;
+            let mut l = api::get(ctx, path, 16, secs(5, 15)).await;
+            t.row(vec![
+                name.into(),
+                "16".into(),
+                format!("{:.0}", l.per_s()),
+                l.latency.cell(),
+                failed(&l),
+                format!("{:.0}", l.cpu.per(l.ok)),
+                other(&l.cpu),
+            ]);
+        }
         tables.push(t);
     }
 
@@ -910,6 +985,191 @@ async fn main() {
 }
 
 /// The rest of the machine's CPU use during a run, as a share of one core.
+/// A context for a peer server: its own ports, its process's CPU as the "runtime".
+fn peer_ctx(ctx: &Ctx, port: u16, w: workerd::Workerd) -> Ctx {
+    Ctx {
+        http: format!("http://127.0.0.1:{port}"),
+        ws: format!("ws://127.0.0.1:{port}"),
+        workerd: w,
+        token: ctx.token.clone(),
+        run: ctx.run.clone(),
+        http_client: ctx.http_client.clone(),
+        quiet_wait: ctx.quiet_wait,
+    }
+}
+
+/// Runs `runs` (a name, the server, the target) one after another, `rounds` times, starting
+/// each round one further along so no target always goes first; the first run of each is an
+/// unmeasured warm-up. Returns µs of server CPU per delivery per target, and adds every run's
+/// row to `t`.
+async fn rounds(
+    runs: &[(&Ctx, Target)],
+    spec: &Spec,
+    rounds: usize,
+    t: &mut Table,
+) -> Vec<Vec<f64>> {
+    let mut per = vec![Vec::new(); runs.len()];
+    for &(ctx, target) in runs {
+        let warm = Spec {
+            target,
+            saturate: Some(Saturate {
+                messages: 200,
+                window: 32,
+            }),
+            ..spec.clone()
+        };
+        let _ = fanout::run(ctx, &warm).await;
+    }
+    for r in 0..rounds {
+        for k in 0..runs.len() {
+            let i = (k + r) % runs.len();
+            let (ctx, target) = runs[i];
+            let spec = Spec {
+                target,
+                ..spec.clone()
+            };
+            match fanout::run(ctx, &spec).await {
+                Ok(mut o) => {
+                    per[i].push(o.cpu.per(o.delivered));
+                    let mut note = check(&o);
+                    if spec.saturate.is_some() {
+                        note = format!("saturated; {note}");
+                    }
+                    fanout_row(t, &spec, &mut o, note.trim_end_matches("; "));
+                }
+                Err(e) => {
+                    per[i].push(f64::NAN);
+                    t.row(vec![target.name().into(), format!("failed: {e}")]);
+                }
+            }
+        }
+    }
+    per
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
+    v.sort_by(|a, b| a.total_cmp(b));
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// Peers in the same run, as ratios: cloudflare/workers-chat-demo beside the raw object and
+/// the Room (one publisher, 100 subscribers), and sockudo beside the Pusher gateway.
+async fn peers(a: &Args, ctx: &Ctx, tables: &mut Vec<Table>) {
+    let mut t = Table::new("Peers: every run", FANOUT_COLUMNS);
+    let mut ratio = Table::new(
+        "Peers: server CPU per delivery, median of 3 rounds, and the ratio to the baseline of the same rounds",
+        &["comparison", "subscribers", "msgs/s", "µs per delivery (median)", "ratio to the first (median of rounds)"],
+    );
+    let secs = |q: u64, f: u64| Duration::from_secs(if a.full { f } else { q });
+    let paces = [
+        Some(Saturate {
+            messages: 1000,
+            window: 32,
+        }),
+        None,
+    ];
+    let mut add = |name: &str, targets: &[&str], spec: &Spec, per: &[Vec<f64>]| {
+        let meds: Vec<String> = targets
+            .iter()
+            .zip(per)
+            .map(|(n, v)| format!("{n} {:.1}", median(v)))
+            .collect();
+        let ratios: Vec<String> = targets
+            .iter()
+            .zip(per)
+            .skip(1)
+            .map(|(n, v)| {
+                let r: Vec<f64> = v.iter().zip(&per[0]).map(|(x, b)| x / b).collect();
+                format!("{n} **{:.2}×**", median(&r))
+            })
+            .collect();
+        let pace = match spec.saturate {
+            Some(s) => format!("saturated ({} msgs)", s.messages),
+            None => format!("{:.0}", spec.rate),
+        };
+        ratio.row(vec![
+            name.into(),
+            spec.subscribers.to_string(),
+            pace,
+            meds.join(", "),
+            ratios.join(", "),
+        ]);
+    };
+    match &a.chat_demo {
+        None => println!("peers: no --chat-demo DIR given, so workers-chat-demo is left out"),
+        Some(dir) => match server::Server::start_chat_demo(dir) {
+            Err(e) => println!("peers: workers-chat-demo did not start: {e}"),
+            Ok(demo) => {
+                let w = workerd::wait_find(demo.port, Duration::from_secs(20))
+                    .expect("find the workers-chat-demo workerd");
+                let port = w.direct_port.unwrap_or(demo.port);
+                let dctx = peer_ctx(ctx, port, w);
+                for saturate in paces {
+                    let spec = Spec {
+                        target: Target::Raw,
+                        subscribers: 100,
+                        publishers: 1,
+                        rate: 200.0,
+                        duration: secs(5, 10),
+                        drain: Duration::from_secs(5),
+                        saturate,
+                    };
+                    let runs = [
+                        (ctx, Target::Raw),
+                        (&dctx, Target::ChatDemo),
+                        (ctx, Target::Room),
+                    ];
+                    let per = rounds(&runs, &spec, 3, &mut t).await;
+                    let names = ["raw", "workers-chat-demo", "Room"];
+                    add("raw object, workers-chat-demo, Room", &names, &spec, &per);
+                }
+                drop(demo);
+            }
+        },
+    }
+    let sockudo = a
+        .sockudo
+        .clone()
+        .or_else(|| std::env::var_os("SOCKUDO").map(Into::into))
+        .unwrap_or_else(|| harness::root().join(".tools/sockudo/bin/sockudo"));
+    if !sockudo.exists() {
+        println!(
+            "peers: no sockudo at {} (scripts/sockudo.sh installs it), so it is left out",
+            sockudo.display()
+        );
+    } else {
+        match server::Sockudo::start(&sockudo, fanout::PUSHER_APP) {
+            Err(e) => println!("peers: sockudo did not start: {e}"),
+            Ok(s) => {
+                let w = workerd::Workerd {
+                    proxy: 0,
+                    runtime: s.pid(),
+                    direct_port: None,
+                };
+                let sctx = peer_ctx(ctx, s.port, w);
+                for (saturate, publishers) in [(paces[0], 1), (None, 10)] {
+                    let spec = Spec {
+                        target: Target::Gateway,
+                        subscribers: 100,
+                        publishers,
+                        rate: 200.0,
+                        duration: secs(4, 10),
+                        drain: Duration::from_secs(5),
+                        saturate,
+                    };
+                    let runs = [(&sctx, Target::Sockudo), (ctx, Target::Gateway)];
+                    let per = rounds(&runs, &spec, 3, &mut t).await;
+                    let name = format!("sockudo, Pusher gateway ({publishers} publisher(s))");
+                    add(&name, &["sockudo", "gateway"], &spec, &per);
+                }
+            }
+        }
+    }
+    tables.push(t);
+    tables.push(ratio);
+}
+
 fn other(c: &stats::CpuDelta) -> String {
     format!("{:.0} %", c.other_share() * 100.0)
 }

@@ -83,6 +83,44 @@ impl Server {
         server
     }
 
+    /// Starts `wrangler dev` on a copy of an unpacked cloudflare/workers-chat-demo snapshot
+    /// (`wrangler.toml` and `src/`), with its per-IP rate limiter switched off in the copy:
+    /// the bench's one address sends every message, which the demo's limiter is meant to
+    /// refuse. Its code is someone else's and is not part of this project: the bench takes the
+    /// snapshot's path (`--chat-demo DIR`).
+    pub fn start_chat_demo(snapshot: &Path) -> Result<Self, String> {
+        let copy = TempDir::new("bench-chat-demo");
+        let persist = TempDir::new("bench-chat-state");
+        copy_dir(&snapshot.join("src"), &copy.0.join("src")).map_err(|e| e.to_string())?;
+        std::fs::copy(snapshot.join("wrangler.toml"), copy.0.join("wrangler.toml"))
+            .map_err(|e| format!("{}: {e}", snapshot.join("wrangler.toml").display()))?;
+        let chat = copy.0.join("src/chat.mjs");
+        let code = std::fs::read_to_string(&chat).map_err(|e| e.to_string())?;
+        const LIMIT: &str = "if (!session.limiter.checkLimit()) {";
+        if !code.contains(LIMIT) {
+            return Err(format!("{}: no `{LIMIT}` to switch off", chat.display()));
+        }
+        std::fs::write(&chat, code.replace(LIMIT, "if (false) {")).map_err(|e| e.to_string())?;
+        let root = root();
+        std::os::unix::fs::symlink(root.join("node_modules"), copy.0.join("node_modules"))
+            .map_err(|e| e.to_string())?;
+        let (child, port, log) = roomkeeper_testkit::harness::spawn_wrangler(
+            &copy.0,
+            &persist.0,
+            &[],
+            &root.join("target/bench-logs"),
+        );
+        let mut server = Self {
+            child: Some(child),
+            port,
+            log,
+            _snapshot: copy,
+            _persist: persist,
+        };
+        server.wait_ready();
+        Ok(server)
+    }
+
     fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(90);
         while Instant::now() < deadline {
@@ -112,5 +150,73 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// sockudo, a native Pusher server, on a free loopback port with the bench's Pusher app
+/// (the local app of `wrangler.toml`: client events on, and no client-event or connection
+/// limit in the way, as the bench server's gateway has none); stopped on drop.
+pub struct Sockudo {
+    child: Child,
+    /// Its port.
+    pub port: u16,
+    /// Where its output goes.
+    pub log: PathBuf,
+}
+
+impl Sockudo {
+    /// Starts the sockudo binary at `bin`; waits until its port accepts connections.
+    pub fn start(bin: &Path, app: (&str, &str, &str)) -> Result<Self, String> {
+        let port = roomkeeper_testkit::harness::free_port();
+        let logs = root().join("target/bench-logs");
+        std::fs::create_dir_all(&logs).map_err(|e| e.to_string())?;
+        let log = logs.join(format!("sockudo-{port}.log"));
+        let out = std::fs::File::create(&log).map_err(|e| e.to_string())?;
+        let err = out.try_clone().map_err(|e| e.to_string())?;
+        let (id, key, secret) = app;
+        let child = Command::new(bin)
+            .env("HOST", "127.0.0.1")
+            .env("PORT", port.to_string())
+            .env("METRICS_ENABLED", "false")
+            .env("SOCKUDO_DEFAULT_APP_ID", id)
+            .env("SOCKUDO_DEFAULT_APP_KEY", key)
+            .env("SOCKUDO_DEFAULT_APP_SECRET", secret)
+            .env("SOCKUDO_DEFAULT_APP_ENABLE_CLIENT_MESSAGES", "true")
+            .env("SOCKUDO_DEFAULT_APP_MAX_CLIENT_EVENTS_PER_SECOND", "100000")
+            .env("SOCKUDO_DEFAULT_APP_MAX_CONNECTIONS", "100000")
+            .env("RATE_LIMITER_WS_MAX_REQUESTS", "100000")
+            .stdin(std::process::Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .map_err(|e| format!("{}: {e}", bin.display()))?;
+        let mut s = Self { child, port, log };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = s.child.try_wait() {
+                return Err(format!(
+                    "sockudo exited ({status}); see {}",
+                    s.log.display()
+                ));
+            }
+            if Instant::now() > deadline {
+                s.child.kill().ok();
+                return Err(format!("sockudo did not start; see {}", s.log.display()));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(s)
+    }
+
+    /// Its process id (for its CPU time).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Sockudo {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
