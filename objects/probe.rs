@@ -26,9 +26,15 @@ pub enum Call {
     AttachmentWrite,
     /// A background task started (`waitUntil`).
     Background,
+    /// An internal call to an object (`fetch` on a stub: the router's, a gateway's, a room's).
+    Internal,
+    /// A room's delivery call to a gateway shard (`GatewayDeliver`).
+    ShardDelivery,
+    /// A frame carried by one of those calls (frames per call: how much one call batches).
+    ShardFrame,
 }
 
-const NAMES: [&str; 7] = [
+const NAMES: [&str; 10] = [
     "events",
     "statements",
     "sends",
@@ -36,17 +42,25 @@ const NAMES: [&str; 7] = [
     "attachment_reads",
     "attachment_writes",
     "background",
+    "internal_calls",
+    "shard_calls",
+    "shard_frames",
 ];
 
 thread_local! {
-    static COUNTS: [Cell<u64>; 7] = const { [const { Cell::new(0) }; 7] };
+    static COUNTS: [Cell<u64>; 10] = const { [const { Cell::new(0) }; 10] };
 }
 
 /// Counts one call.
 pub fn note(call: Call) {
+    note_n(call, 1);
+}
+
+/// Counts `n` of a kind at once.
+pub fn note_n(call: Call, n: u64) {
     COUNTS.with(|c| {
         let slot = &c[call as usize];
-        slot.set(slot.get() + 1);
+        slot.set(slot.get() + n);
     });
 }
 

@@ -573,7 +573,7 @@ impl Outcome {
 }
 
 /// The counters of `objects/probe.rs`, in the bench's column order.
-pub const CALLS: [&str; 7] = [
+pub const CALLS: [&str; 10] = [
     "events",
     "statements",
     "sends",
@@ -581,17 +581,23 @@ pub const CALLS: [&str; 7] = [
     "attachment_reads",
     "attachment_writes",
     "background",
+    "internal_calls",
+    "shard_calls",
+    "shard_frames",
 ];
 
-/// A Room's runtime call counts (`calls` of `GET /api/rooms/:room`); `None` for other targets.
+/// The runtime call counts of the isolate (`calls` of `GET /api/rooms/:room`; a gateway run
+/// asks a room of its own, as the counts are the isolate's); `None` for other targets.
 async fn room_calls(
     ctx: &Ctx,
     target: Target,
     room: &str,
 ) -> Option<serde_json::Map<String, serde_json::Value>> {
-    if target != Target::Room {
-        return None;
-    }
+    let room = match target {
+        Target::Room => room.to_string(),
+        Target::Gateway => format!("calls-{}", ctx.run),
+        _ => return None,
+    };
     let r = ctx
         .http_client
         .get(format!("{}/api/rooms/{room}", ctx.http))

@@ -288,6 +288,23 @@ const FANOUT_COLUMNS: &[&str] = &[
     "notes",
 ];
 
+/// Columns of a runtime-calls table ([`fanout::CALLS`], per message).
+const CALLS_COLUMNS: &[&str] = &[
+    "target",
+    "subscribers",
+    "msgs/s",
+    "events",
+    "SQL statements",
+    "sends",
+    "frames to JS",
+    "attachment reads",
+    "attachment writes",
+    "background tasks",
+    "internal calls",
+    "shard calls",
+    "frames per shard call",
+];
+
 /// The sizes of a scenario that `--sizes` keeps, each with its rate (or `--rate`).
 fn chosen(a: &Args, sizes: &[(usize, f64)]) -> Vec<(usize, f64)> {
     sizes
@@ -388,8 +405,16 @@ impl Pairs {
                     Ok(mut o) => {
                         per[k] = o.cpu.per(o.delivered);
                         if let (Some(t), false) = (calls.as_deref_mut(), o.calls.is_empty()) {
-                            let mut row = vec![n.to_string(), self.pace()];
-                            row.extend(o.calls.iter().map(|(_, v)| format!("{v:.2}")));
+                            let mut row = vec![target.name().into(), n.to_string(), self.pace()];
+                            let v: Vec<f64> = o.calls.iter().map(|(_, v)| *v).collect();
+                            row.extend(v[..v.len() - 1].iter().map(|x| format!("{x:.2}")));
+                            // The last two: shard calls per message, frames per shard call.
+                            let (calls, frames) = (v[v.len() - 2], v[v.len() - 1]);
+                            row.push(if calls > 0.0 {
+                                format!("{:.2}", frames / calls)
+                            } else {
+                                "—".into()
+                            });
                             t.row(row);
                         }
                         let mut note = check(&o);
@@ -491,18 +516,8 @@ async fn main() {
             &ratio_columns("Room µs (each run)", "raw µs (each run)"),
         );
         let mut calls = Table::new(
-            "One publisher: the Room's runtime calls per message (GET /api/rooms/:room `calls`)",
-            &[
-                "subscribers",
-                "msgs/s",
-                "events",
-                "SQL statements",
-                "sends",
-                "frames to JS",
-                "attachment reads",
-                "attachment writes",
-                "background tasks",
-            ],
+            "One publisher: the Room's runtime calls per message (GET /api/rooms/:room `calls`, the isolate's)",
+            CALLS_COLUMNS,
         );
         let sizes = [(10usize, 200.0), (100, 200.0), (1000, 20.0)];
         for (n, rate) in chosen(&a, &sizes) {
@@ -546,6 +561,10 @@ async fn main() {
             format!("Pusher gateway ({shards} shard(s)) vs direct Room, server CPU per delivery (alternating runs, same server)"),
             &ratio_columns("gateway µs (each run)", "Room µs (each run)"),
         );
+        let mut calls = Table::new(
+            format!("Pusher gateway ({shards} shard(s)): runtime calls per client event (the isolate's `calls`)"),
+            CALLS_COLUMNS,
+        );
         // The quick set: 100 subscribers; `--full` (or `--sizes`) also 1,000 and 2,000.
         let sizes: &[(usize, f64)] = if a.full || a.sizes.is_some() {
             &[(100, 200.0), (1000, 20.0), (2000, 10.0)]
@@ -564,10 +583,12 @@ async fn main() {
                 duration: secs(4, 20),
             };
             let goal = if n == 100 { "≤ 1.3×" } else { "—" };
-            runs.run(ctx, &mut t, &mut ratio, None, goal).await;
+            runs.run(ctx, &mut t, &mut ratio, Some(&mut calls), goal)
+                .await;
         }
         tables.push(t);
         tables.push(ratio);
+        tables.push(calls);
     }
 
     // Peers need someone else's code or binary: only when asked for (`--only peers`, a path,
@@ -1101,7 +1122,8 @@ async fn peers(a: &Args, ctx: &Ctx, tables: &mut Vec<Table>) {
         Some(dir) => match server::Server::start_chat_demo(dir) {
             Err(e) => println!("peers: workers-chat-demo did not start: {e}"),
             Ok(demo) => {
-                let w = workerd::wait_find(demo.port, Duration::from_secs(20))
+                let (path, marker) = demo.probe;
+                let w = workerd::find_serving(demo.port, path, marker)
                     .expect("find the workers-chat-demo workerd");
                 let port = w.direct_port.unwrap_or(demo.port);
                 let dctx = peer_ctx(ctx, port, w);

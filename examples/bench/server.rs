@@ -21,6 +21,8 @@ pub struct Server {
     pub port: u16,
     /// Where wrangler's output goes.
     pub log: PathBuf,
+    /// How the runtime's own port is told apart: a path and what its answer contains.
+    pub probe: (&'static str, &'static [u8]),
     _snapshot: TempDir,
     _persist: TempDir,
 }
@@ -76,6 +78,7 @@ impl Server {
             child: Some(child),
             port,
             log,
+            probe: ("/health", b"roomkeeper"),
             _snapshot: snapshot,
             _persist: persist,
         };
@@ -114,6 +117,8 @@ impl Server {
             child: Some(child),
             port,
             log,
+            // Its page (`GET /`) has the name form.
+            probe: ("/", b"name-form"),
             _snapshot: copy,
             _persist: persist,
         };
@@ -130,7 +135,9 @@ impl Server {
                     self.log.display()
                 );
             }
-            if roomkeeper_testkit::workerd::find(self.port).is_some_and(|w| w.direct_port.is_some())
+            let (path, marker) = self.probe;
+            if roomkeeper_testkit::workerd::find_serving(self.port, path, marker)
+                .is_some_and(|w| w.direct_port.is_some())
             {
                 return;
             }

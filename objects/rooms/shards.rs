@@ -113,6 +113,8 @@ impl Outbox {
                 let n = q.frames.len().min(MAX_DELIVERY_FRAMES);
                 q.frames.drain(..n).collect::<Vec<_>>()
             };
+            probe::note(probe::Call::ShardDelivery);
+            probe::note_n(probe::Call::ShardFrame, frames.len() as u64);
             let delivery = Delivery {
                 room: room.clone(),
                 frames,

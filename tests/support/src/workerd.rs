@@ -76,6 +76,12 @@ fn comm(pid: u32) -> Option<String> {
 /// Finds the workerd processes of the `wrangler dev` listening on `port`: the proxy owns that
 /// port; the runtime is the other workerd child of the same wrangler process.
 pub fn find(port: u16) -> Option<Workerd> {
+    find_serving(port, "/health", b"roomkeeper")
+}
+
+/// As [`find`], for any Worker: its direct port is the runtime's listener whose answer to
+/// `GET path` contains `marker`.
+pub fn find_serving(port: u16, path: &str, marker: &[u8]) -> Option<Workerd> {
     let listeners = workerd_listeners();
     let proxy = listeners.iter().find(|(p, _)| *p == port)?.1;
     let wrangler = parent(proxy)?;
@@ -90,7 +96,7 @@ pub fn find(port: u16) -> Option<Workerd> {
         .iter()
         .filter(|(_, pid)| *pid == runtime)
         .map(|(p, _)| *p)
-        .find(|p| serves_health(*p));
+        .find(|p| serves(*p, path, marker));
     Some(Workerd {
         proxy,
         runtime,
@@ -113,7 +119,7 @@ pub fn wait_find(port: u16, wait: Duration) -> Option<Workerd> {
 }
 
 /// Whether `GET /health` on this loopback port answers as Roomkeeper.
-fn serves_health(port: u16) -> bool {
+fn serves(port: u16, path: &str, marker: &[u8]) -> bool {
     use std::io::{Read, Write};
     let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
         return false;
@@ -121,7 +127,7 @@ fn serves_health(port: u16) -> bool {
     let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
     if write!(
         s,
-        "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
     )
     .is_err()
     {
@@ -134,7 +140,7 @@ fn serves_health(port: u16) -> bool {
             break;
         }
         got.extend_from_slice(&buf[..n]);
-        if got.windows(10).any(|w| w == b"roomkeeper") {
+        if got.windows(marker.len()).any(|w| w == marker) {
             return true;
         }
     }
