@@ -41,27 +41,25 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
         return floor;
     }
     let started = now_ms();
-    let origin = req.headers().get("Origin")?;
-    let self_origin = req
-        .url()
-        .map(|u| u.origin().ascii_serialization())
-        .unwrap_or_default();
-    let incoming = req.headers().get(obs::REQUEST_ID_HEADER)?;
-    let request_id = obs::request_id(incoming.as_deref(), || {
-        uuid::Uuid::new_v4().simple().to_string()
-    });
-    let (method, path) = (req.method().to_string(), req.path());
+    // The URL, the headers and the method cross from JS once each.
+    let url = req.url()?;
+    let self_origin = url.origin().ascii_serialization();
+    let path = url.path().to_string();
+    let headers = req.headers();
+    let origin = headers.get("Origin")?;
+    let incoming = headers.get(obs::REQUEST_ID_HEADER)?;
+    let request_id = obs::request_id(incoming.as_deref(), fresh_request_id);
+    let method = req.method().to_string();
     let (config, result) = match settings(&env) {
         Ok(config) => {
-            let r = handle(
-                req,
-                &env,
-                &config,
-                origin.as_deref(),
-                &self_origin,
-                &request_id,
-            )
-            .await;
+            let at = Target {
+                method: Method::parse(&method),
+                path: &path,
+                origin: origin.as_deref(),
+                self_origin: &self_origin,
+                request_id: &request_id,
+            };
+            let r = handle(req, &env, &config, &at).await;
             (Some(config), r)
         }
         Err(e) => (None, Err(e)),
@@ -121,15 +119,45 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
     Ok(response)
 }
 
+/// A request id for a request that brought none: a random prefix drawn once per isolate and
+/// a counter (one `crypto.getRandomValues` per isolate, not per request).
+fn fresh_request_id() -> String {
+    thread_local! {
+        static NEXT: std::cell::Cell<(u128, u32)> = const { std::cell::Cell::new((0, 0)) };
+    }
+    NEXT.with(|n| {
+        let (mut prefix, count) = n.get();
+        if prefix == 0 {
+            prefix = uuid::Uuid::new_v4().as_u128() >> 32;
+        }
+        n.set((prefix, count.wrapping_add(1)));
+        format!("{prefix:024x}{count:08x}")
+    })
+}
+
+/// What the router read of a request once, for the routing below.
+#[derive(Clone, Copy)]
+struct Target<'a> {
+    method: Method,
+    path: &'a str,
+    origin: Option<&'a str>,
+    self_origin: &'a str,
+    request_id: &'a str,
+}
+
 async fn handle(
     mut req: Request,
     env: &Env,
     config: &Config,
-    origin: Option<&str>,
-    self_origin: &str,
-    request_id: &str,
+    at: &Target<'_>,
 ) -> std::result::Result<Response, ApiError> {
-    let method = Method::parse(req.method().as_ref());
+    let Target {
+        method,
+        path,
+        origin,
+        self_origin,
+        request_id,
+    } = *at;
     if method == Method::Options {
         let headers = cors::preflight(origin, &config.cors, self_origin)?;
         return Ok(with_headers(
@@ -137,10 +165,10 @@ async fn handle(
             &headers,
         ));
     }
-    if super::pusher::owns(&req.path()) {
+    if super::pusher::owns(path) {
         return super::pusher::handle(req, env, config, request_id).await;
     }
-    let route = route::parse(method, &req.path())?;
+    let route = route::parse(method, path)?;
     let key_name = match route.api_scope(method) {
         Some(scope) => {
             let authorization = req.headers().get("Authorization").map_err(internal)?;
