@@ -370,13 +370,14 @@ impl Pairs {
         for target in [self.base, self.subject] {
             let warm = Spec {
                 target,
-                subscribers: n,
-                publishers: self.publishers,
+                // Compiling is what it is for: a room of at most 100 is enough.
+                subscribers: n.min(100),
+                publishers: self.publishers.min(n.min(100)),
                 rate: self.rate,
                 duration: Duration::from_secs(1),
                 drain: Duration::from_secs(5),
                 saturate: Some(Saturate {
-                    messages: (20_000 / n as u64).clamp(20, 500),
+                    messages: 200,
                     window: 32,
                 }),
             };
@@ -483,10 +484,15 @@ async fn main() {
             "Room vs raw baseline, server CPU per delivery (alternating runs, same server)",
             &ratio_columns("Room µs (each run)", "raw µs (each run)"),
         );
-        let sizes = [(10usize, 200.0), (100, 200.0), (1000, 20.0)];
+        // The quick set: rooms of 10 and 100; `--full` (or `--sizes`) also 1,000.
+        let sizes: &[(usize, f64)] = if a.full || a.sizes.is_some() {
+            &[(10, 200.0), (100, 200.0), (1000, 20.0)]
+        } else {
+            &[(10, 200.0), (100, 200.0)]
+        };
         let pairs = |n: usize| if n == 100 || a.full { 3 } else { 1 };
         let goal = |n: usize| if n == 100 { "≤ 1.15×" } else { "—" };
-        for (n, rate) in chosen(&a, &sizes) {
+        for (n, rate) in chosen(&a, sizes) {
             let runs = Pairs {
                 base: Target::Raw,
                 subject: Target::Room,
@@ -495,7 +501,7 @@ async fn main() {
                 rate,
                 saturate: None,
                 pairs: pairs(n),
-                duration: secs(6, 20),
+                duration: secs(5, 20),
             };
             runs.run(ctx, &mut t, &mut ratio, None, goal(n)).await;
         }
@@ -519,8 +525,14 @@ async fn main() {
             "One publisher: the Room's runtime calls per message (GET /api/rooms/:room `calls`, the isolate's)",
             CALLS_COLUMNS,
         );
-        let sizes = [(10usize, 200.0), (100, 200.0), (1000, 20.0)];
-        for (n, rate) in chosen(&a, &sizes) {
+        // The quick set: 100 subscribers, one pair per pace; `--full` (or `--sizes`) all three.
+        let sizes: &[(usize, f64)] = if a.full || a.sizes.is_some() {
+            &[(10, 200.0), (100, 200.0), (1000, 20.0)]
+        } else {
+            &[(100, 200.0)]
+        };
+        let quick_pairs = if a.full || a.sizes.is_some() { 3 } else { 1 };
+        for (n, rate) in chosen(&a, sizes) {
             // Saturated: 1,000 messages (100 into 1,000 subscribers), at most 32 in flight.
             let messages = if n >= 1000 { 100 } else { 1000 };
             let paces = [
@@ -538,7 +550,7 @@ async fn main() {
                     publishers: 1,
                     rate,
                     saturate,
-                    pairs: a.pairs.unwrap_or(if n == 100 || a.full { 3 } else { 1 }),
+                    pairs: a.pairs.unwrap_or(if n == 100 { quick_pairs } else { 1 }),
                     duration: secs(5, 10),
                 };
                 let goal = if n == 100 { "≤ 1.15×" } else { "—" };
@@ -580,7 +592,7 @@ async fn main() {
                 rate,
                 saturate: None,
                 pairs: 3,
-                duration: secs(4, 20),
+                duration: secs(3, 20),
             };
             let goal = if n == 100 { "≤ 1.3×" } else { "—" };
             runs.run(ctx, &mut t, &mut ratio, Some(&mut calls), goal)
