@@ -7,6 +7,9 @@ use crate::http::error::ApiError;
 
 /// Most messages one `GET …/history` page returns.
 pub const MAX_HISTORY_PAGE: usize = 1000;
+/// Messages beyond the history bound that storage may still hold: they are deleted together,
+/// once per this many messages (and at maintenance), and are never read.
+pub const TRIM_BATCH: u64 = 64;
 
 /// The largest offset a stream can reach (SQLite integers are i64).
 pub const MAX_OFFSET: u64 = i64::MAX as u64;

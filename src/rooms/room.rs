@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::rooms::history::{HistoryPage, MAX_HISTORY_PAGE};
+use crate::rooms::history::{HistoryPage, MAX_HISTORY_PAGE, TRIM_BATCH};
 use crate::rooms::lag::Lag;
 use crate::rooms::limits::RoomLimits;
 use crate::rooms::names::display_name;
@@ -35,9 +35,6 @@ pub const MAX_CLIENT_ID_LEN: usize = 64;
 pub const MAX_HISTORY_REPLAY: usize = 1000;
 /// How often maintenance (age trim, dedupe expiry) runs while the room holds history.
 pub const MAINTENANCE_INTERVAL_MS: u64 = 60_000;
-/// Messages beyond the history bound that storage may still hold: they are deleted together,
-/// once per this many messages (and at maintenance), and are never read.
-pub const TRIM_BATCH: u64 = 64;
 
 /// Who receives a broadcast.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -632,7 +629,6 @@ impl Room {
             body,
             ts: now_ms,
         };
-        // The key check, the message and its key: one write (one statement in SQLite).
         if let Some(first) = store.append_once(&message, dedupe_key)? {
             let dup = Published {
                 offset: first,
@@ -641,9 +637,8 @@ impl Room {
             return Ok((dup, Vec::new()));
         }
         self.last_offset = offset;
-        // History is bounded by count: what is older than the last `history_max_messages` is
-        // never read again ([`Self::first_held`]) and is deleted once per [`TRIM_BATCH`]
-        // messages, not one row per message.
+        // Bounded by count: what falls out is never read ([`Self::first_held`]), and is
+        // deleted once per [`TRIM_BATCH`] messages.
         let max = self.limits.history_max_messages;
         if offset >= max + TRIM_BATCH && (offset - max).is_multiple_of(TRIM_BATCH) {
             store.trim_through(offset - max)?;
@@ -683,7 +678,6 @@ impl Room {
         limit: usize,
     ) -> Result<HistoryPage, StoreError> {
         let first = self.first_held(store)?.unwrap_or(0);
-        // Never below the history bound, though storage may still hold a few older rows.
         let from = since.max(first.saturating_sub(1));
         let messages = store.after(from, limit.min(MAX_HISTORY_PAGE))?;
         Ok(HistoryPage {
@@ -695,14 +689,13 @@ impl Room {
         })
     }
 
-    /// The first offset of the room's history: the oldest message stored, but never one beyond
-    /// the last `history_max_messages` (storage deletes those in batches, [`TRIM_BATCH`]).
+    /// The history's first offset: the oldest stored, never beyond the last
+    /// `history_max_messages` (storage deletes those in batches, [`TRIM_BATCH`]).
     fn first_held(&self, store: &dyn Store) -> Result<Option<u64>, StoreError> {
         let bound = self
             .last_offset
-            .saturating_sub(self.limits.history_max_messages)
-            + 1;
-        Ok(store.first_offset()?.map(|f| f.max(bound)))
+            .saturating_sub(self.limits.history_max_messages);
+        Ok(store.first_offset()?.map(|f| f.max(bound + 1)))
     }
 
     /// The alarm fired: trims history by count and age, forgets old de-duplication keys, and
