@@ -108,7 +108,7 @@ pub const SETTINGS: &[Setting] = &[
     var(
         "ROOM_HISTORY_MAX_MESSAGES",
         "1000",
-        "history kept, by count",
+        "history kept, by count (storage deletes what falls out in batches of 64, which are never read)",
     ),
     var(
         "ROOM_HISTORY_MAX_AGE_MS",
@@ -118,7 +118,7 @@ pub const SETTINGS: &[Setting] = &[
     var(
         "ROOM_DEDUPE_WINDOW_MS",
         "600000",
-        "how long publish ids / idempotency keys are remembered",
+        "how long publish ids / idempotency keys are remembered at least (and while their message is in history)",
     ),
     var(
         "ROOM_PUBLISH_RATE",
@@ -177,7 +177,7 @@ pub const SETTINGS: &[Setting] = &[
     var(
         "BENCH_ROUTES",
         "`false`",
-        "`true` serves the bench-only routes `/api/bench/raw/…` outside `ENVIRONMENT=local` \
+        "`true` serves the bench-only routes `/api/bench/raw/…` and `/api/bench/floor` (a minimal route, the router's baseline) outside `ENVIRONMENT=local` \
          (needs the `BENCH` binding, top level only)",
     ),
     var(
