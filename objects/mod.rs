@@ -5,7 +5,6 @@ pub mod alarm;
 pub mod bench;
 pub mod coordination;
 pub mod metrics;
-pub mod probe;
 pub mod pusher;
 pub mod rooms;
 pub mod sessions;

@@ -10,7 +10,7 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use worker::{State, WebSocket, WebSocketRequestResponsePair};
 
-use crate::objects::probe::{note, Call};
+use crate::probe::{note, Call};
 use crate::rooms::protocol::{close, Encoded, HEARTBEAT_PING, HEARTBEAT_PONG};
 
 /// Answers the heartbeat ([`HEARTBEAT_PING`] → [`HEARTBEAT_PONG`]) on every socket of the

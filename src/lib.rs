@@ -14,7 +14,8 @@
 //! - [`config`]: [`config::SETTINGS`], the one table of every setting, and their parsing.
 //! - [`internal`]: every internal call between the Worker and the objects, as one enum.
 //! - [`auth`]: connection tokens (JWT HS256) and API keys.
-//! - [`obs`], [`metrics`]: request ids and log lines; counters and their rendering.
+//! - [`obs`], [`metrics`], [`probe`]: request ids and log lines; counters and their
+//!   rendering; the objects' counts of their runtime calls.
 //! - [`rooms`]: the wire protocol, the room state machine over a `Store`, its batch window,
 //!   write-behind and figures.
 //! - [`sessions`]: the voice agent (audio, VAD, turns, usage) and the chatbot (knowledge
@@ -39,6 +40,7 @@ pub mod http;
 pub mod internal;
 pub mod metrics;
 pub mod obs;
+pub mod probe;
 pub mod pusher;
 pub mod rooms;
 pub mod services;

@@ -572,20 +572,6 @@ impl Outcome {
     }
 }
 
-/// The counters of `objects/probe.rs`, in the bench's column order.
-pub const CALLS: [&str; 10] = [
-    "events",
-    "statements",
-    "sends",
-    "to_js",
-    "attachment_reads",
-    "attachment_writes",
-    "background",
-    "internal_calls",
-    "shard_calls",
-    "shard_frames",
-];
-
 /// The runtime call counts of the isolate (`calls` of `GET /api/rooms/:room`; a gateway run
 /// asks a room of its own, as the counts are the isolate's); `None` for other targets.
 async fn room_calls(
@@ -699,7 +685,7 @@ pub async fn run(ctx: &Ctx, spec: &Spec) -> Result<Outcome, String> {
         let c2 = room_calls(ctx, spec.target, &room)
             .await
             .unwrap_or_default();
-        out.calls = CALLS
+        out.calls = roomkeeper::probe::NAMES
             .iter()
             .map(|&name| {
                 let at = |c: &serde_json::Map<String, serde_json::Value>| {

@@ -274,6 +274,16 @@ fn check(o: &Outcome) -> String {
     notes.join("; ")
 }
 
+/// A fan-out row's notes: [`check`]'s, after "saturated" for a saturated run.
+fn run_note(spec: &Spec, o: &Outcome) -> String {
+    let note = check(o);
+    match (spec.saturate, note.is_empty()) {
+        (None, _) => note,
+        (Some(_), true) => "saturated".into(),
+        (Some(_), false) => format!("saturated; {note}"),
+    }
+}
+
 const FANOUT_COLUMNS: &[&str] = &[
     "target",
     "subscribers",
@@ -288,7 +298,7 @@ const FANOUT_COLUMNS: &[&str] = &[
     "notes",
 ];
 
-/// Columns of a runtime-calls table ([`fanout::CALLS`], per message).
+/// Columns of a runtime-calls table (`roomkeeper::probe::NAMES`, per message).
 const CALLS_COLUMNS: &[&str] = &[
     "target",
     "subscribers",
@@ -418,11 +428,8 @@ impl Pairs {
                             });
                             t.row(row);
                         }
-                        let mut note = check(&o);
-                        if self.saturate.is_some() {
-                            note = format!("saturated; {note}");
-                        }
-                        fanout_row(runs, &spec, &mut o, note.trim_end_matches("; "));
+                        let note = run_note(&spec, &o);
+                        fanout_row(runs, &spec, &mut o, &note);
                     }
                     Err(e) => runs.row(vec![
                         target.name().into(),
@@ -1064,11 +1071,8 @@ async fn rounds(
             match fanout::run(ctx, &spec).await {
                 Ok(mut o) => {
                     per[i].push(o.cpu.per(o.delivered));
-                    let mut note = check(&o);
-                    if spec.saturate.is_some() {
-                        note = format!("saturated; {note}");
-                    }
-                    fanout_row(t, &spec, &mut o, note.trim_end_matches("; "));
+                    let note = run_note(&spec, &o);
+                    fanout_row(t, &spec, &mut o, &note);
                 }
                 Err(e) => {
                     per[i].push(f64::NAN);

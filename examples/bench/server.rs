@@ -68,18 +68,29 @@ impl Server {
             .status()
             .expect("run scripts/db.sh");
         assert!(status.success(), "applying D1 migrations failed");
+        Self::spawn(snapshot, persist, vars, ("/health", b"roomkeeper"))
+    }
+
+    /// Runs `wrangler dev` in `dir` on the state in `persist`; waits until the runtime's own
+    /// port answers `probe` (a path and what its answer contains).
+    fn spawn(
+        dir: TempDir,
+        persist: TempDir,
+        vars: &[(&str, &str)],
+        probe: (&'static str, &'static [u8]),
+    ) -> Self {
         let (child, port, log) = roomkeeper_testkit::harness::spawn_wrangler(
-            &snapshot.0,
+            &dir.0,
             &persist.0,
             vars,
-            &root.join("target/bench-logs"),
+            &root().join("target/bench-logs"),
         );
         let mut server = Self {
             child: Some(child),
             port,
             log,
-            probe: ("/health", b"roomkeeper"),
-            _snapshot: snapshot,
+            probe,
+            _snapshot: dir,
             _persist: persist,
         };
         server.wait_ready();
@@ -107,23 +118,8 @@ impl Server {
         let root = root();
         std::os::unix::fs::symlink(root.join("node_modules"), copy.0.join("node_modules"))
             .map_err(|e| e.to_string())?;
-        let (child, port, log) = roomkeeper_testkit::harness::spawn_wrangler(
-            &copy.0,
-            &persist.0,
-            &[],
-            &root.join("target/bench-logs"),
-        );
-        let mut server = Self {
-            child: Some(child),
-            port,
-            log,
-            // Its page (`GET /`) has the name form.
-            probe: ("/", b"name-form"),
-            _snapshot: copy,
-            _persist: persist,
-        };
-        server.wait_ready();
-        Ok(server)
+        // Its page (`GET /`) has the name form.
+        Ok(Self::spawn(copy, persist, &[], ("/", b"name-form")))
     }
 
     fn wait_ready(&mut self) {

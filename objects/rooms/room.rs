@@ -28,12 +28,12 @@ use crate::http::route::PRIVATE_ROOM_ID_LEN;
 use crate::internal::{Binding, Op};
 use crate::metrics::{self, Delta, ROOM_CONNECTIONS};
 use crate::objects::alarm::{self, Alarm};
-use crate::objects::probe::{note, Call};
 use crate::objects::rooms::shards::{self, is_channel, Outbox};
 use crate::objects::rooms::store::{take_unreadable, SqlStore};
 use crate::objects::rooms::window::Batch;
 use crate::objects::socket::{auto_pong, finish_close, send_js, to_js};
 use crate::obs;
+use crate::probe::{note, Call};
 use crate::rooms::history::HistoryQuery;
 use crate::rooms::limits::RoomLimits;
 use crate::rooms::names::display_name;
@@ -244,7 +244,7 @@ impl Room {
                 info["stats"] =
                     serde_json::to_value(self.stats.borrow().total()).map_err(internal)?;
                 info["connection_list"] = self.with_core(|c| c.connection_list()).into();
-                info["calls"] = crate::objects::probe::snapshot();
+                info["calls"] = crate::probe::snapshot();
                 json(200, &info)
             }
             Op::RoomHistory => self.history(&req),
@@ -521,8 +521,7 @@ impl Room {
         let deltas = self.stats.borrow_mut().take_deltas(now);
         let due = self.stats.borrow().save_due_in(now);
         match due {
-            Some(_) if promptly => save_figures(&self.stats, &self.store(), now),
-            Some(0) => save_figures(&self.stats, &self.store(), now),
+            Some(wait) if promptly || wait == 0 => save_figures(&self.stats, &self.store(), now),
             Some(wait) if !self.save_armed.replace(true) => {
                 let (stats, armed, store) =
                     (self.stats.clone(), self.save_armed.clone(), self.store());

@@ -14,8 +14,8 @@ use crate::glue::http::log_error;
 use crate::glue::rooms::ROOM_KEY_HEADER;
 use crate::glue::stub::{stub, Call};
 use crate::internal::{Binding, Op};
-use crate::objects::probe;
 use crate::objects::sessions::session::{raw_state, spawn};
+use crate::probe;
 use crate::rooms::limits::RoomLimits;
 use crate::rooms::session::Session;
 use crate::rooms::shards::{

@@ -11,7 +11,7 @@ use std::cell::RefCell;
 use serde::Deserialize;
 use worker::{SqlStorage, SqlStorageValue};
 
-use crate::objects::probe::{note, Call};
+use crate::probe::{note, Call};
 use crate::rooms::protocol::Message;
 use crate::rooms::store::{decode_rows, sql_int, Store, StoreError, StoredRow, Unreadable};
 
@@ -170,14 +170,14 @@ impl Store for SqlStore {
         if cursor.rows_written() > 0 {
             return Ok(None);
         }
-        match key {
-            // Only a repeated key leaves the row unwritten: answer its first offset.
-            Some(k) => match self.dedupe_get(k)? {
-                Some(first) => Ok(Some(first)),
-                None => Err(StoreError(format!("message {} was not stored", m.offset))),
-            },
-            None => Err(StoreError(format!("message {} was not stored", m.offset))),
-        }
+        // Only a repeated key leaves the row unwritten: answer its first offset.
+        let first = match key {
+            Some(k) => self.dedupe_get(k)?,
+            None => None,
+        };
+        first
+            .map(Some)
+            .ok_or_else(|| StoreError(format!("message {} was not stored", m.offset)))
     }
 
     fn append_checked(

@@ -88,7 +88,7 @@ impl Call {
         } else {
             init.with_method(Method::Get);
         }
-        crate::objects::probe::note(crate::objects::probe::Call::Internal);
+        crate::probe::note(crate::probe::Call::Internal);
         stub.fetch_with_request(Request::new_with_init(&url, &init)?)
             .await
     }

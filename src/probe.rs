@@ -1,4 +1,4 @@
-//! Counters of the calls the objects make into the runtime, per isolate: events handled, SQL
+//! Counters of the calls the objects (`objects/`) make into the runtime, per isolate: events handled, SQL
 //! statements, socket sends, frames converted to JS values, attachment reads and writes, and
 //! background tasks. Each is one `Cell` increment. A Room reports them with its figures
 //! (`GET /api/rooms/:room`, `"calls"`), and the bench divides their change over a run by the
@@ -34,7 +34,8 @@ pub enum Call {
     ShardFrame,
 }
 
-const NAMES: [&str; 10] = [
+/// The counters' names, in [`Call`] order (as `snapshot` reports them).
+pub const NAMES: [&str; 10] = [
     "events",
     "statements",
     "sends",
