@@ -116,6 +116,8 @@ struct Args {
     chat_demo: Option<std::path::PathBuf>,
     /// The sockudo binary (the `peers` scenario; default `.tools/sockudo/bin/sockudo`).
     sockudo: Option<std::path::PathBuf>,
+    /// Extra settings (`--var NAME=VALUE`) of the main bench server.
+    vars: Vec<(String, String)>,
     full: bool,
     via_proxy: bool,
     out: Option<String>,
@@ -131,6 +133,7 @@ fn args() -> Args {
         pairs: None,
         chat_demo: None,
         sockudo: None,
+        vars: Vec::new(),
         full: false,
         via_proxy: false,
         out: None,
@@ -158,9 +161,19 @@ fn args() -> Args {
                     .next()
                     .map(|s| s.split(',').filter_map(|n| n.parse().ok()).collect())
             }
+            "--var" => match it.next().as_deref().and_then(|v| v.split_once('=')) {
+                Some((k, v)) => a.vars.push((k.to_string(), v.to_string())),
+                None => {
+                    eprintln!("--var takes NAME=VALUE\n{}", include_str!("usage.txt"));
+                    std::process::exit(2);
+                }
+            },
             "--full" => a.full = true,
             "--quick" => a.full = false,
             "--via-proxy" => a.via_proxy = true,
+            "--no-inspector" => {
+                server::INSPECTOR.store(false, std::sync::atomic::Ordering::Relaxed)
+            }
             "--out" => a.out = it.next(),
             "--help" | "-h" => {
                 println!("{}", include_str!("usage.txt"));
@@ -477,8 +490,9 @@ async fn main() {
         "peers",
     ];
     let (server, ctx) = if main_set.iter().any(|s| wanted(&a, s)) {
-        let shards = [("PUSHER_GATEWAY_SHARDS", a.shards.as_deref().unwrap_or("1"))];
-        let (server, ctx) = start(&shards, a.via_proxy, a.full).await;
+        let mut vars = vec![("PUSHER_GATEWAY_SHARDS", a.shards.as_deref().unwrap_or("1"))];
+        vars.extend(a.vars.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let (server, ctx) = start(&vars, a.via_proxy, a.full).await;
         (Some(server), Some(ctx))
     } else {
         (None, None)
@@ -827,6 +841,70 @@ async fn main() {
     }
 
     if let (true, Some(ctx)) = (wanted(&a, "locks"), &ctx) {
+        // Where one uncontended lock request's latency goes: the same client, one request at
+        // a time, on each layer under it — the minimal route, the router alone, a router
+        // request into an object that commits (a limit check), then the lock cycle.
+        let mut floor = Table::new(
+            "One client, one request at a time: the layers under a lock request",
+            &[
+                "request",
+                "requests",
+                "p50 / p99 / max (ms)",
+                "failed",
+                "server CPU µs/request",
+                "other load",
+                "target",
+            ],
+        );
+        // The layers under it only when asked for (`--only locks`) or with `--full`: the
+        // quick set stays under 5 minutes.
+        let layers: &[(&str, Option<&str>)] = if a.full || a.only.is_some() {
+            &[
+                (
+                    "minimal route (`/api/bench/floor`)",
+                    Some("/api/bench/floor"),
+                ),
+                ("`GET /health`", Some("/health")),
+                ("rate-limit check (object call + commit)", None),
+            ]
+        } else {
+            &[]
+        };
+        for &(name, path) in layers {
+            ctx.settle().await;
+            let mut l = match path {
+                Some(path) => api::get(ctx, path, 1, secs(3, 10)).await,
+                None => api::limiter(ctx, 1, secs(3, 10), false).await,
+            };
+            floor.row(vec![
+                name.into(),
+                l.ok.to_string(),
+                l.latency.cell(),
+                failed(&l),
+                format!("{:.0}", l.cpu.per(l.ok)),
+                other(&l.cpu),
+                "—".into(),
+            ]);
+        }
+        ctx.settle().await;
+        // The lock table below has no one-client row: this is it.
+        let mut l = api::locks(ctx, 1, secs(4, 10), false).await;
+        for (name, samples) in [
+            ("lock acquire", &mut l.latency),
+            ("lock release", &mut l.latency2),
+        ] {
+            floor.row(vec![
+                name.into(),
+                l.ok.to_string(),
+                samples.cell(),
+                failed_count(l.failed, &l.first_failure),
+                format!("{:.0}", l.cpu.per(2 * l.ok)),
+                other(&l.cpu),
+                "p99 ≤ 10 ms (uncontended)".into(),
+            ]);
+        }
+        tables.push(floor);
+
         let mut t = Table::new(
             "Lock round trips (acquire then release)",
             &[
@@ -840,7 +918,7 @@ async fn main() {
                 "other load",
             ],
         );
-        for (clients, contended) in [(1usize, false), (16, false), (8, true)] {
+        for (clients, contended) in [(16usize, false), (8, true)] {
             ctx.settle().await;
             let mut l = api::locks(ctx, clients, secs(4, 10), contended).await;
             t.row(vec![
@@ -1213,8 +1291,12 @@ fn other(c: &stats::CpuDelta) -> String {
 }
 
 fn failed(l: &api::Load) -> String {
-    match &l.first_failure {
-        Some(f) => format!("{} ({f})", l.failed),
+    failed_count(l.failed, &l.first_failure)
+}
+
+fn failed_count(failed: u64, first: &Option<String>) -> String {
+    match first {
+        Some(f) => format!("{failed} ({f})"),
         None => "0".into(),
     }
 }

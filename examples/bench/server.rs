@@ -10,6 +10,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use roomkeeper_testkit::harness::{root, TempDir};
@@ -40,6 +41,10 @@ fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
     }
     Ok(())
 }
+
+/// Whether servers run under `wrangler dev` with its inspector proxy (the default) or
+/// without it (`--no-inspector`: `scripts/serve.mjs`).
+pub static INSPECTOR: AtomicBool = AtomicBool::new(true);
 
 impl Server {
     /// Snapshots the built Worker and starts `wrangler dev` on it with extra `--var`s, on a
@@ -79,11 +84,12 @@ impl Server {
         vars: &[(&str, &str)],
         probe: (&'static str, &'static [u8]),
     ) -> Self {
-        let (child, port, log) = roomkeeper_testkit::harness::spawn_wrangler(
+        let (child, port, log) = roomkeeper_testkit::harness::spawn_runtime(
             &dir.0,
             &persist.0,
             vars,
             &root().join("target/bench-logs"),
+            INSPECTOR.load(Ordering::Relaxed),
         );
         let mut server = Self {
             child: Some(child),

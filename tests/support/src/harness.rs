@@ -187,18 +187,41 @@ pub fn spawn_wrangler(
     vars: &[(&str, &str)],
     log_dir: &Path,
 ) -> (Child, u16, PathBuf) {
+    spawn_runtime(dir, persist, vars, log_dir, true)
+}
+
+/// As [`spawn_wrangler`]; with `inspector` false the Worker runs through `scripts/serve.mjs`
+/// (wrangler's own `startWorker` API, the same runtime and local state) without wrangler's
+/// inspector proxy, whose relaying of DevTools events costs a core under load (BENCHMARKS.md).
+pub fn spawn_runtime(
+    dir: &Path,
+    persist: &Path,
+    vars: &[(&str, &str)],
+    log_dir: &Path,
+    inspector: bool,
+) -> (Child, u16, PathBuf) {
     let port = free_port();
-    let inspector = free_port();
     std::fs::create_dir_all(log_dir).expect("create log dir");
     let log = log_dir.join(format!("wrangler-{port}.log"));
     let out = std::fs::File::create(&log).expect("create log file");
     let err = out.try_clone().expect("clone log file");
-    let child = Command::new(dir.join("node_modules/.bin/wrangler"))
-        .args(["dev", "--ip", "127.0.0.1", "--port", &port.to_string()])
-        .args(["--inspector-port", &inspector.to_string()])
-        .arg("--persist-to")
-        .arg(persist)
-        .args(["--show-interactive-dev-session=false", "--log-level", "log"])
+    let mut command = if inspector {
+        let mut c = Command::new(dir.join("node_modules/.bin/wrangler"));
+        c.args(["dev", "--ip", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--inspector-port", &free_port().to_string()])
+            .arg("--persist-to")
+            .arg(persist)
+            .args(["--show-interactive-dev-session=false", "--log-level", "log"]);
+        c
+    } else {
+        let mut c = Command::new("node");
+        c.arg(root().join("scripts/serve.mjs"))
+            .args(["--port", &port.to_string()])
+            .arg("--persist-to")
+            .arg(persist);
+        c
+    };
+    let child = command
         .args(
             vars.iter()
                 .flat_map(|(k, v)| ["--var".to_string(), format!("{k}:{v}")]),
