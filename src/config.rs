@@ -287,6 +287,19 @@ pub const SETTINGS: &[Setting] = &[
          webhooks?}` ([docs/PUSHER.md](docs/PUSHER.md))",
     ),
     var(
+        "WS_GATEWAY_SHARDS",
+        "4",
+        "gateway objects that share the protocol v2 sockets (`/api/ws`), 1–1024; they hold at \
+         most `PUSHER_MAX_SOCKETS_PER_SHARD` sockets each and sweep every \
+         `PUSHER_GATEWAY_SWEEP_SECONDS`, like the Pusher gateway's",
+    ),
+    var(
+        "WS_MAX_ROOMS_PER_SOCKET",
+        "100",
+        "rooms one protocol v2 socket may be subscribed to at once (more: `too_many_rooms`), \
+         1–1000",
+    ),
+    var(
         "PUSHER_GATEWAY_SHARDS",
         "4",
         "gateway objects per Pusher app that share its sockets, 1–1024",
@@ -414,6 +427,10 @@ pub struct Config {
     pub voice: VoiceLimits,
     /// `PUSHER_GATEWAY_SHARDS`: gateway objects per Pusher app.
     pub pusher_shards: u32,
+    /// `WS_GATEWAY_SHARDS`: gateway objects of protocol v2 sockets.
+    pub ws_shards: u32,
+    /// `WS_MAX_ROOMS_PER_SOCKET`: rooms one protocol v2 socket may be in.
+    pub ws_max_rooms: usize,
     /// `PUSHER_GATEWAY_SWEEP_SECONDS`: how often a gateway with subscriptions sweeps those
     /// of sockets it no longer holds.
     pub pusher_sweep_s: u64,
@@ -590,6 +607,8 @@ impl Config {
             ),
             voice,
             pusher_shards: number(&lookup, "PUSHER_GATEWAY_SHARDS", 4, 1, 1024)? as u32,
+            ws_shards: number(&lookup, "WS_GATEWAY_SHARDS", 4, 1, 1024)? as u32,
+            ws_max_rooms: number(&lookup, "WS_MAX_ROOMS_PER_SOCKET", 100, 1, 1000)? as usize,
             pusher_sweep_s: number(&lookup, "PUSHER_GATEWAY_SWEEP_SECONDS", 300, 1, 86_400)?,
             pusher_dead_letters: number(&lookup, "PUSHER_WEBHOOK_DEAD_LETTERS", 1000, 1, 100_000)?,
             pusher_shard_capacity: number(

@@ -68,6 +68,8 @@ pub enum Op {
     RoomSubscribe,
     /// Room: remove subscribers held by a gateway shard.
     RoomUnsubscribe,
+    /// Room: a frame of a subscriber held by a gateway shard (a v2 socket's publish).
+    RoomFrame,
     /// Limiter: one check of a key against a policy.
     LimiterCheck,
     /// Lock: the current lease and waiters.
@@ -132,6 +134,7 @@ const OPS: &[(Op, &[Binding], &str, bool)] = &[
         "/__unsubscribe",
         true,
     ),
+    (Op::RoomFrame, &[Binding::Room], "/__frame", true),
     (Op::LimiterCheck, &[Binding::Limiter], "/check", true),
     (Op::LockStatus, &[Binding::Lock], "/status", false),
     (Op::LockAcquire, &[Binding::Lock], "/acquire", true),

@@ -17,8 +17,10 @@ use crate::internal::Op;
 use crate::objects::sessions::session::{raw_state, spawn};
 use crate::pusher::wire::close;
 use crate::rooms::history::MAX_HISTORY_PAGE;
+use crate::rooms::multiplex::room_frame;
 use crate::rooms::shards::{
-    channel_key, parse_channel_key, Delivered, Delivery, DeliveryAnswer, Unsubscribe,
+    parse_channel_key, shard_channel, subscribed_key, Delivered, Delivery, DeliveryAnswer,
+    Unsubscribe,
 };
 
 use super::gateway::{Attachment, Gateway};
@@ -33,13 +35,9 @@ impl Gateway {
         mut req: Request,
     ) -> std::result::Result<Response, ApiError> {
         let d: Delivery = read_json(&mut req).await?;
-        let Some((_, channel)) = parse_channel_key(&d.room) else {
-            return Err(ApiError::bad_request(
-                "not_a_channel",
-                "not a channel's room",
-            ));
-        };
-        let channel = channel.to_string();
+        // A Pusher channel's room, or a native room of v2 sockets (whose frames gain `room`).
+        let native = parse_channel_key(&d.room).is_none();
+        let channel = shard_channel(&d.room).to_string();
         // Subscribers whose sockets are gone: the room forgets them with this answer.
         let gone = self
             .drop_gone(Some(&channel))
@@ -68,7 +66,12 @@ impl Gateway {
             }
         }
         let before = self.with_shard(|s| s.last(&channel));
-        let sends = self.with_shard(|s| s.deliver(&channel, &frames));
+        let sends = if native {
+            let v2 = |f: &serde_json::Value| room_frame(&channel, f).map(|v| (v.to_string(), None));
+            self.with_shard(|s| s.deliver_with(&channel, &frames, v2))
+        } else {
+            self.with_shard(|s| s.deliver(&channel, &frames))
+        };
         let after = self.with_shard(|s| s.last(&channel));
         if after != before {
             // Stored with the sends (the output gate holds them until it is durable), so a
@@ -116,7 +119,7 @@ impl Gateway {
                 "DELETE FROM subs WHERE socket = ? AND channel = ?",
                 Some(vec![a.socket_id.clone().into(), c.clone().into()]),
             )?;
-            let (env, key) = (self.env.clone(), channel_key(&a.app_id, c));
+            let (env, key) = (self.env.clone(), subscribed_key(&a.app_id, c));
             let conns = vec![a.socket_id.clone()];
             spawn(&raw_state(&self.state), async move {
                 if let Err(e) = room_unsubscribe(&env, &key, conns).await {
@@ -159,6 +162,19 @@ impl Gateway {
     /// Every subscription of a socket this shard no longer holds is forgotten here and, in the
     /// background, by its channel's room.
     pub(super) fn sweep(&self) -> worker::Result<()> {
+        // v2 sockets' admissions go with their sockets.
+        let gone: Vec<String> = {
+            let sockets = self.sockets.borrow();
+            let natives = self.natives.borrow();
+            natives
+                .keys()
+                .filter(|s| !sockets.contains_key(*s))
+                .cloned()
+                .collect()
+        };
+        for s in gone {
+            self.forget_native(&s)?;
+        }
         let dropped = self.drop_gone(None)?;
         if dropped.is_empty() {
             return Ok(());
@@ -175,7 +191,7 @@ impl Gateway {
                 "channels": dropped.len(), "subscriptions": sockets})
         );
         for (channel, conns) in dropped {
-            let (env, key) = (self.env.clone(), channel_key(&app, &channel));
+            let (env, key) = (self.env.clone(), subscribed_key(&app, &channel));
             spawn(&raw_state(&self.state), async move {
                 if let Err(e) = room_unsubscribe(&env, &key, conns).await {
                     log_error("pusher_sweep_unsubscribe", &e);

@@ -31,6 +31,7 @@ use crate::pusher::shard::{channel_frame, socket_sender, Sends, Shard};
 use crate::pusher::webhook::WebhookEvent;
 use crate::pusher::wire::{self, close, ClientEventRate, ClientFrame};
 use crate::pusher::{sign, Limits};
+use crate::rooms::multiplex::{msgpack_of, MuxAdmission, NATIVE_APP};
 use crate::rooms::protocol::Encoding;
 use crate::rooms::session::{Perms, Session};
 use crate::rooms::shards::{channel_key, Subscribe, SubscribeAnswer};
@@ -50,6 +51,7 @@ const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS subs (socket TEXT NOT NULL, channel TEXT NOT NULL, \
      start INTEGER NOT NULL, user TEXT, PRIMARY KEY (socket, channel))",
     "CREATE TABLE IF NOT EXISTS handed (channel TEXT PRIMARY KEY, last INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS natives (socket TEXT PRIMARY KEY, admission TEXT NOT NULL)",
 ];
 
 /// The Gateway object.
@@ -65,6 +67,10 @@ pub struct Gateway {
     rates: RefCell<HashMap<String, (ClientEventRate, u32)>>,
     /// The sweep alarm (`PUSHER_GATEWAY_SWEEP_SECONDS`), as last seen.
     pub(super) sweep_alarm: Alarm,
+    /// Admissions of the v2 sockets (`natives` table), as read.
+    pub(super) natives: RefCell<HashMap<String, MuxAdmission>>,
+    /// Refused frames in a row, per v2 socket (in memory only).
+    pub(super) strikes: RefCell<HashMap<String, u32>>,
 }
 
 /// Rate refusals of client events in a row after which a socket is closed with 4301.
@@ -82,6 +88,8 @@ impl DurableObject for Gateway {
             sockets: RefCell::new(HashMap::new()),
             rates: RefCell::new(HashMap::new()),
             sweep_alarm: Alarm::default(),
+            natives: RefCell::new(HashMap::new()),
+            strikes: RefCell::new(HashMap::new()),
         }
     }
 
@@ -102,6 +110,9 @@ impl DurableObject for Gateway {
         let Some(a) = ws.deserialize_attachment::<Attachment>()? else {
             return Ok(());
         };
+        if a.app_id == NATIVE_APP {
+            return self.native_message(&ws, &a, message).await;
+        }
         let WebSocketIncomingMessage::String(text) = message else {
             let _ = ws.send_with_str(wire::error_frame(None, "binary frames are not supported"));
             return Ok(());
@@ -229,6 +240,19 @@ impl Gateway {
         for h in handed {
             shard.restore_last(&h.channel, h.last.max(0) as u64);
         }
+        #[derive(Deserialize)]
+        struct Native {
+            socket: String,
+            admission: String,
+        }
+        let natives: Vec<Native> = sql
+            .exec("SELECT socket, admission FROM natives", None)?
+            .to_array()?;
+        self.natives.borrow_mut().extend(
+            natives
+                .into_iter()
+                .filter_map(|n| Some((n.socket, serde_json::from_str(&n.admission).ok()?))),
+        );
         let mut sockets = self.sockets.borrow_mut();
         for ws in self.state.get_websockets() {
             if let Ok(Some(a)) = ws.deserialize_attachment::<Attachment>() {
@@ -277,16 +301,11 @@ impl Gateway {
                 Some(vec![name.clone().into()]),
             )
             .map_err(internal)?;
+        if app_id == NATIVE_APP {
+            return self.accept_native(req, &name);
+        }
         let pair = WebSocketPair::new().map_err(internal)?;
-        // The first part modulo 1024 is the shard's index: a socket id tells which shard
-        // holds the socket (`PUSHER_GATEWAY_SHARDS` is at most 1024).
-        let index: u64 = name
-            .rsplit(':')
-            .next()
-            .and_then(|i| i.parse().ok())
-            .unwrap_or(0);
-        let random = || (js_sys::Math::random() * 1e12) as u64;
-        let socket_id = sign::socket_id(random() * 1024 + index, random());
+        let socket_id = self.new_socket_id(&name);
         self.state.accept_web_socket(&pair.server);
         let a = Attachment {
             socket_id: socket_id.clone(),
@@ -340,6 +359,18 @@ impl Gateway {
             .with_status(101)
             .with_websocket(pair.client)
             .empty())
+    }
+
+    /// A fresh socket id: its first part modulo 1024 is the shard's index, so a socket id
+    /// tells which shard holds the socket (`PUSHER_GATEWAY_SHARDS` is at most 1024).
+    pub(super) fn new_socket_id(&self, name: &str) -> String {
+        let index: u64 = name
+            .rsplit(':')
+            .next()
+            .and_then(|i| i.parse().ok())
+            .unwrap_or(0);
+        let random = || (js_sys::Math::random() * 1e12) as u64;
+        sign::socket_id(random() * 1024 + index, random())
     }
 
     pub(super) fn app(&self, app_id: &str) -> Result<App> {
@@ -418,6 +449,7 @@ impl Gateway {
                 .map_or(a.socket_id.clone(), |m| m.user_id.clone()),
             meta: member.as_ref().and_then(|m| m.user_info.clone()),
             history: cache.then_some(1),
+            since: None,
         };
         let user = member.as_ref().map(|m| m.user_id.clone());
         self.with_shard(|s| s.subscribing(&channel, &a.socket_id, user.as_deref()));
@@ -620,6 +652,9 @@ impl Gateway {
         };
         self.sockets.borrow_mut().remove(&a.socket_id);
         self.rates.borrow_mut().remove(&a.socket_id);
+        if a.app_id == NATIVE_APP {
+            self.forget_native(&a.socket_id)?;
+        }
         let channels = self.with_shard(|s| s.channels_of(&a.socket_id));
         self.unsubscribe(&a, &channels)
     }
@@ -634,10 +669,23 @@ impl Gateway {
 
     pub(super) fn send_all(&self, sends: Sends) {
         let sockets = self.sockets.borrow();
+        let mut packed = HashMap::new();
         for (socket, frame) in sends {
             if let Some(ws) = sockets.get(&socket) {
                 // A socket that closed under us is not an error: its close event follows.
-                let _ = ws.send_with_str(frame);
+                let msgpack = self
+                    .natives
+                    .borrow()
+                    .get(&socket)
+                    .is_some_and(|a| a.enc == Encoding::Msgpack);
+                match msgpack.then(|| msgpack_of(&mut packed, &frame)).flatten() {
+                    Some(bytes) => {
+                        let _ = ws.send_with_bytes(bytes);
+                    }
+                    None => {
+                        let _ = ws.send_with_str(frame);
+                    }
+                }
             }
         }
     }

@@ -2,4 +2,5 @@
 
 pub mod delivery;
 pub mod gateway;
+pub mod native;
 pub mod users;

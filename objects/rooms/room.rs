@@ -199,7 +199,7 @@ impl Room {
     }
 
     /// Logs and counts the stored rows the last reads skipped as unreadable.
-    fn note_unreadable(&self) {
+    pub(super) fn note_unreadable(&self) {
         let skipped = take_unreadable();
         if skipped.is_empty() {
             return;
@@ -252,6 +252,7 @@ impl Room {
             Op::RoomCloseConnection => self.close_one(req).await,
             Op::RoomSubscribe => self.subscribe(req).await,
             Op::RoomUnsubscribe => self.unsubscribe(req).await,
+            Op::RoomFrame => self.via_frame(req).await,
             _ => Err(ApiError::not_found("not_found", "no such room operation")),
         }
     }

@@ -14,7 +14,9 @@ use crate::objects::sessions::session::{raw_state, spawn};
 use crate::pusher::webhook::WebhookEvent;
 use crate::rooms::protocol::{RawFrame, ServerFrame};
 use crate::rooms::room::Effect;
-use crate::rooms::shards::{parse_channel_key, Delivered, Subscribe, SubscribeAnswer, Unsubscribe};
+use crate::rooms::shards::{
+    parse_channel_key, Delivered, Subscribe, SubscribeAnswer, Unsubscribe, ViaFrame,
+};
 
 impl Room {
     /// `RoomSubscribe`: adds a shard-held subscriber and joins it; answers its own frames.
@@ -31,8 +33,11 @@ impl Room {
         // A repeated subscribe (a retried call) replaces the earlier session.
         let mut effects = self.with_core(|c| c.detach(&conn));
         self.with_core(|c| c.attach(sub.session));
-        let join = serde_json::json!({"type": "join", "name": sub.name, "meta": sub.meta,
+        let mut join = serde_json::json!({"type": "join", "name": sub.name, "meta": sub.meta,
             "history": sub.history.unwrap_or(0)});
+        if let Some(since) = &sub.since {
+            join["since"] = serde_json::to_value(since).map_err(internal)?;
+        }
         let text = join.to_string();
         let mut store = self.store();
         effects.extend(
@@ -59,6 +64,27 @@ impl Room {
         self.raise(before, after, &rest);
         self.perform(rest).await.map_err(internal)?;
         json(200, &SubscribeAnswer { subscribed, frames })
+    }
+
+    /// `RoomFrame`: a shard-held subscriber's frame, handled as its socket's would be; what
+    /// it causes goes out with the room's other frames (to the subscriber through its shard).
+    pub(super) async fn via_frame(&self, mut req: Request) -> Result<Response, ApiError> {
+        let f: ViaFrame = read_json(&mut req).await?;
+        if !self.with_core(|c| c.session(&f.conn).is_some_and(|s| s.via.is_some())) {
+            return Err(ApiError::not_found(
+                "not_subscribed",
+                "not subscribed to this room",
+            ));
+        }
+        let effects = {
+            let mut store = self.store();
+            self.with_core(|c| c.receive(&mut store, &f.conn, RawFrame::Text(&f.frame), now_ms()))
+        };
+        self.note_unreadable();
+        self.perform(effects).await.map_err(internal)?;
+        Response::empty()
+            .map(|r| r.with_status(204))
+            .map_err(internal)
     }
 
     /// `RoomUnsubscribe`: shard-held subscribers leave.

@@ -11,6 +11,7 @@ pub mod bench;
 pub mod coordination;
 pub mod d1;
 pub mod http;
+pub mod mux;
 pub mod ops;
 pub mod providers;
 pub mod pusher;

@@ -125,15 +125,7 @@ pub(crate) async fn room_socket(
     key: RoomKey,
     request_id: &str,
 ) -> Result<Response, ApiError> {
-    let offered = req
-        .headers()
-        .get("Sec-WebSocket-Protocol")
-        .map_err(internal)?;
-    let url = req.url().map_err(internal)?;
-    let query_enc = url
-        .query_pairs()
-        .find(|(k, _)| k == "encoding")
-        .map(|(_, v)| v.into_owned());
+    let (offered, query_enc) = encoding_offer(&req)?;
     let (enc, subprotocol) = Encoding::negotiate(offered.as_deref(), query_enc.as_deref())
         .map_err(|e| ApiError::bad_request("unsupported_encoding", e.to_string()))?;
     let admission = admit(&req, env, config, &key, enc, subprotocol)?;
@@ -154,6 +146,21 @@ pub(crate) async fn room_socket(
     owned(response).await
 }
 
+/// What a WebSocket upgrade offers for its encoding: the `Sec-WebSocket-Protocol` header and
+/// the `encoding` query parameter.
+pub(crate) fn encoding_offer(req: &Request) -> Result<(Option<String>, Option<String>), ApiError> {
+    let offered = req
+        .headers()
+        .get("Sec-WebSocket-Protocol")
+        .map_err(internal)?;
+    let url = req.url().map_err(internal)?;
+    let query = url
+        .query_pairs()
+        .find(|(k, _)| k == "encoding")
+        .map(|(_, v)| v.into_owned());
+    Ok((offered, query))
+}
+
 /// Calls a room object's internal operation and returns its response as is.
 pub(crate) async fn room_call(env: &Env, key: &RoomKey, call: Call) -> Result<Response, ApiError> {
     let response = call
@@ -164,10 +171,15 @@ pub(crate) async fn room_call(env: &Env, key: &RoomKey, call: Call) -> Result<Re
     owned(response).await
 }
 
-/// Calls the Room of a Pusher channel (its key `pusher:{app}:{channel}`, from
-/// [`crate::rooms::shards::channel_key`]) and returns its response as is.
+/// Calls the Room a gateway shard subscribes its sockets to — a Pusher channel's (its key
+/// `pusher:{app}:{channel}`, from [`crate::rooms::shards::channel_key`]) or, for v2 sockets,
+/// a native room (a name or a private id) — and returns its response as is.
 pub(crate) async fn channel_call(env: &Env, key: &str, call: Call) -> Result<Response, ApiError> {
-    let room = stub(env, Binding::Room, key)?;
+    let room = if key.starts_with(crate::rooms::shards::CHANNEL_PREFIX) {
+        stub(env, Binding::Room, key)?
+    } else {
+        room_stub(env, &RoomKey::parse(key)?)?
+    };
     call.header(ROOM_KEY_HEADER, key)?
         .send(&room)
         .await

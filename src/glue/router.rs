@@ -189,7 +189,7 @@ async fn handle(
     }
     let socket = matches!(
         route,
-        Route::RoomSocket(_) | Route::VoiceSocket(_) | Route::ChatSocket(_)
+        Route::RoomSocket(_) | Route::MuxSocket | Route::VoiceSocket(_) | Route::ChatSocket(_)
     );
     if socket {
         // Everything a socket request can be refused for without state comes first: nothing
@@ -224,6 +224,7 @@ async fn handle(
         ),
         Route::CreateRoom => create_room(env).await,
         Route::RoomSocket(key) => room_socket(req, env, config, key, request_id).await,
+        Route::MuxSocket => super::mux::mux_socket(req, env, config, request_id).await,
         r @ (Route::VoiceSocket(_) | Route::ChatSocket(_)) => {
             super::sessions::socket(req, env, config, &r, request_id).await
         }

@@ -99,6 +99,8 @@ pub enum Route {
     CreateRoom,
     /// `GET /api/rooms/:room/ws`: WebSocket upgrade into a room.
     RoomSocket(RoomKey),
+    /// `GET /api/ws`: a protocol v2 socket, one socket for many rooms (a gateway shard).
+    MuxSocket,
     /// `GET /api/voice/:session/ws`: WebSocket upgrade into the caller's voice session
     /// (session ids follow the room-name rules).
     VoiceSocket(String),
@@ -272,7 +274,9 @@ impl Route {
             Self::Valuation => "valuation",
             Self::Webhook(_) => "webhooks",
             Self::DevToken => "dev_token",
-            Self::RoomSocket(_) | Self::VoiceSocket(_) | Self::ChatSocket(_) => "connect",
+            Self::RoomSocket(_) | Self::MuxSocket | Self::VoiceSocket(_) | Self::ChatSocket(_) => {
+                "connect"
+            }
             _ => return None,
         })
     }
@@ -283,6 +287,7 @@ impl Route {
             Self::Health => "health",
             Self::CreateRoom => "rooms.create",
             Self::RoomSocket(_) => "rooms.ws",
+            Self::MuxSocket => "ws",
             Self::VoiceSocket(_) => "voice.ws",
             Self::ChatSocket(_) => "chat.ws",
             Self::RoomInfo(_) => "rooms.info",
@@ -374,6 +379,7 @@ pub fn parse(method: Method, path: &str) -> Result<Route, ApiError> {
         ["health"] => (Route::Health, &["GET"]),
         ["api", "rooms"] => (Route::CreateRoom, &["POST"]),
         ["api", "rooms", room, "ws"] => (Route::RoomSocket(RoomKey::parse(room)?), &["GET"]),
+        ["api", "ws"] => (Route::MuxSocket, &["GET"]),
         ["api", "voice", session, "ws"] => (Route::VoiceSocket(session_id(session)?), &["GET"]),
         ["api", "chat", session, "ws"] => (Route::ChatSocket(session_id(session)?), &["GET"]),
         ["api", "rooms", room] => (Route::RoomInfo(RoomKey::parse(room)?), &["GET"]),

@@ -246,6 +246,18 @@ impl Shard {
 
     /// Turns a room's frames into Pusher frames for the shard's sockets of `channel`.
     pub fn deliver(&mut self, channel: &str, frames: &[Delivered]) -> Sends {
+        self.deliver_with(channel, frames, |f| channel_frame(channel, f))
+    }
+
+    /// Turns a room's frames into the frames of the shard's sockets of `channel` with
+    /// `translate` (a frame's text and its sender's socket id, which does not get it; `None`:
+    /// not for sockets), in order, each message once, and none a socket's start covers.
+    pub fn deliver_with(
+        &mut self,
+        channel: &str,
+        frames: &[Delivered],
+        translate: impl Fn(&Value) -> Option<(String, Option<String>)>,
+    ) -> Sends {
         let mut out = Vec::new();
         for d in frames {
             let offset = frame_offset(&d.frame);
@@ -255,7 +267,7 @@ impl Shard {
                     continue; // already handed on (a retried or refilled delivery)
                 }
             }
-            let Some((text, from)) = channel_frame(channel, &d.frame) else {
+            let Some((text, from)) = translate(&d.frame) else {
                 continue;
             };
             let Some(m) = self.channels.get_mut(channel) else {

@@ -4,6 +4,7 @@
 pub mod history;
 pub mod lag;
 pub mod limits;
+pub mod multiplex;
 pub mod names;
 pub mod protocol;
 pub mod rate;

@@ -214,6 +214,17 @@ pub fn decode(
     raw: RawFrame<'_>,
     max_frame_bytes: usize,
 ) -> Result<ClientFrame, FrameError> {
+    decode_as(encoding, raw, max_frame_bytes, CLIENT_FRAME_TYPES)
+}
+
+/// [`decode`] for any frame type: `types` are the `type` values `T` knows (any other is
+/// `unknown_type`); the size, kind and nesting rules are the same for every protocol version.
+pub fn decode_as<T: serde::de::DeserializeOwned>(
+    encoding: Encoding,
+    raw: RawFrame<'_>,
+    max_frame_bytes: usize,
+    types: &[&str],
+) -> Result<T, FrameError> {
     if raw.len() > max_frame_bytes {
         return Err(FrameError::TooLarge {
             size: raw.len(),
@@ -256,7 +267,7 @@ pub fn decode(
                 Encoding::Msgpack => "MessagePack",
             }))
         }
-        Some(Value::String(t)) if CLIENT_FRAME_TYPES.contains(&t.as_str()) => t.clone(),
+        Some(Value::String(t)) if types.contains(&t.as_str()) => t.clone(),
         Some(Value::String(t)) => return Err(FrameError::UnknownType(t.clone())),
         _ => return Err(FrameError::UnknownType(String::new())),
     };

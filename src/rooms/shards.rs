@@ -33,6 +33,21 @@ pub fn parse_channel_key(key: &str) -> Option<(&str, &str)> {
     key.strip_prefix(CHANNEL_PREFIX)?.split_once(':')
 }
 
+/// The key of the room a shard of `app` subscribes its sockets to for `channel`: a Pusher
+/// channel's room, or (v2 sockets, [`super::multiplex::NATIVE_APP`]) the room itself.
+pub fn subscribed_key(app: &str, channel: &str) -> String {
+    if app == super::multiplex::NATIVE_APP {
+        channel.to_string()
+    } else {
+        channel_key(app, channel)
+    }
+}
+
+/// What a shard calls the room with key `key`: a Pusher channel's name, or a native room's key.
+pub fn shard_channel(key: &str) -> &str {
+    parse_channel_key(key).map_or(key, |(_, channel)| channel)
+}
+
 /// Largest stored body of a channel's event (see [`channel_limits`]).
 pub const CHANNEL_MAX_BODY_BYTES: usize = 24 * 1024;
 
@@ -76,6 +91,21 @@ pub struct Subscribe {
     /// Latest messages to replay in the answer (a cache channel asks for its last event).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub history: Option<usize>,
+    /// Resume from this stream position (a v2 socket's per-room recovery): the answer's
+    /// welcome says whether exactly the missed messages follow in it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<super::protocol::StreamPos>,
+}
+
+/// `RoomFrame`: a frame of a shard-held subscriber (a v2 socket's `publish`), in v1's form,
+/// handled as if its socket had sent it; what it causes reaches the subscriber through its
+/// shard's deliveries, in the room's order (its `message`, then its `ack`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ViaFrame {
+    /// The subscriber's connection id in the room.
+    pub conn: String,
+    /// The frame, as v1 JSON text.
+    pub frame: String,
 }
 
 /// The room's answer to [`Subscribe`].
@@ -146,6 +176,7 @@ mod tests {
             name: "u1".into(),
             meta: Some(serde_json::json!({"n": 1})),
             history: None,
+            since: None,
         };
         let back: Subscribe = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
         assert_eq!(back, s);

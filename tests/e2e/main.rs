@@ -9,6 +9,7 @@ mod edge;
 mod flood;
 mod foundation;
 mod internals;
+mod multiplex;
 mod ops;
 mod pusher;
 mod reliability;
@@ -138,6 +139,8 @@ fn all(ctx: Arc<Ctx>) -> Vec<Trial> {
         reliability::crash_mid_publishing_loses_nothing_acknowledged,
         reliability::a_panic_inside_an_object_leaves_nothing_broken,
         foundation::health_answers,
+        multiplex::one_socket_in_20_rooms_gets_each_stream_once_in_order_and_recovers_every_room,
+        multiplex::v2_rooms_open_as_the_token_says,
         foundation::unknown_route_is_404_json,
         foundation::wrong_method_is_405_with_allow,
         foundation::bad_room_names_are_refused_before_any_object,

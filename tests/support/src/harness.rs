@@ -360,11 +360,10 @@ impl Client {
         headers: &[(&str, &str)],
     ) -> Result<Self, Refused> {
         let mut req = url.into_client_request().expect("valid ws url");
+        let msgpack = msgpack_subprotocol(url);
         if enc == Enc::Msgpack {
-            req.headers_mut().insert(
-                "Sec-WebSocket-Protocol",
-                HeaderValue::from_static("roomkeeper.v1.msgpack"),
-            );
+            req.headers_mut()
+                .insert("Sec-WebSocket-Protocol", HeaderValue::from_static(msgpack));
         }
         for (k, v) in headers {
             req.headers_mut().insert(
@@ -379,7 +378,7 @@ impl Client {
                         resp.headers()
                             .get("Sec-WebSocket-Protocol")
                             .and_then(|v| v.to_str().ok()),
-                        Some("roomkeeper.v1.msgpack"),
+                        Some(msgpack),
                         "server must echo the negotiated subprotocol"
                     );
                 }
@@ -495,6 +494,15 @@ impl Client {
     }
 }
 
+/// The MessagePack subprotocol of the protocol `url` speaks: v2 on `/api/ws`, else v1.
+fn msgpack_subprotocol(url: &str) -> &'static str {
+    if url.contains("/api/ws") {
+        "roomkeeper.v2.msgpack"
+    } else {
+        "roomkeeper.v1.msgpack"
+    }
+}
+
 /// Repeats a refused upgrade request over plain HTTP and returns its JSON body.
 async fn replay_upgrade(url: &str, enc: Enc, headers: &[(&str, &str)]) -> Value {
     let mut req = http()
@@ -504,7 +512,7 @@ async fn replay_upgrade(url: &str, enc: Enc, headers: &[(&str, &str)]) -> Value 
         .header("Sec-WebSocket-Version", "13")
         .header("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==");
     if enc == Enc::Msgpack {
-        req = req.header("Sec-WebSocket-Protocol", "roomkeeper.v1.msgpack");
+        req = req.header("Sec-WebSocket-Protocol", msgpack_subprotocol(url));
     }
     for (k, v) in headers {
         req = req.header(*k, *v);

@@ -1,0 +1,260 @@
+//! Protocol v2 (`GET /api/ws`): one socket in many rooms, through a gateway shard — each
+//! room's stream in order and exactly once, every room recovered exactly after a cut, the
+//! token's permissions per room, and v1 clients in the same rooms unaffected.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::Ctx;
+use roomkeeper_testkit::harness::{http, room, token, Client, Enc, DEV_API_KEY};
+
+async fn broadcast(ctx: &Ctx, room: &str, n: u64) -> u64 {
+    let r = http()
+        .post(format!("{}/api/rooms/{room}/broadcast", ctx.http))
+        .bearer_auth(DEV_API_KEY)
+        .json(&json!({"body": {"n": n}, "name": "http"}))
+        .send()
+        .await
+        .expect("broadcast");
+    assert_eq!(r.status().as_u16(), 200);
+    let v: Value = r.json().await.unwrap();
+    v["offset"].as_u64().expect("offset")
+}
+
+/// Connects a v2 socket and reads its `ready`.
+async fn connect(ctx: &Ctx, token: &str, enc: Enc) -> (Client, Value) {
+    let url = format!("{}/api/ws?token={token}", ctx.ws);
+    let mut c = Client::connect(&url, enc).await;
+    let ready = c.recv().await;
+    assert_eq!(ready["type"], "ready", "{ready}");
+    assert_eq!(ready["protocol"], 2);
+    (c, ready)
+}
+
+/// Frames until every room has `want` more messages and `want_acks` acks came, failing on a
+/// frame that is none of the expected kinds; messages by room (offset, body), acks by id.
+async fn collect(
+    c: &mut Client,
+    rooms: &[String],
+    want: usize,
+    want_acks: usize,
+) -> (BTreeMap<String, Vec<(u64, Value)>>, BTreeMap<String, Value>) {
+    let mut got: BTreeMap<String, Vec<(u64, Value)>> = BTreeMap::new();
+    let mut acks = BTreeMap::new();
+    while rooms.iter().any(|r| got.get(r).map_or(0, Vec::len) < want) || acks.len() < want_acks {
+        let f = c.recv().await;
+        let room = f["room"].as_str().unwrap_or_default().to_string();
+        match f["type"].as_str() {
+            Some("message") => got
+                .entry(room)
+                .or_default()
+                .push((f["offset"].as_u64().unwrap(), f["body"].clone())),
+            Some("ack") => {
+                acks.insert(f["id"].as_str().unwrap().to_string(), f);
+            }
+            Some("joined" | "left" | "presence") => {}
+            _ => panic!("unexpected frame {f}"),
+        }
+    }
+    (got, acks)
+}
+
+pub async fn one_socket_in_20_rooms_gets_each_stream_once_in_order_and_recovers_every_room(
+    ctx: Arc<Ctx>,
+) {
+    let prefix = room("mx");
+    let rooms: Vec<String> = (0..20).map(|i| format!("{prefix}-{i}")).collect();
+    let t = token(
+        &ctx.http,
+        json!({"sub": format!("{prefix}-u"), "rooms": [format!("{prefix}-*")], "ttl_s": 600}),
+    )
+    .await;
+    // A v1 client in the first room sees everything the v2 socket does there.
+    let v1_url = format!("{}/api/rooms/{}/ws?token={t}", ctx.ws, rooms[0]);
+    let (mut v1, _) = Client::join(&v1_url, Enc::Json, "v1").await;
+
+    let (mut c, ready) = connect(&ctx, &t, Enc::Json).await;
+    assert_eq!(ready["user"]["id"], format!("{prefix}-u"));
+    let mut epochs = BTreeMap::new();
+    for r in &rooms {
+        c.send(json!({"type": "subscribe", "room": r})).await;
+        let s = c.recv().await;
+        assert_eq!(
+            (s["type"].as_str(), s["room"].as_str()),
+            (Some("subscribed"), Some(r.as_str())),
+            "{s}"
+        );
+        assert_eq!(s["offset"], 0);
+        epochs.insert(r.clone(), s["epoch"].as_str().unwrap().to_string());
+    }
+
+    // Five messages per room over HTTP and five from the socket itself, with ids.
+    for n in 0..5u64 {
+        for r in &rooms {
+            broadcast(&ctx, r, n).await;
+            c.send(json!({"type": "publish", "room": r, "body": {"n": 100 + n}, "id": format!("{r}-{n}")}))
+                .await;
+        }
+    }
+    let (got, acks) = collect(&mut c, &rooms, 10, 5 * rooms.len()).await;
+    for r in &rooms {
+        let offsets: Vec<u64> = got[r].iter().map(|(o, _)| *o).collect();
+        assert_eq!(
+            offsets,
+            (1..=10).collect::<Vec<_>>(),
+            "{r}: in order, once each"
+        );
+        for n in 0..5u64 {
+            let a = &acks[&format!("{r}-{n}")];
+            assert_eq!(a["room"], r.as_str());
+            let at = a["offset"].as_u64().unwrap();
+            assert_eq!(
+                got[r]
+                    .iter()
+                    .find(|(o, _)| *o == at)
+                    .map(|(_, b)| b["n"].clone()),
+                Some(json!(100 + n)),
+                "{r}: the ack names the message's offset"
+            );
+        }
+    }
+    let mut seen_by_v1 = Vec::new();
+    while seen_by_v1.len() < 10 {
+        let f = v1.recv_type("message").await;
+        seen_by_v1.push(f["offset"].as_u64().unwrap());
+    }
+    assert_eq!(
+        seen_by_v1,
+        (1..=10).collect::<Vec<_>>(),
+        "v1 sees v2's messages"
+    );
+
+    // Cut the socket (no close handshake); five more per room meanwhile.
+    drop(c);
+    for n in 10..15u64 {
+        for r in &rooms {
+            broadcast(&ctx, r, n).await;
+        }
+    }
+    let (mut c, _) = connect(&ctx, &t, Enc::Msgpack).await;
+    for r in &rooms {
+        c.send(
+            json!({"type": "subscribe", "room": r, "since": {"epoch": epochs[r], "offset": 10}}),
+        )
+        .await;
+        let s = c.recv().await;
+        assert_eq!(s["type"], "subscribed", "{s}");
+        assert_eq!(
+            (s["recovered"].as_bool(), s["replayed"].as_u64()),
+            (Some(true), Some(5)),
+            "{s}"
+        );
+        for want in 11..=15u64 {
+            let m = c.recv().await;
+            assert_eq!(
+                (m["type"].as_str(), m["room"].as_str(), m["offset"].as_u64()),
+                (Some("message"), Some(r.as_str()), Some(want)),
+                "{m}"
+            );
+        }
+    }
+    // A retried publish is acknowledged as a duplicate and delivered to no one again.
+    c.send(json!({"type": "publish", "room": rooms[3], "body": {"n": 103}, "id": format!("{}-3", rooms[3])}))
+        .await;
+    let a = c.recv().await;
+    assert_eq!(
+        (
+            a["type"].as_str(),
+            a["duplicate"].as_bool(),
+            a["offset"].as_u64().is_some()
+        ),
+        (Some("ack"), Some(true), true),
+        "{a}"
+    );
+    // Live again in every room.
+    for r in &rooms {
+        broadcast(&ctx, r, 99).await;
+    }
+    let (got, _) = collect(&mut c, &rooms, 1, 0).await;
+    for r in &rooms {
+        assert_eq!(
+            got[r].iter().map(|(o, _)| *o).collect::<Vec<_>>(),
+            vec![16],
+            "{r}"
+        );
+    }
+    assert!(
+        c.try_recv(Duration::from_millis(300)).await.is_none(),
+        "nothing more"
+    );
+    c.close().await;
+    v1.close().await;
+}
+
+pub async fn v2_rooms_open_as_the_token_says(ctx: Arc<Ctx>) {
+    let prefix = room("mxp");
+    let t = token(
+        &ctx.http,
+        json!({"sub": format!("{prefix}-u"), "rooms": [format!("{prefix}-a*")],
+            "perms": ["subscribe"], "ttl_s": 600}),
+    )
+    .await;
+    let (mut c, _) = connect(&ctx, &t, Enc::Json).await;
+    let a = format!("{prefix}-a1");
+    c.send(json!({"type": "subscribe", "room": a})).await;
+    assert_eq!(c.recv().await["type"], "subscribed");
+    let expect_error = |f: &Value, code: &str, room: &str| {
+        assert_eq!(
+            (f["type"].as_str(), f["code"].as_str(), f["room"].as_str()),
+            (Some("error"), Some(code), Some(room)),
+            "{f}"
+        )
+    };
+    let b = format!("{prefix}-b1");
+    c.send(json!({"type": "subscribe", "room": b})).await;
+    expect_error(&c.recv().await, "room_forbidden", &b);
+    c.send(json!({"type": "subscribe", "room": "ops"})).await;
+    expect_error(&c.recv().await, "reserved_room", "ops");
+    c.send(json!({"type": "publish", "room": a, "body": 1, "id": "p1"}))
+        .await;
+    let f = c.recv().await;
+    expect_error(&f, "forbidden", &a);
+    assert_eq!(f["id"], "p1");
+    c.send(json!({"type": "publish", "room": b, "body": 1}))
+        .await;
+    expect_error(&c.recv().await, "not_subscribed", &b);
+    c.send(json!({"type": "subscribe", "room": a})).await;
+    expect_error(&c.recv().await, "already_subscribed", &a);
+    c.send(json!({"type": "unsubscribe", "room": a})).await;
+    let u = c.recv().await;
+    assert_eq!(
+        (u["type"].as_str(), u["room"].as_str()),
+        (Some("unsubscribed"), Some(a.as_str()))
+    );
+    c.send(json!({"type": "join"})).await;
+    let f = c.recv().await;
+    assert_eq!(
+        (f["type"].as_str(), f["code"].as_str()),
+        (Some("error"), Some("unknown_type")),
+        "{f}"
+    );
+    // Heartbeat as in v1.
+    c.send_raw(tokio_tungstenite::tungstenite::Message::Text(
+        r#"{"type":"ping"}"#.into(),
+    ))
+    .await;
+    assert_eq!(c.recv().await["type"], "pong");
+    c.close().await;
+    // No token and anonymous access off (the strict server): refused before the upgrade.
+    let refused = Client::try_connect(&format!("{}/api/ws", ctx.strict_ws), Enc::Json, &[])
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(
+        (refused.status, refused.body["error"]["code"].as_str()),
+        (401, Some("token_required"))
+    );
+}
