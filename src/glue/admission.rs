@@ -4,9 +4,10 @@
 
 use worker::{Env, Request};
 
-use crate::auth::{self, AuthError, Claims};
+use crate::auth::{self, AuthError, Claims, Perm};
 use crate::config::Config;
 use crate::http::error::ApiError;
+use crate::rooms::session::Perms;
 
 use super::http::{internal, now_ms};
 use super::settings::auth_secret;
@@ -54,4 +55,13 @@ pub(crate) fn identify(req: &Request, env: &Env, config: &Config) -> Result<Iden
     let claims = auth::verify_with(&token, secret.as_bytes(), now_ms() / 1000, config.tokens)
         .map_err(unauthorized)?;
     Ok(Identity::Token(claims))
+}
+
+/// The permissions a token grants in every room it opens.
+pub(crate) fn token_perms(claims: &Claims) -> Perms {
+    Perms {
+        publish: claims.can(Perm::Publish),
+        subscribe: claims.can(Perm::Subscribe),
+        presence: claims.can(Perm::Presence),
+    }
 }

@@ -4,7 +4,6 @@
 
 use worker::{Env, Request, Response};
 
-use crate::auth::Perm;
 use crate::config::Config;
 use crate::http::error::ApiError;
 use crate::internal::{Binding, Op};
@@ -14,7 +13,7 @@ use crate::rooms::multiplex::{
 };
 use crate::rooms::session::Perms;
 
-use super::admission::{identify, Identity};
+use super::admission::{identify, token_perms, Identity};
 use super::http::{internal, owned};
 use super::pusher::{APP_HEADER, SHARD_HEADER};
 use super::rooms::encoding_offer;
@@ -47,11 +46,7 @@ pub(crate) async fn mux_socket(
             user: claims.sub.clone(),
             anonymous: false,
             name: claims.name.clone(),
-            perms: Perms {
-                publish: claims.can(Perm::Publish),
-                subscribe: claims.can(Perm::Subscribe),
-                presence: claims.can(Perm::Presence),
-            },
+            perms: token_perms(&claims),
             rooms: Some(claims.rooms.clone()),
             ops: claims.ops,
             expires_ms: Some(claims.expires_at_ms()),

@@ -5,7 +5,6 @@ use futures_util::future::join_all;
 use serde_json::{json as j, Value};
 use worker::{Env, Request, Response, Stub};
 
-use crate::auth::Perm;
 use crate::config::Config;
 use crate::http::bodies::{MultiBroadcast, RoomBroadcast};
 use crate::http::error::ApiError;
@@ -15,7 +14,7 @@ use crate::obs;
 use crate::rooms::protocol::Encoding;
 use crate::rooms::session::{Admission, Perms, ADMISSION_HEADER};
 
-use super::admission::{identify, Identity};
+use super::admission::{identify, token_perms, Identity};
 use super::http::{internal, json, owned};
 use super::stub::{stub, Call};
 
@@ -91,11 +90,7 @@ fn admit(
             Ok(Admission {
                 anonymous: false,
                 name: claims.name.clone(),
-                perms: Perms {
-                    publish: claims.can(Perm::Publish),
-                    subscribe: claims.can(Perm::Subscribe),
-                    presence: claims.can(Perm::Presence),
-                },
+                perms: token_perms(&claims),
                 expires_ms: Some(claims.expires_at_ms()),
                 ..base(claims.sub.clone())
             })
