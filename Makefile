@@ -32,8 +32,10 @@ test: setup lint
 browser: setup
 	node --test tests/browser/
 
-## lint: rustfmt and clippy on both targets, warnings denied, and the layout rules
+## lint: rustfmt and clippy on both targets, warnings denied, the layout rules, and the client
+## package's type declarations checked by tsc
 lint: setup layout
+	node_modules/.bin/tsc -p tests/client/tsconfig.json
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo clippy --target wasm32-unknown-unknown --lib -- -D warnings

@@ -1,20 +1,18 @@
 // The chatbot widget: /api/chat/:session/ws (docs/SESSIONS.md, "Chat wire protocol").
-// Reconnects with backoff and full jitter to the same session (the conversation is kept by the
-// session's object); a token in the page URL (`?token=`) makes the session resumable across
-// page loads, otherwise the session is per connection (anonymous).
+// The socket is the client library's Connection, the reconnect loop every Roomkeeper socket
+// shares: backoff with full jitter back to the same session (the conversation is kept by the
+// session's object), heartbeats with a pong deadline, a connect timeout. A token in the page
+// URL (`?token=`) makes the session resumable across page loads, otherwise the session is per
+// connection (anonymous).
 
-import { backoffDelay, shouldReconnect } from "/roomkeeper.js";
+import { Connection } from "/roomkeeper/index.js";
 
 const $ = (id) => document.getElementById(id);
-const PING_MS = 25_000;
 
 const params = new URLSearchParams(location.search);
 const session = params.get("session") ?? sessionStorage.getItem("chat-session") ?? `chat-${Math.random().toString(36).slice(2, 8)}`;
 sessionStorage.setItem("chat-session", session);
 
-let ws = null;
-let attempt = 0;
-let pinger = null;
 let nextId = 1;
 const bubbles = new Map(); // reply id → <li>
 
@@ -80,33 +78,31 @@ function onFrame(f) {
   }
 }
 
-function connect() {
-  const u = new URL(`/api/chat/${encodeURIComponent(session)}/ws`, location.href);
-  u.protocol = u.protocol === "https:" ? "wss:" : "ws:";
-  if (params.get("token")) u.searchParams.set("token", params.get("token"));
-  status("connecting", "connecting…");
-  ws = new WebSocket(u);
-  ws.onopen = () => {
-    attempt = 0;
-    status("open", `connected (session ${session})`);
-    pinger = setInterval(() => ws.readyState === WebSocket.OPEN && ws.send('{"type":"ping"}'), PING_MS);
-  };
-  ws.onmessage = (e) => onFrame(JSON.parse(e.data));
-  ws.onclose = (e) => {
-    clearInterval(pinger);
-    if (!shouldReconnect(e.code)) {
-      status("closed", `disconnected (${e.code}: ${e.reason}) — reload the page to start again`);
-      return;
-    }
-    const delay = backoffDelay(attempt++);
-    status("reconnecting", `reconnecting in ${(delay / 1000).toFixed(1)} s`);
-    setTimeout(connect, delay);
-  };
-  window.chatSocket = ws; // for the browser tests and the curious
-}
+const conn = new Connection({
+  url: (token) => {
+    const u = new URL(`/api/chat/${encodeURIComponent(session)}/ws`, location.href);
+    u.protocol = u.protocol === "https:" ? "wss:" : "ws:";
+    if (token) u.searchParams.set("token", token);
+    return u.toString();
+  },
+  token: params.get("token") ?? undefined,
+});
+// The chat protocol has no welcome frame: an open socket is a ready one.
+conn.on("open", () => conn.ready());
+conn.on("frame", (data) => onFrame(JSON.parse(data)));
+conn.on("status", (s) => {
+  const text = {
+    connecting: "connecting…",
+    open: `connected (session ${session})`,
+    reconnecting: s.delayMs === undefined ? "reconnecting…" : `reconnecting in ${(s.delayMs / 1000).toFixed(1)} s`,
+    closed: `disconnected (${s.code}${s.reason ? `: ${s.reason}` : ""}) — reload the page to start again`,
+  }[s.state];
+  status(s.state, text ?? s.state);
+});
+window.chatConnection = conn; // for the browser tests and the curious
 
 function send(frame) {
-  if (ws?.readyState === WebSocket.OPEN) ws.send(JSON.stringify(frame));
+  conn.send(JSON.stringify(frame));
 }
 
 $("say").addEventListener("submit", (e) => {
@@ -127,4 +123,4 @@ $("reset").addEventListener("click", () => {
   send({ type: "reset" });
 });
 
-connect();
+conn.connect();

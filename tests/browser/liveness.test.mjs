@@ -27,8 +27,9 @@ function startFakeRoomServer() {
   const server = http.createServer((req, res) => {
     if (req.url === "/") {
       res.writeHead(200, { "content-type": "text/html" }).end("<!doctype html><title>liveness</title>");
-    } else if (req.url === "/roomkeeper.js") {
-      res.writeHead(200, { "content-type": "text/javascript" }).end(readFileSync(join(root, "client", "roomkeeper.js")));
+    } else if (req.url === "/roomkeeper.js" || /^\/roomkeeper\/[a-z]+\.js$/.test(req.url)) {
+      // The library's address and its modules (client/roomkeeper/), as Workers assets serve them.
+      res.writeHead(200, { "content-type": "text/javascript" }).end(readFileSync(join(root, "client", req.url)));
     } else {
       res.writeHead(404).end();
     }

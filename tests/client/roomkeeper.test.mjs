@@ -4,50 +4,23 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import * as rk from "../../client/roomkeeper.js";
+import { FakeSocket, fakeWebSocket, sleep, waitFor } from "./support.mjs";
 
 const { RoomClient, shouldReconnect } = rk;
 
-/** A WebSocket stand-in the test drives by hand. `close()` never fires onclose by itself (a dead
- *  network: the close handshake never completes), so the client must not depend on it. */
-function fakeWebSocket() {
-  const sockets = [];
-  class FakeSocket {
-    constructor(url, protocols) {
-      this.url = new URL(url);
-      this.protocols = protocols;
-      this.readyState = 0;
-      this.sent = [];
-      this.closedBy = null;
-      sockets.push(this);
-    }
-    send(data) { this.sent.push(data); }
-    close(code, reason) { this.closedBy ??= { code, reason }; this.readyState = 2; }
-    // driven by the test:
-    accept() { this.readyState = 1; this.onopen?.({}); }
-    frame(f) { this.onmessage?.({ data: JSON.stringify(f) }); }
-    welcome(extra = {}) {
-      this.frame({ type: "welcome", protocol: 1, room: "r", conn: `c${sockets.indexOf(this)}`, me: { id: "u", name: "ann", conns: 1 }, members: [], epoch: "E1", offset: 0, replayed: 0, ...extra });
-    }
-    serverClose(code, reason = "") { this.readyState = 3; this.onclose?.({ code, reason }); }
-    get joins() { return this.sent.filter((d) => d.includes('"join"')).map((d) => JSON.parse(d)); }
-    get pings() { return this.sent.filter((d) => d === '{"type":"ping"}').length; }
+/** v1 server frames to script, and what the client sent, by kind. */
+class V1Socket extends FakeSocket {
+  welcome(extra = {}) {
+    this.frame({ type: "welcome", protocol: 1, room: "r", conn: `c${this.index}`, me: { id: "u", name: "ann", conns: 1 }, members: [], epoch: "E1", offset: 0, replayed: 0, ...extra });
   }
-  return { WebSocket: FakeSocket, sockets };
+  get joins() { return this.sent.filter((d) => d.includes('"join"')).map((d) => JSON.parse(d)); }
+  get pings() { return this.sent.filter((d) => d === '{"type":"ping"}').length; }
 }
 
-async function waitFor(what, pred, ms = 2000) {
-  const deadline = Date.now() + ms;
-  while (!pred()) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const FAST = { backoff: { baseMs: 1, capMs: 1 }, baseUrl: "http://127.0.0.1:9" };
 
 function client(opts) {
-  const fake = fakeWebSocket();
+  const fake = fakeWebSocket(V1Socket);
   const c = new RoomClient({ room: "r", name: "ann", WebSocket: fake.WebSocket, ...FAST, ...opts });
   const events = { status: [], closed: [], error: [] };
   for (const k of Object.keys(events)) c.on(k, (e) => events[k].push(e));

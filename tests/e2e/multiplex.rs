@@ -195,6 +195,18 @@ pub async fn one_socket_in_20_rooms_gets_each_stream_once_in_order_and_recovers_
 }
 
 pub async fn v2_rooms_open_as_the_token_says(ctx: Arc<Ctx>) {
+    // A plain GET is told to upgrade (426, not 404): the client library's "auto" mode takes
+    // a 404 here for a server without v2 and falls back to v1 (client/roomkeeper/client.js).
+    let plain = http()
+        .get(format!("{}/api/ws", ctx.http))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        plain.status().as_u16(),
+        426,
+        "GET /api/ws without an upgrade"
+    );
     let prefix = room("mxp");
     let t = token(
         &ctx.http,
