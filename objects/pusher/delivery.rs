@@ -212,15 +212,17 @@ impl Gateway {
             .await
     }
 
-    /// The sweep alarm fired: sweep, and set it again while subscriptions remain.
+    /// The alarm fired: v2 sockets whose token expired are closed (4001), the shard is swept,
+    /// and the alarm is set again while subscriptions or token expiries remain.
     pub(super) async fn on_sweep_alarm(&self) -> worker::Result<()> {
         self.sweep_alarm.fired();
         self.ensure_loaded()?;
+        self.expire_natives(now_ms())?;
         self.sweep()?;
         if !self.with_shard(|s| s.is_empty()) {
             self.arm_sweep().await?;
         }
-        Ok(())
+        self.arm_expiry().await
     }
 }
 

@@ -189,7 +189,12 @@ impl Gateway {
             .ok_or_else(|| ApiError::not_found("not_found", "no such gateway operation"))?;
         self.ensure_loaded().map_err(internal)?;
         match op {
-            Op::GatewaySocket => self.accept(&req),
+            Op::GatewaySocket => {
+                let accepted = self.accept(&req)?;
+                // A v2 socket's token expiry is this object's alarm too.
+                self.arm_expiry().await.map_err(internal)?;
+                Ok(accepted)
+            }
             Op::GatewayDeliver => self.deliver(req).await,
             Op::GatewayTerminate => self.terminate(req).await,
             Op::GatewayReconnect => self.reconnect_all(),
@@ -645,7 +650,7 @@ impl Gateway {
     }
 
     /// A socket closed: it leaves every channel.
-    fn forget(&self, ws: &WebSocket) -> Result<()> {
+    pub(super) fn forget(&self, ws: &WebSocket) -> Result<()> {
         self.ensure_loaded()?;
         let Some(a) = ws.deserialize_attachment::<Attachment>()? else {
             return Ok(());

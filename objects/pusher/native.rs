@@ -34,6 +34,8 @@ use super::gateway::{Attachment, Gateway};
 
 /// Close code after `ROOM_MAX_STRIKES` refused frames in a row (v1's 4500).
 const CLOSE_POLICY: u16 = 4500;
+/// Close code when the socket's token expires (v1's 4001).
+const TOKEN_EXPIRED: u16 = crate::rooms::protocol::close::TOKEN_EXPIRED;
 
 impl Gateway {
     /// `GatewaySocket` of a v2 socket: accepts it, records its admission, says `ready`.
@@ -125,6 +127,51 @@ impl Gateway {
             .borrow_mut()
             .insert(socket.to_string(), a.clone());
         Ok(Some(a))
+    }
+
+    /// Makes sure the alarm fires by the earliest token expiry among this shard's v2 sockets.
+    pub(super) async fn arm_expiry(&self) -> Result<()> {
+        let next = self
+            .natives
+            .borrow()
+            .values()
+            .filter_map(|a| a.expires_ms)
+            .min();
+        match next {
+            Some(t) => {
+                self.sweep_alarm
+                    .no_later_than(&self.state.storage(), t)
+                    .await
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Closes every v2 socket whose token expired by `now_ms` as v1 closes a room session: a
+    /// `token_expired` error frame, then close 4001 (refresh the token and reconnect). Answers
+    /// how many were closed.
+    pub(super) fn expire_natives(&self, now_ms: u64) -> Result<usize> {
+        let expired: Vec<(String, Encoding)> = self
+            .natives
+            .borrow()
+            .iter()
+            .filter(|(_, a)| a.expires_ms.is_some_and(|e| e <= now_ms))
+            .map(|(s, a)| (s.clone(), a.enc))
+            .collect();
+        for (socket, enc) in &expired {
+            let ws = self.sockets.borrow().get(socket).cloned();
+            match ws {
+                Some(ws) => {
+                    let why = "your token expired; refresh it and reconnect";
+                    send(&ws, *enc, &error_frame(None, "token_expired", why, None));
+                    let _ = ws.close(Some(TOKEN_EXPIRED), Some("token expired"));
+                    // Its subscriptions and admission go now, not when (if) the close completes.
+                    self.forget(&ws)?;
+                }
+                None => self.forget_native(socket)?,
+            }
+        }
+        Ok(expired.len())
     }
 
     /// A v2 socket closed: its admission goes with it.

@@ -227,3 +227,40 @@ test("the public surface: EventTarget events, no internals", async () => {
   assert.deepEqual(Object.getOwnPropertySymbols(Object.getPrototypeOf(r)).length, 1, "only the module's own relink symbol");
   c.close();
 });
+
+test("4001 on the v2 socket: a fresh token from the provider, and every room recovers", async () => {
+  let n = 0;
+  const { c, sockets } = client({ protocol: "v2", token: async () => `t${++n}` });
+  const a = c.room("a");
+  c.connect();
+  await waitFor("the first socket", () => sockets.length === 1);
+  assert.equal(sockets[0].url.searchParams.get("token"), "t1");
+  sockets[0].accept();
+  sockets[0].ready();
+  sockets[0].subscribed("a");
+  sockets[0].frame(msg("a", 1));
+  sockets[0].frame({ type: "error", code: "token_expired", message: "your token expired" });
+  sockets[0].serverClose(4001, "token expired");
+  await waitFor("a reconnect", () => sockets.length === 2);
+  assert.equal(sockets[1].url.searchParams.get("token"), "t2");
+  sockets[1].accept();
+  sockets[1].ready();
+  assert.deepEqual(sockets[1].of("subscribe")[0].since, { epoch: "E-a", offset: 1 });
+  assert.equal(a.state, "subscribing");
+  c.close();
+});
+
+test("4001 with a static token stops the client and ends every room", () => {
+  const { c, sockets } = client({ protocol: "v2", token: "static" });
+  const a = c.room("a");
+  const errors = [];
+  c.on("error", (e) => errors.push(e.code));
+  c.connect();
+  sockets[0].accept();
+  sockets[0].ready();
+  sockets[0].subscribed("a");
+  sockets[0].serverClose(4001, "token expired");
+  assert.equal(c.state, "closed");
+  assert.equal(a.state, "closed");
+  assert.ok(errors.includes("token_expired"), `errors: ${errors}`);
+});

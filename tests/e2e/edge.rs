@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use futures_util::StreamExt;
 use serde_json::{json, Value};
 
 use crate::Ctx;
@@ -143,7 +144,12 @@ pub async fn a_socket_request_that_is_no_upgrade_spends_nothing(ctx: Arc<Ctx>) {
                 .as_u16()
         }
     });
-    let statuses = futures_util::future::join_all(calls).await;
+    // 32 at a time: all 520 at once timed out some requests under a loaded test run (CI, this
+    // session's fresh clone), and how many run at once does not change what each is answered.
+    let statuses: Vec<u16> = futures_util::stream::iter(calls)
+        .buffer_unordered(32)
+        .collect()
+        .await;
     assert!(statuses.iter().all(|s| *s == 426), "{statuses:?}");
     // A real connection from that address is still within its budget.
     let t = sign_token(&json!({"sub": "edge", "rooms": [r], "exp": now_s() + 600}));

@@ -270,3 +270,44 @@ pub async fn v2_rooms_open_as_the_token_says(ctx: Arc<Ctx>) {
         (401, Some("token_required"))
     );
 }
+
+/// As v1's `expired_tokens_are_refused_and_end_sessions`, for a v2 socket: the gateway shard's
+/// alarm closes it with a `token_expired` error frame and 4001 when its token runs out
+/// (`CLOCK_LEEWAY_S` after `exp`), and the same token is then refused at the upgrade.
+pub async fn a_v2_socket_is_closed_4001_when_its_token_expires(ctx: Arc<Ctx>) {
+    let r = room("mxexp");
+    let t = token(
+        &ctx.http,
+        json!({"sub": "brief-v2", "rooms": [r], "ttl_s": 1}),
+    )
+    .await;
+    let (mut c, _) = connect(&ctx, &t, Enc::Json).await;
+    c.send(json!({"type": "subscribe", "room": r})).await;
+    assert_eq!(c.recv().await["type"], "subscribed");
+    let (mut closed, mut warned) = (None, None);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while tokio::time::Instant::now() < deadline {
+        if let Some(f) = c.try_recv(Duration::from_secs(5)).await {
+            if f["type"] == "__close" {
+                closed = Some(f);
+                break;
+            }
+            if f["type"] == "error" {
+                assert_eq!(f["code"], "token_expired", "{f}");
+                warned = Some(f);
+            }
+        }
+    }
+    let closed = closed.expect("the v2 socket was closed when its token expired");
+    assert_eq!(closed["code"], 4001, "{closed}");
+    let warned = warned.expect("a token_expired error frame arrived before the close");
+    assert!(warned["message"].as_str().is_some_and(|m| !m.is_empty()));
+    let refused = Client::try_connect(&format!("{}/api/ws?token={t}", ctx.ws), Enc::Json, &[])
+        .await
+        .err()
+        .expect("the expired token is refused");
+    assert_eq!(
+        (refused.status, refused.body["error"]["code"].as_str()),
+        (401, Some("token_expired"))
+    );
+}
