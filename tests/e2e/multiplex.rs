@@ -284,24 +284,7 @@ pub async fn a_v2_socket_is_closed_4001_when_its_token_expires(ctx: Arc<Ctx>) {
     let (mut c, _) = connect(&ctx, &t, Enc::Json).await;
     c.send(json!({"type": "subscribe", "room": r})).await;
     assert_eq!(c.recv().await["type"], "subscribed");
-    let (mut closed, mut warned) = (None, None);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while tokio::time::Instant::now() < deadline {
-        if let Some(f) = c.try_recv(Duration::from_secs(5)).await {
-            if f["type"] == "__close" {
-                closed = Some(f);
-                break;
-            }
-            if f["type"] == "error" {
-                assert_eq!(f["code"], "token_expired", "{f}");
-                warned = Some(f);
-            }
-        }
-    }
-    let closed = closed.expect("the v2 socket was closed when its token expired");
-    assert_eq!(closed["code"], 4001, "{closed}");
-    let warned = warned.expect("a token_expired error frame arrived before the close");
-    assert!(warned["message"].as_str().is_some_and(|m| !m.is_empty()));
+    c.expect_token_expiry(Duration::from_secs(60)).await;
     let refused = Client::try_connect(&format!("{}/api/ws?token={t}", ctx.ws), Enc::Json, &[])
         .await
         .err()

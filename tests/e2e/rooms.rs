@@ -455,26 +455,7 @@ pub async fn expired_tokens_are_refused_and_end_sessions(ctx: Arc<Ctx>) {
     )
     .await;
     let (mut c, _) = Client::join(&ws_url(&ctx.strict_ws, &r, Some(&t)), Enc::Json, "brief").await;
-    let mut closed = None;
-    let mut warned = None;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while tokio::time::Instant::now() < deadline {
-        if let Some(f) = c.try_recv(Duration::from_secs(5)).await {
-            if f["type"] == "__close" {
-                closed = Some(f);
-                break;
-            }
-            if f["type"] == "error" {
-                assert_eq!(f["code"], "token_expired");
-                warned = Some(f);
-            }
-        }
-    }
-    let closed = closed.expect("the session was closed when its token expired");
-    assert_eq!(closed["code"], 4001);
-    // The protocol promises the error frame before the close: it must arrive.
-    let warned = warned.expect("a token_expired error frame arrived before the close");
-    assert!(warned["message"].as_str().is_some_and(|m| !m.is_empty()));
+    c.expect_token_expiry(Duration::from_secs(60)).await;
     // Reconnecting with the same token is refused as expired.
     let refused = Client::try_connect(&ws_url(&ctx.strict_ws, &r, Some(&t)), Enc::Json, &[])
         .await

@@ -442,6 +442,31 @@ impl Client {
         }
     }
 
+    /// Waits (at most `within`) for the server to end this session because its token expired:
+    /// asserts a `token_expired` error frame with a message came first, then close 4001.
+    /// Other frames in between are skipped.
+    pub async fn expect_token_expiry(&mut self, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        let mut warned = None;
+        while tokio::time::Instant::now() < deadline {
+            let Some(f) = self.try_recv(Duration::from_secs(5)).await else {
+                continue;
+            };
+            if f["type"] == "__close" {
+                assert_eq!(f["code"], 4001, "{f}");
+                // The protocol promises the error frame before the close: it must arrive.
+                let warned: Value = warned.expect("a token_expired error frame before the close");
+                assert!(warned["message"].as_str().is_some_and(|m| !m.is_empty()));
+                return;
+            }
+            if f["type"] == "error" {
+                assert_eq!(f["code"], "token_expired", "{f}");
+                warned = Some(f);
+            }
+        }
+        panic!("the session was not closed within {within:?} of its token's expiry");
+    }
+
     /// The next data frame within `wait`, or `None`.
     pub async fn try_recv(&mut self, wait: Duration) -> Option<Value> {
         let deadline = tokio::time::Instant::now() + wait;
