@@ -10,7 +10,7 @@
 
 import { Connection } from "./connection.js";
 import { emit, Emitter } from "./events.js";
-import { backoffDelay, RoomError, uid } from "./policy.js";
+import { backoffDelay, RoomError, shouldReconnect, uid } from "./policy.js";
 import { DEFAULTS, RoomClient } from "./room.js";
 import { Outbox, RoomCursor } from "./state.js";
 import { decodeFrame, encodeFrame, origin, socketUrl, subprotocol } from "./wire.js";
@@ -22,6 +22,7 @@ const SEND = Symbol("send");
 const FORGET = Symbol("forget");
 const READY = Symbol("ready");
 const V1_STATUS = Symbol("v1Status");
+const HANDLED = Symbol("handled");
 const ROOM_FRAMES = new Set(["subscribed", "unsubscribed", "message", "batch", "ack", "joined", "presence", "left"]);
 
 /**
@@ -84,6 +85,8 @@ class MuxLink {
   get members() { return this.#cursor.members; }
   get epoch() { return this.#cursor.epoch; }
   get offset() { return this.#cursor.offset; }
+  /** The offset to report with `seen`. */
+  get read() { return this.#cursor.read; }
   get waiting() { return this.#outbox.size; }
   /** Hands every publish still waiting to `publish(body, {id, timeoutMs})` (the fallback). */
   transfer(publish) { this.#outbox.transfer((f) => publish(f.body, { id: f.id, timeoutMs: this.#o.ackTimeoutMs })); }
@@ -103,17 +106,21 @@ class MuxLink {
     this.#client[SEND](f);
   }
 
-  /** The socket was lost; it reconnects. */
-  lost() {
+  /** The socket was lost (`closed` event `e`); it reconnects. */
+  lost(e = {}) {
     clearTimeout(this.#retryTimer);
+    if (this.state === "closed") return;
+    emit(this.room, "closed", { code: e.code, reason: e.reason ?? "", willReconnect: true });
     if (this.state === "open" || this.state === "subscribing") this.#setState("reconnecting");
   }
 
-  /** For good: the client closed or stopped, or the room refused this socket. */
+  /** For good: the client closed or stopped, or the room refused or closed this socket. */
   end(err, detail = {}) {
     clearTimeout(this.#retryTimer);
     this.#outbox.failAll(err);
-    if (this.state !== "closed") this.#setState("closed", detail);
+    if (this.state === "closed") return;
+    emit(this.room, "closed", { code: detail.code ?? 1000, reason: detail.reason ?? err.message, willReconnect: false });
+    this.#setState("closed", detail);
   }
 
   publish(body, { id = uid(), timeoutMs = this.#o.ackTimeoutMs } = {}) {
@@ -148,7 +155,10 @@ class MuxLink {
       case "message":
         // Only after `subscribed`: a frame of an earlier subscription of the same name (left
         // and joined again) is not this one's.
-        if (this.state === "open" && this.#cursor.accept(f)) emit(this.room, "message", f);
+        if (this.state === "open" && this.#cursor.accept(f)) {
+          emit(this.room, "message", f);
+          this.#client[HANDLED]();
+        }
         return;
       case "batch":
         for (const m of f.messages) this.handle(m);
@@ -161,10 +171,29 @@ class MuxLink {
         return;
       case "unsubscribed":
         if (this.#leaving) this.end(new RoomError("closed", "left the room", undefined, this.name));
+        else if (typeof f.code === "number") this.#closedByRoom(f);
         return;
       case "error": return this.#error(f);
       default: return;
     }
+  }
+
+  /**
+   * The room closed this subscription (`unsubscribed` with a close code): 4000–4499 subscribe
+   * again after a backoff, recovering with `since`; 4500 and up end the room.
+   */
+  #closedByRoom(f) {
+    if (this.state === "closed") return;
+    if (shouldReconnect(f.code)) {
+      emit(this.room, "closed", { code: f.code, reason: f.reason ?? "", willReconnect: true });
+      this.#setState("subscribing");
+      this.#retryTimer = setTimeout(() => this.#client[READY] && this.subscribe(), backoffDelay(this.#retry++, this.#o.backoff));
+      return;
+    }
+    const err = new RoomError("closed", f.reason || `closed by the room (${f.code})`, undefined, this.name);
+    this.#client[FORGET](this);
+    emit(this.room, "error", err);
+    this.end(err, { code: f.code, reason: f.reason });
   }
 
   #error(f) {
@@ -237,6 +266,8 @@ export class Client extends Emitter {
   #mode;
   #ready = null; // the v2 `ready` frame of the current socket
   #everReady = false;
+  #seenSent = new Map(); // room -> the offset last reported with `seen` on this socket
+  #unreported = 0; // messages handled since the last `seen`
   #probing = false;
   #connected = false;
   #v1State = "idle";
@@ -314,6 +345,31 @@ export class Client extends Emitter {
 
   [FORGET](link) {
     if (this.#links.get(link.name) === link) this.#links.delete(link.name);
+    this.#seenSent.delete(link.name);
+  }
+
+  /** A room handled a message: report reads once `seenEvery` more were handled. */
+  [HANDLED]() {
+    const every = this.#o.seenEvery;
+    if (every > 0 && ++this.#unreported >= every) this.#reportSeen();
+  }
+
+  /**
+   * Tells the server how far each open room has been processed (one `seen` frame for every
+   * room that moved), so a socket that falls behind is closed (4008) rather than buffered.
+   */
+  #reportSeen() {
+    if (!this[READY]) return;
+    const rooms = {};
+    let any = false;
+    for (const l of this.#links.values()) {
+      if (l.state !== "open" || l.read <= (this.#seenSent.get(l.name) ?? -1)) continue;
+      rooms[l.name] = l.read;
+      any = true;
+    }
+    this.#unreported = 0;
+    if (!any || !this[SEND]({ type: "seen", rooms })) return;
+    for (const [name, offset] of Object.entries(rooms)) this.#seenSent.set(name, offset);
   }
 
   [V1_STATUS]() {
@@ -337,7 +393,12 @@ export class Client extends Emitter {
     const mine = (fn) => (d) => { if (this.#conn === c) fn(d); };
     c.on("status", mine((s) => emit(this, "status", s)));
     c.on("error", mine((e) => emit(this, "error", e)));
-    c.on("open", mine(() => { this.#ready = null; }));
+    c.on("open", mine(() => {
+      this.#ready = null;
+      this.#seenSent.clear(); // a new socket has reported nothing
+      this.#unreported = 0;
+    }));
+    c.on("tick", mine(() => this.#reportSeen()));
     c.on("frame", mine((data) => this.#receive(data)));
     c.on("closed", mine((e) => this.#lost(e)));
     return c;
@@ -374,7 +435,7 @@ export class Client extends Emitter {
       for (const l of [...this.#links.values()]) l.end(err, { code: e.code });
       return;
     }
-    for (const l of this.#links.values()) l.lost();
+    for (const l of this.#links.values()) l.lost(e);
     if (this.#o.protocol === "auto" && !this.#everReady) this.#probe();
   }
 

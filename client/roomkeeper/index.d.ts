@@ -240,7 +240,7 @@ export declare class Room extends Emitter<RoomHandleEvents> {
 export interface ClientEvents {
   [type: string]: unknown;
   status: StatusEvent;
-  ready: { conn: string; user: { id: string; name: string } };
+  ready: { conn: string; user: { id: string; name: string | null } };
   mode: { mode: "v1"; reason: string };
   error: RoomError;
   closed: ClosedEvent;
@@ -260,7 +260,7 @@ export declare class Client extends Emitter<ClientEvents> {
   readonly mode: "v2" | "v1";
   readonly state: ConnectionState;
   readonly conn: string | null;
-  readonly user: { id: string; name: string } | null;
+  readonly user: { id: string; name: string | null } | null;
   readonly rooms: Room[];
   backoff: Backoff | undefined;
   room(name: string, opts?: JoinOptions): Room;
@@ -275,6 +275,8 @@ export declare class RoomCursor {
   epoch: string | null;
   offset: number;
   me: Member | null;
+  /** The offset to report with `seen`: the last message's, or the welcome's if later. */
+  readonly read: number;
   readonly since: { epoch: string; offset: number } | undefined;
   readonly members: Member[];
   welcome(f: Partial<WelcomeFrame> & { epoch: string }): RecoveryReport | null;

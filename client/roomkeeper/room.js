@@ -165,7 +165,7 @@ export class RoomClient extends Emitter {
 
   /** Tells the room the offset processed so far (`seen`); only once joined. */
   #reportSeen() {
-    const offset = this.#cursor.offset;
+    const offset = this.#cursor.read;
     if (this.state !== "open" || offset === this.#seenSent) return;
     if (offset <= this.#seenSent) return;
     if (this.#send({ type: "seen", offset })) this.#seenSent = offset;
@@ -174,6 +174,6 @@ export class RoomClient extends Emitter {
   /** After messages were handled: reports when `seenEvery` more were processed. */
   #maybeReportSeen() {
     const every = this.#o.seenEvery;
-    if (every > 0 && this.#cursor.offset - Math.max(this.#seenSent, 0) >= every) this.#reportSeen();
+    if (every > 0 && this.#cursor.read - Math.max(this.#seenSent, 0) >= every) this.#reportSeen();
   }
 }

@@ -14,10 +14,19 @@ export class RoomCursor {
   /** This connection's own member, from the last welcome/subscribed. */
   me = null;
   #members = new Map();
+  #floor = 0; // the room's offset at the last welcome/subscribed
+
+  /**
+   * The offset to report with `seen`: the last message processed, or the room's offset at
+   * the last welcome if that is later (a fresh reader has read nothing, yet is not behind).
+   */
+  get read() {
+    return Math.max(this.offset, this.#floor);
+  }
 
   /** What to send as `since` on the next join/subscribe, or undefined on a first one. */
   get since() {
-    return this.epoch === null ? undefined : { epoch: this.epoch, offset: this.offset };
+    return this.epoch === null ? undefined : { epoch: this.epoch, offset: this.read };
   }
 
   /** The members, each once, with their connection counts. */
@@ -43,6 +52,10 @@ export class RoomCursor {
       this.offset = 0;
     }
     this.epoch = f.epoch;
+    // A recovered resume replays what was missed: until it is processed, the reader is where
+    // it was. Otherwise (a first join, or not recovered) nothing before the room's offset is
+    // owed to the reader.
+    this.#floor = report?.recovered ? this.offset : typeof f.offset === "number" ? f.offset : 0;
     return report;
   }
 

@@ -65,6 +65,9 @@ impl Gateway {
                 }
             }
         }
+        if native {
+            self.close_slow(&channel, &frames).map_err(internal)?;
+        }
         let before = self.with_shard(|s| s.last(&channel));
         let sends = if native {
             let v2 = |f: &serde_json::Value| room_frame(&channel, f).map(|v| (v.to_string(), None));
@@ -73,6 +76,16 @@ impl Gateway {
             self.with_shard(|s| s.deliver(&channel, &frames))
         };
         let after = self.with_shard(|s| s.last(&channel));
+        // Subscribers the room closed (strikes, an operator's close): they left the room.
+        let closed: Vec<String> = if native {
+            frames
+                .iter()
+                .filter(|d| d.frame["type"] == "error" && d.frame["code"] == "closed")
+                .filter_map(|d| d.to.clone())
+                .collect()
+        } else {
+            Vec::new()
+        };
         if after != before {
             // Stored with the sends (the output gate holds them until it is durable), so a
             // reset shard resumes exactly after what its sockets got.
@@ -86,7 +99,26 @@ impl Gateway {
                 .map_err(internal)?;
         }
         self.send_all(sends);
+        for socket in closed {
+            self.left_room(&socket, &channel).map_err(internal)?;
+        }
         json(200, &DeliveryAnswer { gone })
+    }
+
+    /// The room forgot `socket`'s subscription to `channel`: so does the shard.
+    fn left_room(&self, socket: &str, channel: &str) -> worker::Result<()> {
+        self.reads.borrow_mut().forget_room(socket, channel);
+        if self.with_shard(|s| s.unsubscribe(channel, socket)) {
+            self.sql().exec(
+                "DELETE FROM handed WHERE channel = ?",
+                Some(vec![channel.into()]),
+            )?;
+        }
+        self.sql().exec(
+            "DELETE FROM subs WHERE socket = ? AND channel = ?",
+            Some(vec![socket.into(), channel.into()]),
+        )?;
+        Ok(())
     }
 
     /// Closes this shard's sockets of `channel` with 4200 (reconnect now): what they missed
@@ -109,6 +141,7 @@ impl Gateway {
     /// The socket leaves channels: forgotten here, and in the rooms in the background.
     pub(super) fn unsubscribe(&self, a: &Attachment, channels: &[String]) -> worker::Result<()> {
         for c in channels {
+            self.reads.borrow_mut().forget_room(&a.socket_id, c);
             if self.with_shard(|s| s.unsubscribe(c, &a.socket_id)) {
                 self.sql().exec(
                     "DELETE FROM handed WHERE channel = ?",

@@ -31,6 +31,7 @@ use crate::pusher::shard::{channel_frame, socket_sender, Sends, Shard};
 use crate::pusher::webhook::WebhookEvent;
 use crate::pusher::wire::{self, close, ClientEventRate, ClientFrame};
 use crate::pusher::{sign, Limits};
+use crate::rooms::lag::MuxLag;
 use crate::rooms::multiplex::{msgpack_of, MuxAdmission, NATIVE_APP};
 use crate::rooms::protocol::Encoding;
 use crate::rooms::session::{Perms, Session};
@@ -71,6 +72,8 @@ pub struct Gateway {
     pub(super) natives: RefCell<HashMap<String, MuxAdmission>>,
     /// Refused frames in a row, per v2 socket (in memory only).
     pub(super) strikes: RefCell<HashMap<String, u32>>,
+    /// What each v2 socket reported it has read, per room (in memory only).
+    pub(super) reads: RefCell<MuxLag>,
 }
 
 /// Rate refusals of client events in a row after which a socket is closed with 4301.
@@ -90,6 +93,7 @@ impl DurableObject for Gateway {
             sweep_alarm: Alarm::default(),
             natives: RefCell::new(HashMap::new()),
             strikes: RefCell::new(HashMap::new()),
+            reads: RefCell::new(MuxLag::default()),
         }
     }
 

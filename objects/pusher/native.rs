@@ -22,13 +22,14 @@ use crate::glue::settings;
 use crate::glue::stub::Call;
 use crate::http::error::ApiError;
 use crate::internal::Op;
+use crate::objects::sessions::session::{raw_state, spawn};
 use crate::pusher::wire::close;
 use crate::rooms::multiplex::{
     self, error_frame, ready_frame, room_frame, ClientFrame, MuxAdmission, MUX_ADMISSION_HEADER,
     MUX_SUBPROTOCOL_HEADER, NATIVE_APP,
 };
 use crate::rooms::protocol::{Encoded, Encoding, RawFrame};
-use crate::rooms::shards::{Subscribe, SubscribeAnswer, ViaFrame};
+use crate::rooms::shards::{frame_offset, Delivered, Subscribe, SubscribeAnswer, ViaFrame};
 
 use super::gateway::{Attachment, Gateway};
 
@@ -36,6 +37,8 @@ use super::gateway::{Attachment, Gateway};
 const CLOSE_POLICY: u16 = 4500;
 /// Close code when the socket's token expires (v1's 4001).
 const TOKEN_EXPIRED: u16 = crate::rooms::protocol::close::TOKEN_EXPIRED;
+/// Close code of a reader too far behind (v1's 4008).
+const TOO_SLOW: u16 = crate::rooms::protocol::close::TOO_SLOW;
 
 impl Gateway {
     /// `GatewaySocket` of a v2 socket: accepts it, records its admission, says `ready`.
@@ -174,10 +177,44 @@ impl Gateway {
         Ok(expired.len())
     }
 
+    /// Closes the v2 sockets of `room` that would be more than `ROOM_MAX_LAG_MESSAGES` behind
+    /// by their own `seen` reports once handed `frames` on: a `too_slow` error frame, then
+    /// 4008, before the delivery (they recover it with `since`).
+    pub(super) fn close_slow(&self, room: &str, frames: &[Delivered]) -> Result<()> {
+        let last = self.with_shard(|s| s.last(room)).unwrap_or(0);
+        let Some(head) = frames
+            .iter()
+            .filter_map(|d| frame_offset(&d.frame))
+            .max()
+            .filter(|h| *h > last)
+        else {
+            return Ok(());
+        };
+        let max = settings::config(&self.env)
+            .map_err(|e| worker::Error::RustError(e.to_string()))?
+            .room
+            .max_lag_messages;
+        let slow = self.reads.borrow_mut().advance(room, head, max);
+        for socket in slow {
+            let ws = self.sockets.borrow().get(&socket).cloned();
+            let enc = self.natives.borrow().get(&socket).map(|a| a.enc);
+            if let (Some(ws), Some(enc)) = (ws, enc) {
+                let why = format!(
+                    "more than {max} messages behind by your own seen reports; reconnect and recover"
+                );
+                send(&ws, enc, &error_frame(None, "too_slow", &why, None));
+                let _ = ws.close(Some(TOO_SLOW), Some("too slow"));
+                self.forget(&ws)?;
+            }
+        }
+        Ok(())
+    }
+
     /// A v2 socket closed: its admission goes with it.
     pub(super) fn forget_native(&self, socket: &str) -> Result<()> {
         self.natives.borrow_mut().remove(socket);
         self.strikes.borrow_mut().remove(socket);
+        self.reads.borrow_mut().forget(socket);
         self.sql().exec(
             "DELETE FROM natives WHERE socket = ?",
             Some(vec![socket.into()]),
@@ -227,11 +264,28 @@ impl Gateway {
             Ok(ClientFrame::Publish { room, body, id }) => {
                 self.native_publish(a, &room, body, id).await
             }
+            // Neither accepted nor refused: it does not touch the strikes. A room the socket
+            // is not (or not yet) in is passed over: a report may cross an unsubscribe.
+            Ok(ClientFrame::Seen { rooms }) => {
+                for (room, offset) in rooms {
+                    if let Some(handed) = self.with_shard(|s| s.handed(&room, &a.socket_id)) {
+                        self.reads
+                            .borrow_mut()
+                            .report(&a.socket_id, &room, offset, handed);
+                    }
+                }
+                return Ok(());
+            }
         };
         let strikes = {
             let mut strikes = self.strikes.borrow_mut();
             let n = strikes.entry(a.socket_id.clone()).or_insert(0);
-            *n = if refused.is_some() { *n + 1 } else { 0 };
+            *n = match &refused {
+                None => 0,
+                // The server's fault, not the client's: it leaves the count alone.
+                Some(f) if f["code"] == "unavailable" => *n,
+                Some(_) => *n + 1,
+            };
             *n
         };
         if let Some(frame) = refused {
@@ -291,9 +345,53 @@ impl Gateway {
             Ok(answer) => answer,
             Err((code, message)) => {
                 self.with_shard(|s| s.unsubscribe(room, &a.socket_id));
+                // The room may have taken the subscriber before the call failed.
+                if code == "unavailable" {
+                    self.room_forget(a, room);
+                }
                 return refuse(code, &message);
             }
         };
+        // Left (unsubscribe, close, a slow or expired socket) while the room answered: the
+        // room forgets the subscriber again, and the socket hears nothing more of it.
+        let pending = |s: &mut crate::pusher::shard::Shard| {
+            s.is_subscribed(room, &a.socket_id) && !s.is_active(room, &a.socket_id)
+        };
+        if !self.with_shard(pending) {
+            if answer.subscribed {
+                self.room_forget(a, room);
+            }
+            return Ok(None);
+        }
+        match self.complete_subscribe(a, room, answer).await {
+            Ok(refusal) => Ok(refusal),
+            Err(e) => {
+                log_error("ws_subscribe", &format!("{room}: {e}"));
+                self.unsubscribe(a, &[room.to_string()])?;
+                refuse("unavailable", "the room is unavailable; try again")
+            }
+        }
+    }
+
+    /// The room forgets this socket's subscriber, in the background (retried).
+    fn room_forget(&self, a: &Attachment, room: &str) {
+        let (env, key) = (self.env.clone(), room.to_string());
+        let conns = vec![a.socket_id.clone()];
+        spawn(&raw_state(&self.state), async move {
+            if let Err(e) = super::delivery::room_unsubscribe(&env, &key, conns).await {
+                log_error("ws_unsubscribe", &e);
+            }
+        });
+    }
+
+    /// The room answered a pending `subscribe`: the refusal, or the subscription recorded and
+    /// `subscribed`, the replay and what was held for the socket sent, in that order.
+    async fn complete_subscribe(
+        &self,
+        a: &Attachment,
+        room: &str,
+        answer: SubscribeAnswer,
+    ) -> Result<Option<Value>> {
         let welcome = answer.frames.iter().find(|f| f["type"] == "welcome");
         let (true, Some(welcome)) = (answer.subscribed, welcome) else {
             self.with_shard(|s| s.unsubscribe(room, &a.socket_id));
@@ -313,7 +411,6 @@ impl Gateway {
                 (from as i64).into(),
             ]),
         )?;
-        self.arm_sweep().await?;
         let subscribed = room_frame(room, welcome).map(|f| f.to_string());
         let mut sends = self
             .with_shard(|s| s.subscribed(room, &a.socket_id, from, subscribed.unwrap_or_default()));
@@ -328,6 +425,10 @@ impl Gateway {
         sends.extend(replay);
         sends.extend(rest);
         self.send_all(sends);
+        // After the sends: no await may come between the pending check and `subscribed`.
+        if let Err(e) = self.arm_sweep().await {
+            log_error("ws_subscribe_sweep", &e.to_string());
+        }
         Ok(None)
     }
 

@@ -714,6 +714,11 @@ impl Room {
             .collect()
     }
 
+    /// Whether any subscriber of the room is held by a gateway shard.
+    fn has_shard_subscribers(&self) -> bool {
+        self.with_core(|c| !c.shards_of(Audience::Subscribers, None).is_empty())
+    }
+
     /// `ROOM_BATCH_WINDOW_MS` of this room (0: off).
     fn batch_window(&self) -> u64 {
         self.core
@@ -732,6 +737,12 @@ impl Room {
                 to: Audience::Subscribers,
                 except: None,
             } => {
+                // Subscribers held by gateway shards (v2 sockets, Pusher channels) take
+                // messages one by one: a room with any does not batch.
+                if self.has_shard_subscribers() {
+                    self.batch.flush(&mut self.store());
+                    return false;
+                }
                 let max = limits.map_or(1, |l| l.batch_max_messages);
                 let store = self.store();
                 let receivers = || self.subscriber_sockets();
@@ -746,8 +757,12 @@ impl Room {
                 let enc = self.with_core(|c| c.session(conn).map(|s| s.enc));
                 if let (Some(ws), Some(enc)) = (self.sockets.borrow().get(conn).cloned(), enc) {
                     self.batch.after(ws, frame.encode(enc));
+                    return true;
                 }
-                true
+                // Not a socket of this object (a shard-held publisher): sent as usual, after
+                // the batch.
+                self.batch.flush(&mut self.store());
+                false
             }
             Effect::Save(_) | Effect::AlarmAt(_) => false,
             _ => {

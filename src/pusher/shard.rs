@@ -132,6 +132,15 @@ impl Shard {
         )
     }
 
+    /// Where `socket`'s subscription to `channel` started and the last offset handed on to it
+    /// (at least its start), once the subscription is complete.
+    pub fn handed(&self, channel: &str, socket: &str) -> Option<(u64, u64)> {
+        match self.channels.get(channel)?.get(socket)? {
+            Sub::From(start) => Some((*start, (*start).max(self.last(channel).unwrap_or(0)))),
+            Sub::Pending(_) => None,
+        }
+    }
+
     /// A socket starts subscribing: frames for it are held until [`Self::subscribed`]. A
     /// presence member's `user` is kept for its client events.
     pub fn subscribing(&mut self, channel: &str, socket: &str, user: Option<&str>) {
@@ -375,6 +384,18 @@ mod tests {
         // A retried delivery hands nothing on twice.
         assert!(s.deliver("news", &[msg(2, "b")]).is_empty());
         assert_eq!(s.last("news"), Some(2));
+    }
+
+    #[test]
+    fn what_a_socket_was_handed_is_its_start_or_the_channels_last() {
+        let mut s = Shard::new();
+        s.subscribing("news", "1.1", None);
+        assert_eq!(s.handed("news", "1.1"), None, "pending");
+        s.subscribed("news", "1.1", 5, "ok".into());
+        assert_eq!(s.handed("news", "1.1"), Some((5, 5)));
+        s.deliver("news", &[msg(6, "a"), msg(7, "b")]);
+        assert_eq!(s.handed("news", "1.1"), Some((5, 7)));
+        assert_eq!(s.handed("news", "1.2"), None);
     }
 
     #[test]

@@ -68,10 +68,16 @@ pub enum ClientFrame {
         #[serde(default)]
         id: Option<String>,
     },
+    /// Read reports: room → the offset of the last `message` of it processed (never
+    /// answered; what bounds a slow reader, `ROOM_MAX_LAG_MESSAGES`).
+    Seen {
+        /// Room → offset.
+        rooms: std::collections::BTreeMap<String, u64>,
+    },
 }
 
 /// Frame `type` values a v2 client may send.
-pub const CLIENT_FRAME_TYPES: &[&str] = &["subscribe", "unsubscribe", "publish"];
+pub const CLIENT_FRAME_TYPES: &[&str] = &["subscribe", "unsubscribe", "publish", "seen"];
 
 /// Decodes one v2 client frame (v1's rules: [`crate::rooms::protocol::decode`]).
 pub fn decode(
@@ -242,6 +248,15 @@ pub fn room_frame(room: &str, frame: &Value) -> Option<Value> {
                 }
             }
         }
+        // The room closed this subscriber (`closed`, "code: reason"): for a v2 socket that is
+        // leaving the room, told as `unsubscribed` with the close code and reason.
+        "error" if obj.get("code").and_then(Value::as_str) == Some("closed") => {
+            let message = obj.get("message").and_then(Value::as_str).unwrap_or("");
+            let (code, reason) = closed_code(message);
+            out.insert("type".into(), "unsubscribed".into());
+            out.insert("code".into(), code.into());
+            out.insert("reason".into(), reason.into());
+        }
         "message" | "batch" | "ack" | "joined" | "presence" | "left" | "error" => {
             out.extend(obj.iter().map(|(k, v)| (k.clone(), v.clone())));
         }
@@ -249,6 +264,15 @@ pub fn room_frame(room: &str, frame: &Value) -> Option<Value> {
     }
     out.insert("room".into(), room.into());
     Some(Value::Object(out))
+}
+
+/// The close code and reason of a room's `closed` error message ("4500: too many refused
+/// frames"); 4000 (closed by the room) when it names none.
+pub fn closed_code(message: &str) -> (u16, &str) {
+    match message.split_once(": ").map(|(c, r)| (c.parse::<u16>(), r)) {
+        Some((Ok(code), reason)) => (code, reason),
+        _ => (super::protocol::close::ROOM_CLOSED, message),
+    }
 }
 
 /// Encodes a v2 frame for a socket's encoding.
@@ -344,6 +368,31 @@ mod tests {
                 id: Some("x".into())
             }
         );
+        let packed =
+            rmp_serde::to_vec_named(&json!({"type": "seen", "rooms": {"a": 4, "b": 0}})).unwrap();
+        assert_eq!(
+            decode(Encoding::Msgpack, RawFrame::Binary(&packed), 1024).unwrap(),
+            ClientFrame::Seen {
+                rooms: [("a".to_string(), 4), ("b".to_string(), 0)].into()
+            }
+        );
+        assert_eq!(code(r#"{"type":"seen","rooms":{"a":-1}}"#), "invalid_frame");
+        assert_eq!(code(r#"{"type":"seen","offset":3}"#), "invalid_frame");
+    }
+
+    #[test]
+    fn a_room_closing_its_subscriber_becomes_unsubscribed_with_the_code() {
+        let closed =
+            json!({"type": "error", "code": "closed", "message": "4500: too many refused frames"});
+        assert_eq!(
+            room_frame("lobby", &closed).unwrap(),
+            json!({"type": "unsubscribed", "room": "lobby", "code": 4500,
+                "reason": "too many refused frames"})
+        );
+        let plain = json!({"type": "error", "code": "closed", "message": "bye"});
+        assert_eq!(room_frame("r", &plain).unwrap()["code"], 4000);
+        let other = json!({"type": "error", "code": "forbidden", "message": "no"});
+        assert_eq!(room_frame("r", &other).unwrap()["type"], "error");
     }
 
     #[test]

@@ -431,8 +431,7 @@ impl Room {
                 },
             ];
         }
-        // Work out what to replay before changing anything, so a storage failure refuses the
-        // join cleanly.
+        // What to replay, before changing anything: a storage failure refuses the join cleanly.
         let perms = session.perms;
         let (recovered, replay) = if !perms.subscribe {
             (since.as_ref().map(|_| false), Vec::new())
@@ -442,7 +441,7 @@ impl Room {
                 Err(e) => return vec![refusal(conn, "unavailable", e.to_string(), None)],
             }
         };
-
+        self.lag.joined(conn, self.last_offset);
         let session = self.sessions.get_mut(conn).expect("checked above");
         session.name = Some(name);
         session.meta = meta;

@@ -264,3 +264,75 @@ test("4001 with a static token stops the client and ends every room", () => {
   assert.equal(a.state, "closed");
   assert.ok(errors.includes("token_expired"), `errors: ${errors}`);
 });
+
+test("v2 read reports: one seen frame for every room that moved, every seenEvery messages across rooms and on ticks", async () => {
+  const { c, sockets } = client({ protocol: "v2", seenEvery: 3, heartbeatMs: 30, pongTimeoutMs: 10000 });
+  for (const n of ["a", "b", "c"]) c.room(n);
+  c.connect();
+  try {
+    const s = sockets[0];
+    s.accept();
+    s.ready();
+    s.subscribed("a");
+    s.subscribed("b", { offset: 700 }); // a fresh reader of a busy room: not 700 behind
+    s.subscribed("c");
+    s.frame(msg("a", 1));
+    s.frame(msg("b", 701));
+    assert.deepEqual(s.of("seen"), [], "fewer than seenEvery messages on the socket");
+    s.frame(msg("a", 2));
+    assert.deepEqual(s.of("seen"), [{ type: "seen", rooms: { a: 2, b: 701, c: 0 } }], "every open room, once, so each is bounded");
+    s.frame(msg("c", 1));
+    await waitFor("a report on the heartbeat tick", () => s.of("seen").length === 2);
+    assert.deepEqual(s.of("seen")[1], { type: "seen", rooms: { c: 1 } }, "only what moved");
+    await sleep(80);
+    assert.equal(s.of("seen").length, 2, "nothing moved: no report");
+    // Cut: the next socket has reported nothing, and a room is reported once subscribed again.
+    s.serverClose(4008, "too slow");
+    await waitFor("a reconnect", () => sockets.length === 2);
+    const t = sockets[1];
+    t.accept();
+    t.ready();
+    assert.deepEqual(t.of("subscribe").map((f) => [f.room, f.since?.offset]), [["a", 2], ["b", 701], ["c", 1]], "4008 recovers with since");
+    t.subscribed("a", { epoch: "E-a", offset: 2, recovered: true });
+    await waitFor("a report on the new socket", () => t.of("seen").length === 1);
+    assert.deepEqual(t.of("seen")[0], { type: "seen", rooms: { a: 2 } }, "only open rooms");
+  } finally {
+    c.close();
+  }
+});
+
+test("a room that closes its subscription: 4000–4499 subscribes again with since, 4500 ends that room only", async () => {
+  const { c, sockets } = client({ protocol: "v2" });
+  const a = c.room("a");
+  const b = c.room("b");
+  const closedA = [];
+  const closedB = [];
+  a.on("closed", (e) => closedA.push(e));
+  b.on("closed", (e) => closedB.push(e));
+  c.connect();
+  try {
+    const s = sockets[0];
+    s.accept();
+    s.ready();
+    s.subscribed("a");
+    s.subscribed("b");
+    s.frame(msg("a", 1));
+    s.frame({ type: "unsubscribed", room: "a", code: 4000, reason: "closed by an operator" });
+    assert.deepEqual(closedA, [{ code: 4000, reason: "closed by an operator", willReconnect: true }]);
+    assert.equal(a.state, "subscribing");
+    await waitFor("a subscribes again", () => s.of("subscribe").length === 3);
+    assert.deepEqual([s.of("subscribe")[2].room, s.of("subscribe")[2].since], ["a", { epoch: "E-a", offset: 1 }]);
+    s.subscribed("a", { recovered: true, offset: 1 });
+    assert.equal(a.state, "open");
+    const failed = b.publish({ x: 1 });
+    s.frame({ type: "unsubscribed", room: "b", code: 4500, reason: "too many refused frames" });
+    await assert.rejects(failed, (e) => e.code === "closed" && e.room === "b");
+    assert.equal(b.state, "closed");
+    assert.deepEqual(closedB, [{ code: 4500, reason: "too many refused frames", willReconnect: false }]);
+    assert.deepEqual(c.rooms.map((r) => r.name), ["a"], "b is forgotten; a goes on");
+    c.close();
+    assert.equal(closedA.at(-1).willReconnect, false, "the client closed: a ends too");
+  } finally {
+    c.close();
+  }
+});

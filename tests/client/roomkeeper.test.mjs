@@ -237,6 +237,23 @@ test("the client reports the offset it processed with seen: every seenEvery mess
   }
 });
 
+test("a fresh reader reports the room's offset at its welcome, not 0: it has read nothing, yet is not behind", async () => {
+  const { c, sockets } = client({ seenEvery: 2, heartbeatMs: 30, pongTimeoutMs: 10000 });
+  c.connect();
+  try {
+    const s = sockets[0];
+    s.accept();
+    s.welcome({ offset: 5000 });
+    await waitFor("a seen on the heartbeat tick", () => seens(s).length === 1);
+    assert.deepEqual(seens(s), [{ type: "seen", offset: 5000 }]);
+    s.frame(msg(5001));
+    s.frame(msg(5002));
+    await waitFor("the next report", () => seens(s).at(-1).offset === 5002);
+  } finally {
+    c.close();
+  }
+});
+
 test("close 4008 (too slow) reconnects and recovers with since", async () => {
   assert.equal(rk.CLOSE_TOO_SLOW, 4008);
   assert.equal(rk.closeAction(4008), "reconnect");

@@ -42,6 +42,24 @@ test("cursor: a resume reports recovered exactly, or reloads from offset 0 on a 
   assert.deepEqual(c.since, { epoch: "E2", offset: 1 });
 });
 
+test("cursor: a fresh reader resumes from the room's offset at its join, but a recovered replay is owed until processed", () => {
+  const c = new RoomCursor();
+  c.welcome(welcome({ offset: 900 }));
+  assert.equal(c.offset, 0);
+  assert.equal(c.read, 900, "nothing before the join is owed");
+  assert.deepEqual(c.since, { epoch: "E1", offset: 900 }, "a cut before any message does not replay 1..900");
+  c.accept({ offset: 901 });
+  assert.deepEqual(c.since, { epoch: "E1", offset: 901 });
+  // Recovered with a replay of 902..950: cut after 910, the rest is still owed.
+  c.welcome(welcome({ offset: 950, recovered: true, replayed: 49 }));
+  assert.equal(c.read, 901);
+  c.accept({ offset: 910 });
+  assert.deepEqual(c.since, { epoch: "E1", offset: 910 });
+  // Not recovered: the latest history is all there is; nothing before the offset is owed.
+  c.welcome(welcome({ epoch: "E2", offset: 70, recovered: false, replayed: 1 }));
+  assert.equal(c.read, 70);
+});
+
 test("cursor: presence keeps each member once, by id", () => {
   const c = new RoomCursor();
   c.welcome(welcome());

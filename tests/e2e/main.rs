@@ -142,6 +142,7 @@ fn all(ctx: Arc<Ctx>) -> Vec<Trial> {
         multiplex::one_socket_in_20_rooms_gets_each_stream_once_in_order_and_recovers_every_room,
         multiplex::v2_rooms_open_as_the_token_says,
         multiplex::a_v2_socket_is_closed_4001_when_its_token_expires,
+        multiplex::a_v2_socket_that_falls_behind_across_its_rooms_is_closed_too_slow_and_recovers,
         foundation::unknown_route_is_404_json,
         foundation::wrong_method_is_405_with_allow,
         foundation::bad_room_names_are_refused_before_any_object,
