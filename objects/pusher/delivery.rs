@@ -152,15 +152,21 @@ impl Gateway {
                 "DELETE FROM subs WHERE socket = ? AND channel = ?",
                 Some(vec![a.socket_id.clone().into(), c.clone().into()]),
             )?;
-            let (env, key) = (self.env.clone(), subscribed_key(&a.app_id, c));
-            let conns = vec![a.socket_id.clone()];
-            spawn(&raw_state(&self.state), async move {
-                if let Err(e) = room_unsubscribe(&env, &key, conns).await {
-                    log_error("pusher_unsubscribe", &e);
-                }
-            });
+            self.forget_in_room(a, c);
         }
         Ok(())
+    }
+
+    /// The room forgets this socket's subscription to `channel`, in the background (retried):
+    /// for a subscription the shard gave up on while, or after, the room took it.
+    pub(super) fn forget_in_room(&self, a: &Attachment, channel: &str) {
+        let (env, key) = (self.env.clone(), subscribed_key(&a.app_id, channel));
+        let conns = vec![a.socket_id.clone()];
+        spawn(&raw_state(&self.state), async move {
+            if let Err(e) = room_unsubscribe(&env, &key, conns).await {
+                log_error("pusher_unsubscribe", &e);
+            }
+        });
     }
 
     /// Forgets the subscriptions of sockets this shard no longer holds, on `channel` or on

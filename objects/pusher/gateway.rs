@@ -466,12 +466,21 @@ impl Gateway {
             Ok(answer) => answer,
             Err(e) => {
                 log_error("pusher_subscribe", &e.to_string());
+                // The room may have taken the subscriber before the call failed.
+                self.forget_in_room(a, &channel);
                 SubscribeAnswer {
                     subscribed: false,
                     frames: Vec::new(),
                 }
             }
         };
+        // Unsubscribed or closed while the room answered: undone there, nothing sent here.
+        if !self.with_shard(|s| s.is_pending(&channel, &a.socket_id)) {
+            if answer.subscribed {
+                self.forget_in_room(a, &channel);
+            }
+            return Ok(());
+        }
         let welcome = answer.frames.iter().find(|f| f["type"] == "welcome");
         let (true, Some(welcome)) = (answer.subscribed, welcome) else {
             self.with_shard(|s| s.unsubscribe(&channel, &a.socket_id));
@@ -508,7 +517,6 @@ impl Gateway {
                 user.map_or(worker::SqlStorageValue::Null, Into::into),
             ]),
         )?;
-        self.arm_sweep().await?;
         let ok = wire::subscription_succeeded_frame(&channel, data.as_ref());
         let mut sends = self.with_shard(|s| s.subscribed(&channel, &a.socket_id, from, ok));
         if cache {
@@ -533,7 +541,8 @@ impl Gateway {
             sends.insert(1, (a.socket_id.clone(), frame));
         }
         self.send_all(sends);
-        Ok(())
+        // After the sends: no await may come between the pending check and `subscribed`.
+        self.arm_sweep().await
     }
 
     async fn room_subscribe(

@@ -22,7 +22,6 @@ use crate::glue::settings;
 use crate::glue::stub::Call;
 use crate::http::error::ApiError;
 use crate::internal::Op;
-use crate::objects::sessions::session::{raw_state, spawn};
 use crate::pusher::wire::close;
 use crate::rooms::multiplex::{
     self, error_frame, ready_frame, room_frame, ClientFrame, MuxAdmission, MUX_ADMISSION_HEADER,
@@ -347,19 +346,16 @@ impl Gateway {
                 self.with_shard(|s| s.unsubscribe(room, &a.socket_id));
                 // The room may have taken the subscriber before the call failed.
                 if code == "unavailable" {
-                    self.room_forget(a, room);
+                    self.forget_in_room(a, room);
                 }
                 return refuse(code, &message);
             }
         };
         // Left (unsubscribe, close, a slow or expired socket) while the room answered: the
         // room forgets the subscriber again, and the socket hears nothing more of it.
-        let pending = |s: &mut crate::pusher::shard::Shard| {
-            s.is_subscribed(room, &a.socket_id) && !s.is_active(room, &a.socket_id)
-        };
-        if !self.with_shard(pending) {
+        if !self.with_shard(|s| s.is_pending(room, &a.socket_id)) {
             if answer.subscribed {
-                self.room_forget(a, room);
+                self.forget_in_room(a, room);
             }
             return Ok(None);
         }
@@ -371,17 +367,6 @@ impl Gateway {
                 refuse("unavailable", "the room is unavailable; try again")
             }
         }
-    }
-
-    /// The room forgets this socket's subscriber, in the background (retried).
-    fn room_forget(&self, a: &Attachment, room: &str) {
-        let (env, key) = (self.env.clone(), room.to_string());
-        let conns = vec![a.socket_id.clone()];
-        spawn(&raw_state(&self.state), async move {
-            if let Err(e) = super::delivery::room_unsubscribe(&env, &key, conns).await {
-                log_error("ws_unsubscribe", &e);
-            }
-        });
     }
 
     /// The room answered a pending `subscribe`: the refusal, or the subscription recorded and

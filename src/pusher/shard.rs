@@ -141,6 +141,15 @@ impl Shard {
         }
     }
 
+    /// Whether `socket`'s subscription to `channel` waits for the room's answer (it was not
+    /// given up meanwhile).
+    pub fn is_pending(&self, channel: &str, socket: &str) -> bool {
+        matches!(
+            self.channels.get(channel).and_then(|m| m.get(socket)),
+            Some(Sub::Pending(_))
+        )
+    }
+
     /// A socket starts subscribing: frames for it are held until [`Self::subscribed`]. A
     /// presence member's `user` is kept for its client events.
     pub fn subscribing(&mut self, channel: &str, socket: &str, user: Option<&str>) {
@@ -391,6 +400,7 @@ mod tests {
         let mut s = Shard::new();
         s.subscribing("news", "1.1", None);
         assert_eq!(s.handed("news", "1.1"), None, "pending");
+        assert!(s.is_pending("news", "1.1") && !s.is_pending("news", "1.2"));
         s.subscribed("news", "1.1", 5, "ok".into());
         assert_eq!(s.handed("news", "1.1"), Some((5, 5)));
         s.deliver("news", &[msg(6, "a"), msg(7, "b")]);
