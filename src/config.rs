@@ -156,7 +156,8 @@ pub const SETTINGS: &[Setting] = &[
         "ROOM_MAX_LAG_MESSAGES",
         "1000",
         "messages a connection that reports `seen` may fall behind before close 4008 \
-         ([protocol](docs/PROTOCOL.md#slow-readers); 0: off)",
+         (a v2 socket: summed over its rooms) ([protocol](docs/PROTOCOL.md#slow-readers); \
+         0: off)",
     ),
     var(
         "ROOM_MAX_STRIKES",
@@ -166,8 +167,9 @@ pub const SETTINGS: &[Setting] = &[
     var(
         "ROOM_BATCH_WINDOW_MS",
         "0 (off)",
-        "batch window, 0–1000 ms: messages a socket would receive within it arrive as one \
-         `batch` frame ([protocol](docs/PROTOCOL.md#batching))",
+        "batch window, 0–1000 ms: messages a v1 socket would receive within it arrive as \
+         one `batch` frame; not used while v2 or Pusher subscribers are in the room \
+         ([protocol](docs/PROTOCOL.md#batching))",
     ),
     var(
         "ROOM_BATCH_MAX_MESSAGES",
