@@ -18,7 +18,9 @@ use crate::obs::Level;
 use crate::rooms::limits::RoomLimits;
 use crate::services::leads::Country;
 use crate::services::notify::DeliveryPolicy;
-use crate::sessions::providers::{Backend, DEFAULT_AI_CHAT_MODEL, DEFAULT_AI_STT_MODEL};
+use crate::sessions::providers::{
+    Backend, DEFAULT_AI_CHAT_MODEL, DEFAULT_AI_STT_MODEL, DEFAULT_AI_TTS_MODEL,
+};
 use crate::sessions::voice::VoiceLimits;
 
 /// One setting: what the README's configuration table says of it.
@@ -242,8 +244,19 @@ pub const SETTINGS: &[Setting] = &[
         "transcription model of that backend",
     ),
     var(
+        "LLM_TTS_MODEL",
+        "`tts-1`",
+        "speech model of that backend (`POST /v1/audio/speech`); `none`: replies are not \
+         spoken",
+    ),
+    var(
+        "LLM_TTS_VOICE",
+        "`alloy`",
+        "voice of that backend's speech",
+    ),
+    var(
         "LLM_TIMEOUT_MS",
-        "15000 (transcription) / 20000 (generation)",
+        "15000 (transcription, speech) / 20000 (generation)",
         "timeout of that backend, 100–600000 ms",
     ),
     var(
@@ -255,6 +268,12 @@ pub const SETTINGS: &[Setting] = &[
         "AI_STT_MODEL",
         "`@cf/openai/whisper`",
         "speech-to-text model of the Workers AI binding (production only)",
+    ),
+    var(
+        "AI_TTS_MODEL",
+        "`@cf/deepgram/aura-1`",
+        "text-to-speech model of the Workers AI binding (production only; `none`: replies \
+         are not spoken)",
     ),
     var(
         "VOICE_SESSION_AUDIO_MS",
@@ -281,6 +300,17 @@ pub const SETTINGS: &[Setting] = &[
         "VOICE_USER_DAILY_TOKENS",
         "100000",
         "reply tokens per user per UTC day across all of a user's voice sessions",
+    ),
+    var(
+        "VOICE_SESSION_SPEECH_CHARS",
+        "50000",
+        "characters of reply text one voice session may have synthesized into speech",
+    ),
+    var(
+        "VOICE_USER_DAILY_SPEECH_CHARS",
+        "250000",
+        "characters synthesized into speech per user per UTC day across all of a user's \
+         voice sessions",
     ),
     secret(
         "PUSHER_APPS",
@@ -424,7 +454,7 @@ pub struct Config {
     /// [`Config::backend`].
     pub provider: Backend,
     /// `AI_CHAT_MODEL`, `AI_STT_MODEL`: the models of the Workers AI binding.
-    pub ai_models: (String, String),
+    pub ai_models: (String, String, Option<String>),
     /// `VOICE_*`: voice session and per-user caps.
     pub voice: VoiceLimits,
     /// `PUSHER_GATEWAY_SHARDS`: gateway objects per Pusher app.
@@ -551,6 +581,20 @@ impl Config {
                 0,
                 u64::MAX,
             )?,
+            session_speech_chars: number(
+                &lookup,
+                "VOICE_SESSION_SPEECH_CHARS",
+                v.session_speech_chars,
+                0,
+                u64::MAX,
+            )?,
+            user_daily_speech_chars: number(
+                &lookup,
+                "VOICE_USER_DAILY_SPEECH_CHARS",
+                v.user_daily_speech_chars,
+                0,
+                u64::MAX,
+            )?,
             max_reply_tokens: number(
                 &lookup,
                 "VOICE_MAX_REPLY_TOKENS",
@@ -606,6 +650,7 @@ impl Config {
             ai_models: (
                 model("AI_CHAT_MODEL", DEFAULT_AI_CHAT_MODEL),
                 model("AI_STT_MODEL", DEFAULT_AI_STT_MODEL),
+                Some(model("AI_TTS_MODEL", DEFAULT_AI_TTS_MODEL)).filter(|m| m != "none"),
             ),
             voice,
             pusher_shards: number(&lookup, "PUSHER_GATEWAY_SHARDS", 4, 1, 1024)? as u32,
@@ -637,6 +682,7 @@ impl Config {
             Backend::Builtin if has_ai_binding => Backend::WorkersAi {
                 chat_model: self.ai_models.0.clone(),
                 stt_model: self.ai_models.1.clone(),
+                tts_model: self.ai_models.2.clone(),
             },
             b => b.clone(),
         }

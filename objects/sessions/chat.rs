@@ -69,7 +69,7 @@ impl DurableObject for Chat {
             return Ok(refusal);
         }
         let rid = crate::glue::http::request_id(&req);
-        match session::accept(&self.state, &self.env, &req, "chat", &self.backend) {
+        match session::accept(&self.state, &self.env, &req, "chat", &self.backend, None) {
             Ok(r) => Ok(r),
             Err(e) => failure_response(&e, rid.as_deref()),
         }

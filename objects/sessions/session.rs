@@ -40,6 +40,7 @@ pub(crate) fn accept(
     req: &Request,
     kind: &str,
     backend: &Backend,
+    hello: Option<String>,
 ) -> Result<Response, ApiError> {
     let raw = req
         .headers()
@@ -67,6 +68,9 @@ pub(crate) fn accept(
         .serialize_attachment(&admission)
         .map_err(internal)?;
     crate::objects::socket::auto_pong(state).map_err(internal)?;
+    if let Some(hello) = hello {
+        let _ = pair.server.send_with_str(hello);
+    }
     count(
         state,
         env,

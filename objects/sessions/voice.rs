@@ -15,7 +15,7 @@
 //! only happen after the socket has been idle, so normally there is none).
 
 use std::cell::RefCell;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::rc::Rc;
 
 use worker::worker_sys::DurableObjectState;
@@ -59,7 +59,13 @@ struct Inner {
     session: RefCell<Option<VoiceSession>>,
     /// Turns cancelled while their stream is still being read.
     cancelled: RefCell<HashSet<u64>>,
+    /// Chunks of speech waiting to be made, per turn (seq, text, rate); a turn is here while
+    /// its one speaking task runs, and leaves it when cancelled or done.
+    speech: RefCell<HashMap<u64, VecDeque<SpeechChunk>>>,
 }
+
+/// A chunk of speech to make: its number in the turn, its text, its sample rate.
+type SpeechChunk = (u32, String, u32);
 
 const SNAPSHOT_KEY: &str = "snapshot";
 /// The user's totals today as the Quota object last reported them (a mirror: the Quota object
@@ -79,6 +85,7 @@ impl DurableObject for Voice {
             env,
             session: RefCell::new(None),
             cancelled: RefCell::new(HashSet::new()),
+            speech: RefCell::new(HashMap::new()),
         });
         Self { state, inner }
     }
@@ -94,12 +101,15 @@ impl DurableObject for Voice {
         }
         self.inner.read_quota(&req).await;
         let rid = crate::glue::http::request_id(&req);
+        let b = &self.inner.backend;
+        let ready = ServerFrame::ready(b.name(), b.speaks());
         match session::accept(
             &self.state,
             &self.inner.env,
             &req,
             "voice",
             &self.inner.backend,
+            Some(ready.to_json()),
         ) {
             Ok(r) => Ok(r),
             Err(e) => failure_response(&e, rid.as_deref()),
@@ -181,7 +191,9 @@ impl Inner {
             let snapshot: Snapshot = self.kv.get(SNAPSHOT_KEY).unwrap_or_default();
             let user: UserUsage = self.kv.get(USAGE_KEY).unwrap_or_default();
             let remaining = user.remaining(&self.limits, now_ms());
-            VoiceSession::restore(snapshot, self.limits, remaining)
+            let mut s = VoiceSession::restore(snapshot, self.limits, remaining);
+            s.set_speech(self.backend.speaks());
+            s
         });
         f(s)
     }
@@ -199,6 +211,9 @@ impl Inner {
                 Effect::Charge(u) => self.charge(u),
                 Effect::Cancel { turn } => {
                     self.cancelled.borrow_mut().insert(turn);
+                }
+                Effect::CancelSpeech { turn } => {
+                    self.speech.borrow_mut().remove(&turn);
                 }
                 _ => {}
             }
@@ -327,6 +342,31 @@ impl Inner {
                 Effect::Cancel { turn } => {
                     self.cancelled.borrow_mut().insert(turn);
                 }
+                Effect::Synthesize {
+                    turn,
+                    seq,
+                    text,
+                    sample_rate,
+                } => {
+                    let running = {
+                        let mut q = self.speech.borrow_mut();
+                        let running = q.contains_key(&turn);
+                        q.entry(turn)
+                            .or_default()
+                            .push_back((seq, text, sample_rate));
+                        running
+                    };
+                    if !running {
+                        let (me, ws) = (self.clone(), ws.clone());
+                        session::spawn(&self.raw, async move { me.speak(&ws, turn).await });
+                    }
+                }
+                Effect::CancelSpeech { turn } => {
+                    self.speech.borrow_mut().remove(&turn);
+                }
+                Effect::SendBinary(bytes) => {
+                    let _ = ws.send_with_bytes(bytes);
+                }
                 Effect::Persist(s) => self.persist(&s),
                 Effect::Charge(u) => self.charge(u),
                 Effect::Close { code, reason } => {
@@ -363,6 +403,43 @@ impl Inner {
                 transcript,
             },
         );
+    }
+
+    /// The one task that makes a turn's speech: its chunks one after another, in order, each
+    /// answer fed back to the session; it stops when the turn is cancelled.
+    async fn speak(self: Rc<Self>, ws: &WebSocket, turn: u64) {
+        loop {
+            let next = self
+                .speech
+                .borrow_mut()
+                .get_mut(&turn)
+                .and_then(VecDeque::pop_front);
+            let Some((seq, text, rate)) = next else {
+                let mut q = self.speech.borrow_mut();
+                if q.get(&turn).is_some_and(VecDeque::is_empty) {
+                    q.remove(&turn);
+                }
+                return;
+            };
+            let started = now_ms();
+            let result = net::synthesize(&self.backend, &self.env, &text, rate).await;
+            let ms = now_ms().saturating_sub(started);
+            let error = result.as_ref().err().cloned();
+            crate::glue::ops::alerts::provider_call(&self.env, "voice", "synthesize", ms, error)
+                .await;
+            if !self.speech.borrow().contains_key(&turn) {
+                return; // cancelled meanwhile
+            }
+            self.apply(
+                ws,
+                Input::Synthesized {
+                    turn,
+                    seq,
+                    result,
+                    synth_ms: ms,
+                },
+            );
+        }
     }
 
     fn is_cancelled(&self, turn: u64) -> bool {

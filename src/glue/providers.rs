@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 use worker::{AbortController, Delay, Env, Fetch, Headers, Method, Request, RequestInit};
 
 use crate::sessions::providers::*;
+use crate::sessions::voice::{parse_wav, resample, MAX_SPEECH_WAV_BYTES};
 
 async fn timed<T>(ms: u64, fut: impl std::future::Future<Output = T>) -> Result<T, ProviderError> {
     let fut = Box::pin(fut);
@@ -177,4 +178,73 @@ pub(crate) async fn generate(
             Ok(None)
         }
     }
+}
+
+/// Speaks `text`: 16-bit mono samples at `sample_rate` (the provider's WAV read back and
+/// resampled). The built-in backend has no voice: callers never ask it.
+pub(crate) async fn synthesize(
+    backend: &Backend,
+    env: &Env,
+    text: &str,
+    sample_rate: u32,
+) -> Result<Vec<i16>, String> {
+    let wav = match backend {
+        Backend::Builtin => return Err("the built-in provider has no voice".into()),
+        Backend::Http {
+            base_url,
+            api_key,
+            tts_model,
+            tts_voice,
+            timeout_ms,
+            ..
+        } => {
+            let model = tts_model
+                .as_deref()
+                .ok_or("speech is off (LLM_TTS_MODEL)")?;
+            let req = post(
+                &format!("{base_url}/v1/audio/speech"),
+                api_key.as_deref(),
+                "application/json",
+                &speech_body(model, tts_voice, text),
+            )
+            .map_err(|e| e.to_string())?;
+            timed(timeout_ms.unwrap_or(SPEECH_TIMEOUT_MS), async {
+                let mut r = Fetch::Request(req)
+                    .send()
+                    .await
+                    .map_err(|_| ProviderError::Network)?;
+                if !(200..300).contains(&r.status_code()) {
+                    return Err(ProviderError::Status(r.status_code()));
+                }
+                r.bytes().await.map_err(|_| ProviderError::Network)
+            })
+            .await
+            .and_then(|r| r)
+            .map_err(|e| e.to_string())?
+        }
+        // Not run by the tests: the binding exists only in production.
+        Backend::WorkersAi { tts_model, .. } => {
+            let model = tts_model.as_deref().ok_or("speech is off (AI_TTS_MODEL)")?;
+            let ai = env.ai("AI").map_err(|e| e.to_string())?;
+            timed(SPEECH_TIMEOUT_MS, async {
+                let mut stream = ai
+                    .run_bytes(model, ai_speech_input(text, sample_rate))
+                    .await
+                    .map_err(|_| ProviderError::Network)?;
+                let mut bytes = Vec::new();
+                while let Some(chunk) = stream.next().await {
+                    bytes.extend_from_slice(&chunk.map_err(|_| ProviderError::Network)?);
+                    if bytes.len() > MAX_SPEECH_WAV_BYTES {
+                        return Err(ProviderError::Malformed);
+                    }
+                }
+                Ok(bytes)
+            })
+            .await
+            .and_then(|r| r)
+            .map_err(|e| e.to_string())?
+        }
+    };
+    let (rate, samples) = parse_wav(&wav).map_err(|e| e.to_string())?;
+    Ok(resample(&samples, rate, sample_rate))
 }

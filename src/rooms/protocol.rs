@@ -503,6 +503,9 @@ pub mod close {
     pub const TOO_SLOW: u16 = 4008;
     /// Too many protocol errors on this connection; do not reconnect as is.
     pub const POLICY_VIOLATION: u16 = 4500;
+    /// A voice session's audio allowance is spent and audio kept coming; do not reconnect to
+    /// stream until the allowance renews.
+    pub const QUOTA_EXHAUSTED: u16 = 4529;
     /// Not authorised for this room; do not reconnect with the same credentials.
     pub const FORBIDDEN: u16 = 4503;
     /// The room is full; do not retry immediately.

@@ -5,12 +5,14 @@
 //!
 //! - [`Backend::Http`]: an OpenAI-compatible server (a GPU box running vLLM, llama.cpp,
 //!   faster-whisper…) at `LLM_BASE_URL`, with the secret `LLM_API_KEY`:
-//!   `POST {base}/v1/audio/transcriptions` (multipart: a WAV `file` and `model`) and
-//!   `POST {base}/v1/chat/completions` with `stream: true` (server-sent events).
+//!   `POST {base}/v1/audio/transcriptions` (multipart: a WAV `file` and `model`),
+//!   `POST {base}/v1/chat/completions` with `stream: true` (server-sent events) and
+//!   `POST {base}/v1/audio/speech` (JSON in, a WAV out: the voice of the reply).
 //! - [`Backend::WorkersAi`]: the Workers AI binding `AI`, bound only in `[env.production]`
 //!   because the binding cannot run offline.
 //! - [`Backend::Builtin`]: nothing configured. Typed turns are answered by retrieval from the
-//!   knowledge base ([`crate::sessions::chat::answer`]); audio is segmented but never transcribed.
+//!   knowledge base ([`crate::sessions::chat::answer`]); audio is segmented but never
+//!   transcribed, and replies are not spoken (it has no voice).
 //!
 //! Everything here but the `net` module (wasm32 only) is pure and unit-tested: settings to a
 //! [`Backend`], the multipart body, the chat request, and [`SseParser`], which turns the
@@ -29,6 +31,14 @@ pub const DEFAULT_HTTP_STT_MODEL: &str = "whisper-1";
 pub const DEFAULT_AI_CHAT_MODEL: &str = "@cf/meta/llama-3.1-8b-instruct";
 /// Default transcription model of the Workers AI binding.
 pub const DEFAULT_AI_STT_MODEL: &str = "@cf/openai/whisper";
+/// Default speech model of the HTTP backend (`LLM_TTS_MODEL`; `none` turns speech off).
+pub const DEFAULT_HTTP_TTS_MODEL: &str = "tts-1";
+/// Default voice of the HTTP backend's speech (`LLM_TTS_VOICE`).
+pub const DEFAULT_HTTP_TTS_VOICE: &str = "alloy";
+/// Default speech model of the Workers AI binding (`AI_TTS_MODEL`; `none` turns speech off).
+pub const DEFAULT_AI_TTS_MODEL: &str = "@cf/deepgram/aura-1";
+/// Longest wait for one chunk of speech, ms (`LLM_TIMEOUT_MS` overrides it too).
+pub const SPEECH_TIMEOUT_MS: u64 = 15_000;
 /// Longest wait for a transcription, ms.
 pub const TRANSCRIBE_TIMEOUT_MS: u64 = 15_000;
 /// Longest wait for the response head of a generation and between two of its chunks, ms.
@@ -54,8 +64,13 @@ pub enum Backend {
         chat_model: String,
         /// Transcription model.
         stt_model: String,
-        /// `LLM_TIMEOUT_MS`: overrides [`TRANSCRIBE_TIMEOUT_MS`] and
-        /// [`GENERATE_IDLE_TIMEOUT_MS`] (e.g. for a slow GPU, or a test).
+        /// Speech model (`None`: replies are not spoken).
+        tts_model: Option<String>,
+        /// Speech voice.
+        tts_voice: String,
+        /// `LLM_TIMEOUT_MS`: overrides [`TRANSCRIBE_TIMEOUT_MS`],
+        /// [`GENERATE_IDLE_TIMEOUT_MS`] and [`SPEECH_TIMEOUT_MS`] (e.g. for a slow GPU, or a
+        /// test).
         timeout_ms: Option<u64>,
     },
     /// The Workers AI binding `AI` (production only).
@@ -64,6 +79,8 @@ pub enum Backend {
         chat_model: String,
         /// Speech-to-text model.
         stt_model: String,
+        /// Text-to-speech model (`None`: replies are not spoken).
+        tts_model: Option<String>,
     },
     /// Nothing configured: retrieval answers, untranscribed audio.
     Builtin,
@@ -91,6 +108,8 @@ impl Backend {
                 api_key: get("LLM_API_KEY"),
                 chat_model: get("LLM_CHAT_MODEL").unwrap_or(DEFAULT_HTTP_CHAT_MODEL.into()),
                 stt_model: get("LLM_STT_MODEL").unwrap_or(DEFAULT_HTTP_STT_MODEL.into()),
+                tts_model: speech_model(get("LLM_TTS_MODEL"), DEFAULT_HTTP_TTS_MODEL),
+                tts_voice: get("LLM_TTS_VOICE").unwrap_or(DEFAULT_HTTP_TTS_VOICE.into()),
                 timeout_ms: match get("LLM_TIMEOUT_MS") {
                     None => None,
                     Some(v) => Some(
@@ -106,9 +125,19 @@ impl Backend {
             return Ok(Self::WorkersAi {
                 chat_model: get("AI_CHAT_MODEL").unwrap_or(DEFAULT_AI_CHAT_MODEL.into()),
                 stt_model: get("AI_STT_MODEL").unwrap_or(DEFAULT_AI_STT_MODEL.into()),
+                tts_model: speech_model(get("AI_TTS_MODEL"), DEFAULT_AI_TTS_MODEL),
             });
         }
         Ok(Self::Builtin)
+    }
+
+    /// Whether replies are spoken: a speech model is configured (the built-in backend has no
+    /// voice).
+    pub fn speaks(&self) -> bool {
+        match self {
+            Self::Http { tts_model, .. } | Self::WorkersAi { tts_model, .. } => tts_model.is_some(),
+            Self::Builtin => false,
+        }
     }
 
     /// A short name for logs and the `provider` field of docs.
@@ -119,6 +148,28 @@ impl Backend {
             Self::Builtin => "builtin",
         }
     }
+}
+
+/// A speech model setting: the default when unset, none when `none`.
+fn speech_model(setting: Option<String>, default: &str) -> Option<String> {
+    match setting.as_deref() {
+        None => Some(default.to_string()),
+        Some("none") => None,
+        Some(m) => Some(m.to_string()),
+    }
+}
+
+/// The body of `POST {base}/v1/audio/speech`: `text` in `voice`, answered as a WAV.
+pub fn speech_body(model: &str, voice: &str, text: &str) -> Vec<u8> {
+    json!({"model": model, "input": text, "voice": voice, "response_format": "wav"})
+        .to_string()
+        .into_bytes()
+}
+
+/// The input of a Workers AI speech model (Deepgram Aura's schema): 16-bit PCM in a WAV at
+/// `sample_rate`.
+pub fn ai_speech_input(text: &str, sample_rate: u32) -> Value {
+    json!({"text": text, "encoding": "linear16", "container": "wav", "sample_rate": sample_rate})
 }
 
 /// Why a provider call failed. Messages are safe to show the user (no URLs or keys).
@@ -161,13 +212,22 @@ impl ChatMessage {
 pub fn voice_messages(context: &[ContextTurn]) -> Vec<ChatMessage> {
     let mut out = vec![ChatMessage::new("system", SYSTEM_PROMPT)];
     for t in context {
-        match t.role {
-            Role::User => out.push(ChatMessage::new("user", t.text.clone())),
-            Role::Assistant if t.interrupted => out.push(ChatMessage::new(
-                "assistant",
-                format!("{} [interrupted by the user]", t.text),
-            )),
-            Role::Assistant => out.push(ChatMessage::new("assistant", t.text.clone())),
+        let (role, text) = match t.role {
+            Role::User => ("user", t.text.clone()),
+            Role::Assistant if t.interrupted => {
+                ("assistant", format!("{} [interrupted by the user]", t.text))
+            }
+            Role::Assistant => ("assistant", t.text.clone()),
+        };
+        // Roles alternate, as strict chat templates require: consecutive messages of one
+        // role (two utterances before a reply) become one.
+        let after_system = out.len() > 1;
+        match out.last_mut() {
+            Some(last) if last.role == role && after_system => {
+                last.content.push('\n');
+                last.content.push_str(&text);
+            }
+            _ => out.push(ChatMessage::new(role, text)),
         }
     }
     out
@@ -359,9 +419,28 @@ mod tests {
                 api_key: Some("k".into()),
                 chat_model: "m".into(),
                 stt_model: DEFAULT_HTTP_STT_MODEL.into(),
+                tts_model: Some(DEFAULT_HTTP_TTS_MODEL.into()),
+                tts_voice: DEFAULT_HTTP_TTS_VOICE.into(),
                 timeout_ms: None,
             }
         );
+        assert!(http.speaks());
+        let mute = Backend::select(
+            lookup(&[("LLM_BASE_URL", "http://x"), ("LLM_TTS_MODEL", "none")]),
+            false,
+        )
+        .unwrap();
+        assert!(!mute.speaks(), "LLM_TTS_MODEL=none turns speech off");
+        assert!(
+            !Backend::Builtin.speaks(),
+            "the built-in backend has no voice"
+        );
+        let body: Value = serde_json::from_slice(&speech_body("tts-1", "alloy", "Hi.")).unwrap();
+        assert_eq!(
+            body,
+            json!({"model": "tts-1", "input": "Hi.", "voice": "alloy", "response_format": "wav"})
+        );
+        assert_eq!(ai_speech_input("Hi.", 16000)["container"], "wav");
         let timed = |v: &str| {
             Backend::select(
                 lookup(&[("LLM_BASE_URL", "http://x"), ("LLM_TIMEOUT_MS", v)]),
@@ -468,5 +547,15 @@ mod tests {
         let m = voice_messages(&ctx.to_vec());
         assert_eq!(m.len(), 3);
         assert_eq!(m[2].content, "Hello the [interrupted by the user]");
+        ctx.push(Role::User, "one", false);
+        ctx.push(Role::User, "two", false);
+        let m = voice_messages(&ctx.to_vec());
+        let roles: Vec<&str> = m.iter().map(|m| m.role.as_str()).collect();
+        assert_eq!(
+            roles,
+            ["system", "user", "assistant", "user"],
+            "alternating"
+        );
+        assert_eq!(m[3].content, "one\ntwo");
     }
 }

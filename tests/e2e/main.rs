@@ -16,6 +16,7 @@ mod reliability;
 mod rooms;
 mod services;
 mod sessions;
+mod speech;
 
 use std::sync::Arc;
 
@@ -204,6 +205,7 @@ fn all(ctx: Arc<Ctx>) -> Vec<Trial> {
         sessions::chatbot_refuses_bad_frames_and_floods,
         sessions::voice_stream_resumes_after_hibernation,
         sessions::session_sockets_are_authenticated_like_rooms,
+        speech::a_voice_agent_speaks_its_reply_in_order_and_barge_in_stops_it,
         coord::twenty_concurrent_acquirers_take_turns_in_fifo_order,
         coord::an_unrenewed_lease_expires_and_passes_to_the_next_waiter,
         coord::lock_bad_input_answers_documented_errors,

@@ -19,12 +19,12 @@ const DELTAS: usize = 8;
 
 /// One request the fake provider received.
 #[derive(Debug, Clone)]
-struct ProviderCall {
-    path: String,
+pub(crate) struct ProviderCall {
+    pub(crate) path: String,
     /// The body contained a WAV file (RIFF/WAVE header) — transcriptions only.
     wav: bool,
     /// The body as text (JSON for completions; lossy for multipart).
-    body: String,
+    pub(crate) body: String,
     /// The body as received.
     raw: Vec<u8>,
 }
@@ -59,17 +59,18 @@ fn position_in(sent: &[u8], part: &[u8]) -> Option<usize> {
 
 /// A real local OpenAI-compatible server: `/v1/audio/transcriptions` answers
 /// `{"text": "utterance N"}`, `/v1/chat/completions` streams [`DELTAS`] SSE deltas 100 ms
-/// apart (or answers 500 when the last user message contains `FAIL`). One thread per
+/// apart (or answers 500 when the last user message contains `FAIL`), `/v1/audio/speech`
+/// speaks its input with Debian's `espeak-ng` (500 when it contains `MUTE`). One thread per
 /// connection so a slow stream never holds up a transcription.
-struct FakeProvider {
-    url: String,
+pub(crate) struct FakeProvider {
+    pub(crate) url: String,
     calls: Arc<Mutex<Vec<ProviderCall>>>,
     /// While set, transcriptions answer 500.
     fail_stt: Arc<AtomicBool>,
 }
 
 impl FakeProvider {
-    fn start() -> Self {
+    pub(crate) fn start() -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind fake provider");
         let url = format!("http://{}", listener.local_addr().unwrap());
         let calls = Arc::new(Mutex::new(Vec::new()));
@@ -134,7 +135,12 @@ impl FakeProvider {
                         let last_user = serde_json::from_str::<Value>(&text)
                             .ok()
                             .and_then(|v| v["messages"].as_array().and_then(|m| m.last().cloned()))
-                            .map(|m| m["content"].as_str().unwrap_or("").to_string())
+                            // Its last line: consecutive user turns (one after a failed
+                            // reply) reach the provider joined as one message.
+                            .map(|m| {
+                                let content = m["content"].as_str().unwrap_or("");
+                                content.lines().last().unwrap_or("").to_string()
+                            })
                             .unwrap_or_default();
                         if last_user.contains("FAIL") {
                             let _ = write!(
@@ -154,8 +160,10 @@ impl FakeProvider {
                         );
                         let _ = s.flush();
                         for i in 0..DELTAS {
-                            let chunk =
-                                json!({"choices": [{"delta": {"content": format!("w{i} ")}}]});
+                            // Sentences of three words: "w0 w1 w2. W3 w4 w5. W6 w7".
+                            let end = if i % 3 == 2 { ". " } else { " " };
+                            let w = if i % 3 == 0 && i > 0 { 'W' } else { 'w' };
+                            let chunk = json!({"choices": [{"delta": {"content": format!("{w}{i}{end}")}}]});
                             if write!(s, "data: {chunk}\n\n").is_err() || s.flush().is_err() {
                                 return;
                             }
@@ -164,6 +172,36 @@ impl FakeProvider {
                         let usage = json!({"choices": [], "usage": {"completion_tokens": DELTAS}});
                         let _ = write!(s, "data: {usage}\n\ndata: [DONE]\n\n");
                         let _ = s.flush();
+                    } else if path == "/v1/audio/speech" {
+                        // Real speech, by Debian's espeak-ng: a 22.05 kHz WAV.
+                        let input = serde_json::from_str::<Value>(&text)
+                            .ok()
+                            .and_then(|v| v["input"].as_str().map(str::to_string))
+                            .unwrap_or_default();
+                        let wav = std::process::Command::new("espeak-ng")
+                            .args(["--stdout", "--", &input])
+                            .output()
+                            .ok()
+                            .filter(|o| o.status.success())
+                            .map(|o| o.stdout);
+                        match wav {
+                            Some(wav) if !input.contains("MUTE") => {
+                                let _ = write!(
+                                    s,
+                                    "HTTP/1.1 200 OK\r\nContent-Type: audio/wav\r\n\
+                                     Content-Length: {}\r\nConnection: close\r\n\r\n",
+                                    wav.len()
+                                );
+                                let _ = s.write_all(&wav);
+                            }
+                            _ => {
+                                let _ = write!(
+                                    s,
+                                    "HTTP/1.1 500 Internal Server Error\r\nContent-Length: 4\r\n\
+                                     Connection: close\r\n\r\nfail"
+                                );
+                            }
+                        }
                     } else {
                         let _ = write!(
                             s,
@@ -180,7 +218,7 @@ impl FakeProvider {
         }
     }
 
-    fn calls(&self, path: &str) -> Vec<ProviderCall> {
+    pub(crate) fn calls(&self, path: &str) -> Vec<ProviderCall> {
         self.calls
             .lock()
             .unwrap()
@@ -191,16 +229,16 @@ impl FakeProvider {
     }
 }
 
-fn start_frame(rate: u32) -> Value {
+pub(crate) fn start_frame(rate: u32) -> Value {
     json!({"type": "start", "format": {"encoding": "pcm16le", "sample_rate": rate, "channels": 1}})
 }
 
-fn pcm_bytes(samples: &[i16]) -> Vec<u8> {
+pub(crate) fn pcm_bytes(samples: &[i16]) -> Vec<u8> {
     samples.iter().flat_map(|s| s.to_le_bytes()).collect()
 }
 
 /// Every frame that arrives within `wait`.
-async fn drain(c: &mut Client, wait: Duration, into: &mut Vec<Value>) {
+pub(crate) async fn drain(c: &mut Client, wait: Duration, into: &mut Vec<Value>) {
     let deadline = tokio::time::Instant::now() + wait;
     while let Some(v) = c
         .try_recv(deadline.saturating_duration_since(tokio::time::Instant::now()))
@@ -211,7 +249,7 @@ async fn drain(c: &mut Client, wait: Duration, into: &mut Vec<Value>) {
 }
 
 /// Streams `pcm` (16 kHz) in 20 ms frames at real-time pace, collecting frames meanwhile.
-async fn stream_realtime(c: &mut Client, pcm: &[i16], into: &mut Vec<Value>) {
+pub(crate) async fn stream_realtime(c: &mut Client, pcm: &[i16], into: &mut Vec<Value>) {
     let mut tick = tokio::time::interval(Duration::from_millis(20));
     for frame in pcm.chunks(320) {
         tick.tick().await;
@@ -223,9 +261,11 @@ async fn stream_realtime(c: &mut Client, pcm: &[i16], into: &mut Vec<Value>) {
 }
 
 /// Waits for a frame of type `t`, collecting everything before it.
-async fn until(c: &mut Client, t: &str, into: &mut Vec<Value>) -> Value {
+pub(crate) async fn until(c: &mut Client, t: &str, into: &mut Vec<Value>) -> Value {
     for _ in 0..500 {
-        let v = c.recv().await;
+        let Some(v) = c.try_recv(Duration::from_secs(10)).await else {
+            panic!("no {t} frame within 10 s: {into:?}");
+        };
         into.push(v.clone());
         if v["type"] == t {
             return v;
@@ -234,7 +274,7 @@ async fn until(c: &mut Client, t: &str, into: &mut Vec<Value>) -> Value {
     panic!("no {t} frame: {into:?}");
 }
 
-fn of_type<'a>(frames: &'a [Value], t: &str) -> Vec<&'a Value> {
+pub(crate) fn of_type<'a>(frames: &'a [Value], t: &str) -> Vec<&'a Value> {
     frames.iter().filter(|f| f["type"] == t).collect()
 }
 
@@ -832,20 +872,31 @@ pub async fn daily_caps_hold_across_a_users_sessions(_ctx: Arc<Ctx>) {
     };
     let (alice, bob) = (token("alice").await, token("bob").await);
     let url = |t: &str, sid: &str| format!("{}/api/voice/{sid}/ws?token={t}", server.ws());
-    // Session one streams 1.6 s: the last 100 ms (5 frames of 20 ms) are over the daily cap.
+    // Session one streams 1.52 s: the last 20 ms frame is over the daily cap, refused, and
+    // the stream ends (an idle state) with the utterance answered.
     let mut one = Client::connect(&url(&alice, &room("q1")), Enc::Json).await;
     let mut frames = Vec::new();
     one.send(start_frame(16000)).await;
     until(&mut one, "started", &mut frames).await;
-    let pcm = roomkeeper::sessions::voice::synth::speech_like(&[(200, 1000)], 1600, 16000);
+    let pcm = roomkeeper::sessions::voice::synth::speech_like(&[(200, 1000)], 1520, 16000);
     stream_realtime(&mut one, &pcm, &mut frames).await;
     drain(&mut one, Duration::from_millis(500), &mut frames).await;
-    let refused = of_type(&frames, "error")
-        .iter()
-        .filter(|f| f["code"] == "audio_quota_exceeded")
-        .count();
-    assert_eq!(refused, 5, "{frames:?}");
-    one.close().await;
+    let refused = |frames: &[Value]| {
+        of_type(frames, "error")
+            .iter()
+            .filter(|f| f["code"] == "audio_quota_exceeded")
+            .count()
+    };
+    assert_eq!(refused(&frames), 1, "{frames:?}");
+    assert_eq!(of_type(&frames, "state").last().unwrap()["state"], "idle");
+    assert_eq!(of_type(&frames, "utterance").len(), 1, "{frames:?}");
+    assert!(of_type(&frames, "__close").is_empty(), "{frames:?}");
+    // A microphone that keeps streaming is closed with 4529 (not refused into a 4500).
+    one.send_raw(WsMessage::Binary(pcm_bytes(&[0; 320]).into()))
+        .await;
+    let close = until(&mut one, "__close", &mut frames).await;
+    assert_eq!(close["code"], 4529, "{frames:?}");
+    assert_eq!(refused(&frames), 2, "{frames:?}");
     // Session two of the same user: refused at `start` — the cap is the user's, not the
     // session's. (The first session's last charge reaches the Quota object in the background:
     // allow it a moment.)

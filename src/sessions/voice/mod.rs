@@ -23,7 +23,13 @@
 //!   utterance length) yielding [`VadEvent`]s with each utterance's PCM.
 //! - Conversation: [`Context`] (`context.rs`, bounded, serializable), [`Usage`] /
 //!   [`UserUsage`] / [`VoiceLimits`] (`usage.rs`, cost caps), and the turn machine
-//!   [`VoiceSession`] (`session.rs`).
+//!   [`VoiceSession`] (`session.rs`) with what goes in and out of it: [`Input`], [`Effect`],
+//!   [`Snapshot`] (`io.rs`).
+//! - Speech out (`speech.rs`): [`Chunker`] cuts a streaming reply into sentences to
+//!   synthesize, [`parse_wav`] / [`resample`] bring a speech provider's WAV to the session's
+//!   rate, [`speech_frame`] is the binary frame a chunk travels in; [`SpeechTurn`]
+//!   (`speaking.rs`) keeps one turn's chunks in order.
+//! - Latency (`latency.rs`): [`TurnClock`] / [`TurnTimings`], each turn's stages.
 //! - [`synth`] (`synth.rs`): deterministic test signals (speech-like bursts, tones, white
 //!   noise) shared by unit tests, end-to-end tests and benchmarks.
 //!
@@ -38,7 +44,11 @@
 // one path callers use. Files import siblings directly, never through these re-exports.
 mod audio;
 mod context;
+mod io;
+mod latency;
 mod session;
+mod speaking;
+mod speech;
 pub mod synth;
 mod usage;
 mod vad;
@@ -46,7 +56,11 @@ pub(crate) mod wire;
 
 pub use audio::*;
 pub use context::*;
+pub use io::*;
+pub use latency::*;
 pub use session::*;
+pub use speaking::*;
+pub use speech::*;
 pub use usage::*;
 pub use vad::*;
 pub use wire::*;

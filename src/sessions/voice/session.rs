@@ -4,21 +4,28 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
-
 use crate::rooms::protocol::close;
 
 use super::audio::{pcm16le_samples, validate_audio_frame, wav_bytes, AudioGate};
-use super::context::{truncate_chars, Context, ContextTurn, Role, MAX_CONTEXT_CHARS};
+use super::context::{truncate_chars, Context, Role, MAX_CONTEXT_CHARS};
+use super::io::{Effect, Input, Snapshot};
+use super::latency::{TurnClock, TurnOrigin};
+use super::speaking::{SpeechOut, SpeechTurn};
 use super::usage::{estimate_tokens, Usage, VoiceLimits};
 use super::vad::{Vad, VadEvent};
 use super::wire::{
-    decode_control, ControlFrame, ServerFrame, TurnState, VoiceError, MAX_TEXT_CHARS,
+    decode_control, Allowance, ControlFrame, ServerFrame, TurnState, VoiceError, MAX_TEXT_CHARS,
 };
 
 /// Most utterances awaiting a transcript at once; beyond it the oldest is forgotten (its late
 /// transcript is ignored), which bounds memory when the provider is slower than the talker.
 pub const MAX_PENDING_TRANSCRIPTIONS: usize = 4;
+/// A reply may run `1/REPLY_TOKEN_SLACK` past its token cap by the estimate (characters / 4)
+/// before it is cut: the estimate is not the provider's tokenizer.
+pub const REPLY_TOKEN_SLACK: u64 = 4;
+/// Sample rate of the agent's speech before any `start` declared one, Hz (after one, speech
+/// comes at the rate of the last `start`).
+pub const DEFAULT_SPEECH_RATE: u32 = 16_000;
 /// Uncharged audio after which the session charges and persists even mid-stream, in ms, so a
 /// crash loses at most this much accounting.
 pub const CHARGE_INTERVAL_MS: u64 = 10_000;
@@ -28,100 +35,6 @@ pub const SYSTEM_PROMPT: &str = "You are the voice assistant of Kestrel & Lowe, 
 agency. Your replies are spoken aloud: answer in one to three short sentences of plain speech, \
 with no lists, markdown or links. If you do not know something, say so and offer to pass the \
 question to the team.";
-
-/// Something that happened to a voice session.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Input<'a> {
-    /// A text frame from the client (decoded here, so refusals are counted here).
-    Control(&'a str),
-    /// A binary frame from the client: PCM in the started format.
-    Audio(&'a [u8]),
-    /// The transcription provider finished an utterance: `None` when no provider can
-    /// transcribe (nothing is invented), `Some("")` when it heard no words.
-    Transcribed {
-        /// The utterance id from [`Effect::Transcribe`].
-        utterance: u32,
-        /// The transcript.
-        transcript: Option<String>,
-    },
-    /// A piece of reply text from the generation provider.
-    ReplyDelta {
-        /// The turn from [`Effect::Generate`].
-        turn: u64,
-        /// Text to append.
-        text: String,
-    },
-    /// The reply is complete.
-    ReplyDone {
-        /// The turn.
-        turn: u64,
-        /// Tokens the provider reports, if it does (else estimated from the text).
-        tokens: Option<u32>,
-    },
-    /// The generation provider failed.
-    ReplyFailed {
-        /// The turn.
-        turn: u64,
-        /// What went wrong, safe to show the user.
-        message: String,
-    },
-    /// The socket closed.
-    Disconnected,
-}
-
-/// What the glue must do, in order.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Effect {
-    /// Send a frame to the client.
-    Send(ServerFrame),
-    /// Transcribe this utterance (a WAV file) and report back with [`Input::Transcribed`].
-    Transcribe {
-        /// Utterance id.
-        utterance: u32,
-        /// The utterance as a WAV file ([`wav_bytes`]).
-        wav: Vec<u8>,
-    },
-    /// Generate a reply to the context (with [`SYSTEM_PROMPT`] in front), streaming it back as
-    /// [`Input::ReplyDelta`]s and one [`Input::ReplyDone`] (or [`Input::ReplyFailed`]).
-    Generate {
-        /// Turn id to echo back.
-        turn: u64,
-        /// The conversation, oldest first; the last turn is the user's.
-        context: Vec<ContextTurn>,
-        /// Token cap for this reply: the smaller of the per-reply cap and what is left.
-        max_tokens: u32,
-    },
-    /// Abort the generation of this turn; its late deltas are ignored anyway.
-    Cancel {
-        /// The cancelled turn.
-        turn: u64,
-    },
-    /// Store this snapshot (it replaces the previous one).
-    Persist(Snapshot),
-    /// Add this consumption to the user's totals
-    /// ([`UserUsage::charge`](super::usage::UserUsage::charge)).
-    Charge(Usage),
-    /// Close the socket with a code from [`crate::rooms::protocol::close`].
-    Close {
-        /// Close code.
-        code: u16,
-        /// Short reason.
-        reason: String,
-    },
-}
-
-/// What a voice session persists so a restarted object can carry the conversation on.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Snapshot {
-    /// The conversation.
-    pub context: Context,
-    /// Consumption so far (all of it already charged).
-    pub usage: Usage,
-    /// Last turn id given out.
-    pub turn: u64,
-    /// Next utterance id.
-    pub next_utterance: u32,
-}
 
 #[derive(Debug, Clone)]
 struct Capture {
@@ -134,6 +47,8 @@ struct ReplyInFlight {
     turn: u64,
     text: String,
     streaming: bool,
+    /// Its token cap, held even against a provider that ignores `max_tokens`.
+    max_tokens: u32,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -167,12 +82,26 @@ pub struct VoiceSession {
     context: Context,
     audio_ms: u64,
     tokens: u64,
+    speech_chars: u64,
     charged: Usage,
     turn: u64,
     next_utterance: u32,
     strikes: u32,
     closed: bool,
     dirty: bool,
+    /// Whether replies are spoken (a speech provider is configured), and at what rate.
+    speech: bool,
+    speech_rate: u32,
+    /// The speech of the reply in flight or just complete, until all of it is sent.
+    speaking: Option<SpeechTurn>,
+    /// The last spoken turn and when its playback ends by the audio sent (barge-in after it
+    /// was all sent still tells the client to stop playing).
+    played: Option<(u64, u64)>,
+    /// The clock of the turn in flight, and what would start the next one's.
+    clock: Option<TurnClock>,
+    origin: Option<(TurnOrigin, u64, Option<u64>)>,
+    /// Wall clock of the input being applied.
+    now: u64,
 }
 
 impl VoiceSession {
@@ -186,11 +115,9 @@ impl VoiceSession {
     /// A session carrying on from a persisted snapshot.
     pub fn restore(snapshot: Snapshot, limits: VoiceLimits, user_remaining: Usage) -> Self {
         let used = snapshot.usage;
-        let cap = Usage {
-            audio_ms: limits.session_audio_ms,
-            tokens: limits.session_tokens,
-        }
-        .min(used.saturating_add(user_remaining));
+        let cap = session_caps(&limits).min(used.saturating_add(user_remaining));
+        let mut context = snapshot.context;
+        context.trim();
         Self {
             limits,
             cap,
@@ -198,15 +125,23 @@ impl VoiceSession {
             reply: None,
             pending: BTreeMap::new(),
             owed: false,
-            context: snapshot.context,
+            context,
             audio_ms: used.audio_ms,
             tokens: used.tokens,
+            speech_chars: used.speech_chars,
             charged: used,
             turn: snapshot.turn,
             next_utterance: snapshot.next_utterance,
             strikes: 0,
             closed: false,
             dirty: false,
+            speech: false,
+            speech_rate: DEFAULT_SPEECH_RATE,
+            speaking: None,
+            played: None,
+            clock: None,
+            origin: None,
+            now: 0,
         }
     }
 
@@ -225,6 +160,7 @@ impl VoiceSession {
         Usage {
             audio_ms: self.audio_ms + self.capture.as_ref().map_or(0, |c| c.gate.received_ms()),
             tokens: self.tokens,
+            speech_chars: self.speech_chars,
         }
     }
 
@@ -238,11 +174,12 @@ impl VoiceSession {
     /// become what this session has charged plus that, within the per-session caps. The next
     /// frame or turn over the new caps is refused like any other over-quota one.
     pub fn set_user_remaining(&mut self, remaining: Usage) {
-        self.cap = Usage {
-            audio_ms: self.limits.session_audio_ms,
-            tokens: self.limits.session_tokens,
-        }
-        .min(self.charged.saturating_add(remaining));
+        self.cap = session_caps(&self.limits).min(self.charged.saturating_add(remaining));
+    }
+
+    /// Whether replies are spoken: a speech provider is there ([`Effect::Synthesize`]).
+    pub fn set_speech(&mut self, on: bool) {
+        self.speech = on;
     }
 
     /// The conversation so far.
@@ -258,6 +195,9 @@ impl VoiceSession {
             } else {
                 TurnState::Thinking
             };
+        }
+        if self.speaking.is_some() {
+            return TurnState::Speaking;
         }
         let in_speech = self.capture.as_ref().is_some_and(|c| c.vad.in_speech());
         if !in_speech && (self.owed || self.pending.values().any(|p| p.respond)) {
@@ -285,10 +225,16 @@ impl VoiceSession {
         if self.closed {
             return fx;
         }
+        self.now = now_ms;
         let before = self.state();
         let client = match input {
             Input::Control(text) => {
                 Some(decode_control(text).and_then(|f| self.control(f, now_ms, &mut fx)))
+            }
+            // A spent allowance ends the stream once, then audio is not refused frame by frame.
+            Input::Audio(_) if self.capture.is_none() && self.audio_spent() => {
+                self.spent_audio(&mut fx);
+                None
             }
             Input::Audio(bytes) => Some(self.audio(bytes, now_ms, &mut fx)),
             Input::Transcribed {
@@ -303,11 +249,21 @@ impl VoiceSession {
                 None
             }
             Input::ReplyDone { turn, tokens } => {
-                self.done(turn, tokens, &mut fx);
+                self.finish(turn, tokens, false, &mut fx);
+                None
+            }
+            Input::Synthesized {
+                turn,
+                seq,
+                result,
+                synth_ms,
+            } => {
+                self.synthesized(turn, seq, result, synth_ms, &mut fx);
                 None
             }
             Input::ReplyFailed { turn, message } => {
                 if let Some(r) = self.reply.take_if(|r| r.turn == turn) {
+                    self.drop_speech(turn);
                     self.tokens += estimate_tokens(&r.text);
                     self.dirty = true;
                     let e = VoiceError::GenerationFailed(message);
@@ -361,9 +317,10 @@ impl VoiceSession {
                 if self.capture.is_some() {
                     return Err(VoiceError::AlreadyStarted);
                 }
-                if self.usage().audio_ms >= self.cap.audio_ms {
-                    return Err(VoiceError::AudioQuotaExceeded);
+                if self.audio_spent() {
+                    return Err(VoiceError::AudioQuotaExceeded(self.audio_allowance()));
                 }
+                self.speech_rate = format.sample_rate();
                 self.capture = Some(Capture {
                     gate: AudioGate::new(format, now_ms),
                     vad: Vad::new(self.limits.vad, format.sample_rate()),
@@ -372,14 +329,15 @@ impl VoiceSession {
             }
             ControlFrame::Stop {} => self.end_capture(true, fx),
             ControlFrame::Interrupt {} => {
-                self.cancel_reply(true, fx);
+                self.barge_in(true, fx);
                 self.owed = false;
                 for p in self.pending.values_mut() {
                     p.respond = false;
                 }
             }
             ControlFrame::Text { text } => {
-                self.cancel_reply(true, fx);
+                self.barge_in(true, fx);
+                self.origin = Some((TurnOrigin::Text, now_ms, None));
                 self.context.push(Role::User, text.trim(), false);
                 self.owed = true;
                 self.dirty = true;
@@ -389,9 +347,6 @@ impl VoiceSession {
     }
 
     fn audio(&mut self, bytes: &[u8], now_ms: u64, fx: &mut Vec<Effect>) -> Result<(), VoiceError> {
-        if self.capture.is_none() && self.usage().audio_ms >= self.cap.audio_ms {
-            return Err(VoiceError::AudioQuotaExceeded);
-        }
         let n = validate_audio_frame(bytes, self.capture.as_ref().map(|c| &c.gate), now_ms)?;
         let capture = self
             .capture
@@ -404,7 +359,7 @@ impl VoiceSession {
             // Count the allowance as spent (rounding up by less than one frame), so a new
             // `start` is refused rather than let through for a few milliseconds.
             self.audio_ms = self.audio_ms.max(self.cap.audio_ms);
-            return Err(VoiceError::AudioQuotaExceeded);
+            return Err(VoiceError::AudioQuotaExceeded(self.audio_allowance()));
         }
         capture.gate.record(n);
         let events = capture.vad.push(&pcm16le_samples(bytes));
@@ -420,7 +375,7 @@ impl VoiceSession {
             match ev {
                 VadEvent::SpeechStart { at_ms } => {
                     fx.push(Effect::Send(ServerFrame::SpeechStart { at_ms }));
-                    self.cancel_reply(true, fx);
+                    self.barge_in(true, fx);
                 }
                 VadEvent::Discarded { start_ms, end_ms } => {
                     fx.push(Effect::Send(ServerFrame::SpeechEnd {
@@ -433,6 +388,7 @@ impl VoiceSession {
                         at_ms: seg.end_ms,
                         duration_ms: seg.duration_ms(),
                     }));
+                    self.origin = Some((TurnOrigin::SpeechEnd, self.now, None));
                     let id = self.next_utterance;
                     self.next_utterance = self.next_utterance.wrapping_add(1);
                     while self.pending.len() >= MAX_PENDING_TRANSCRIPTIONS {
@@ -500,6 +456,9 @@ impl VoiceSession {
             transcribed: transcript.is_some(),
         }));
         if let Some(t) = text {
+            if let Some((TurnOrigin::SpeechEnd, _, at)) = &mut self.origin {
+                *at = Some(self.now);
+            }
             self.context.push(Role::User, &t, false);
             self.owed |= p.respond;
             self.dirty = true;
@@ -514,13 +473,40 @@ impl VoiceSession {
             return;
         }
         r.streaming = true;
+        // Past its cap (with [`REPLY_TOKEN_SLACK`] for the estimate's error) the reply ends
+        // here: the rest is not read, the generation is aborted.
+        let cap = u64::from(r.max_tokens) + u64::from(r.max_tokens) / REPLY_TOKEN_SLACK;
+        let room = cap.saturating_sub(estimate_tokens(&r.text)) as usize * 4;
+        let over = text.chars().count() > room;
+        let text = if over {
+            truncate_chars(&text, room)
+        } else {
+            text
+        };
         if r.text.len() < MAX_CONTEXT_CHARS * 4 {
             r.text.push_str(&text);
         }
-        fx.push(Effect::Send(ServerFrame::ReplyDelta { turn, text }));
+        if let Some(c) = self.clock.as_mut().filter(|c| c.turn() == turn) {
+            c.token(self.now);
+        }
+        if !text.is_empty() {
+            let sentences = match self.speaking.as_mut().filter(|s| s.turn() == turn) {
+                Some(s) => s.text(&text),
+                None => Vec::new(),
+            };
+            fx.push(Effect::Send(ServerFrame::ReplyDelta { turn, text }));
+            for sentence in sentences {
+                self.synthesize(sentence, fx);
+            }
+        }
+        if over {
+            fx.push(Effect::Cancel { turn });
+            self.finish(turn, None, true, fx);
+        }
     }
 
-    fn done(&mut self, turn: u64, tokens: Option<u32>, fx: &mut Vec<Effect>) {
+    /// The reply of `turn` is complete (`truncated`: cut at its token cap).
+    fn finish(&mut self, turn: u64, tokens: Option<u32>, truncated: bool, fx: &mut Vec<Effect>) {
         let Some(r) = self.reply.take_if(|r| r.turn == turn) else {
             return; // a cancelled or unknown turn
         };
@@ -528,8 +514,161 @@ impl VoiceSession {
         if !r.text.trim().is_empty() {
             self.context.push(Role::Assistant, &r.text, false);
         }
-        fx.push(Effect::Send(ServerFrame::ReplyDone { turn, text: r.text }));
+        fx.push(Effect::Send(ServerFrame::ReplyDone {
+            turn,
+            text: r.text,
+            truncated,
+        }));
         self.dirty = true;
+        if let Some(c) = self.clock.as_mut() {
+            c.reply_done(self.now);
+        }
+        let rest = self.speaking.as_mut().and_then(SpeechTurn::text_done);
+        if let Some(rest) = rest {
+            self.synthesize(rest, fx);
+        }
+        self.speech_progress(fx);
+    }
+
+    /// Barge-in: the reply in flight and its speech are cancelled (told to the client with
+    /// `notify`), and speech still playing by the audio sent is told to stop.
+    fn barge_in(&mut self, notify: bool, fx: &mut Vec<Effect>) {
+        self.cancel_reply(notify, fx);
+        let speaking = self.speaking.take().map(|s| s.turn());
+        if let Some(turn) = speaking {
+            fx.push(Effect::CancelSpeech { turn });
+        }
+        let playing = self.played.take().filter(|(_, until)| *until > self.now);
+        if let Some(turn) = speaking.or(playing.map(|(turn, _)| turn)) {
+            if notify {
+                fx.push(Effect::Send(ServerFrame::SpeechCancelled { turn }));
+            }
+            self.clock = None;
+        }
+    }
+
+    /// The reply of `turn` failed: its speech stops where it is (what was asked still comes,
+    /// then `speech_done`); a failed turn has no `timings`.
+    fn drop_speech(&mut self, turn: u64) {
+        if let Some(s) = self.speaking.as_mut().filter(|s| s.turn() == turn) {
+            s.stop();
+            let _ = s.text_done();
+            if s.is_complete() {
+                self.speaking = None;
+            }
+        }
+        self.clock = None;
+    }
+
+    /// Asks for a sentence of the reply in flight to be spoken, within the speech allowance
+    /// (past it the turn's speech stops, told once; the text goes on).
+    fn synthesize(&mut self, text: String, fx: &mut Vec<Effect>) {
+        let Some(s) = self.speaking.as_mut().filter(|s| !s.is_stopped()) else {
+            return;
+        };
+        let chars = text.chars().count() as u64;
+        if self.speech_chars + chars > self.cap.speech_chars {
+            s.stop();
+            let allowance = if self.cap.speech_chars < self.limits.session_speech_chars {
+                Allowance::Daily
+            } else {
+                Allowance::Session
+            };
+            let e = VoiceError::SpeechQuotaExceeded(allowance);
+            fx.push(Effect::Send(ServerFrame::error(&e)));
+            return;
+        }
+        self.speech_chars += chars;
+        self.dirty = true;
+        let (turn, sample_rate) = (s.turn(), s.rate());
+        let seq = s.request(text.clone());
+        fx.push(Effect::Synthesize {
+            turn,
+            seq,
+            text,
+            sample_rate,
+        });
+    }
+
+    /// A chunk of speech came back: what it completes is sent, in order.
+    fn synthesized(
+        &mut self,
+        turn: u64,
+        seq: u32,
+        result: Result<Vec<i16>, String>,
+        synth_ms: u64,
+        fx: &mut Vec<Effect>,
+    ) {
+        let Some(s) = self.speaking.as_mut().filter(|s| s.turn() == turn) else {
+            return; // a cancelled or unknown turn: nothing of it is sent any more
+        };
+        let out = s.arrived(seq, result);
+        let clock = self.clock.as_mut().filter(|c| c.turn() == turn);
+        if let Some(c) = clock {
+            c.synthesis(synth_ms);
+        }
+        for o in out {
+            match o {
+                SpeechOut::Frame(f) => {
+                    if let ServerFrame::Speech { duration_ms, .. } = &f {
+                        let until = self.played.map_or(0, |(_, u)| u).max(self.now);
+                        self.played = Some((turn, until + duration_ms));
+                        if let Some(c) = self.clock.as_mut() {
+                            c.audio(self.now);
+                        }
+                    }
+                    fx.push(Effect::Send(f));
+                }
+                SpeechOut::Audio(bytes) => fx.push(Effect::SendBinary(bytes)),
+            }
+        }
+        self.speech_progress(fx);
+    }
+
+    /// A turn whose text and speech are all out: `speech_done`, then its `timings`.
+    fn speech_progress(&mut self, fx: &mut Vec<Effect>) {
+        if self.reply.is_some() {
+            return;
+        }
+        if let Some(s) = self.speaking.take_if(|s| s.is_complete()) {
+            fx.push(Effect::Send(s.done_frame()));
+        }
+        if self.speaking.is_none() {
+            if let Some(c) = self.clock.take() {
+                fx.push(Effect::Send(ServerFrame::Timings(c.timings().clone())));
+            }
+        }
+    }
+
+    /// Whether the audio allowance is spent.
+    fn audio_spent(&self) -> bool {
+        self.usage().audio_ms >= self.cap.audio_ms
+    }
+
+    /// Which allowance bounds the audio: the session's, or the user's day.
+    fn audio_allowance(&self) -> Allowance {
+        if self.cap.audio_ms < self.limits.session_audio_ms {
+            Allowance::Daily
+        } else {
+            Allowance::Session
+        }
+    }
+
+    /// Audio with the allowance spent and no stream: dropped while the last turn is being
+    /// answered; after that the socket is closed with [`close::QUOTA_EXHAUSTED`] (4529), not
+    /// refused frame by frame into a 4500.
+    fn spent_audio(&mut self, fx: &mut Vec<Effect>) {
+        if self.reply.is_some() || self.owed || !self.pending.is_empty() {
+            return;
+        }
+        let e = VoiceError::AudioQuotaExceeded(self.audio_allowance());
+        fx.push(Effect::Send(ServerFrame::error(&e)));
+        self.persist(fx);
+        self.closed = true;
+        fx.push(Effect::Close {
+            code: close::QUOTA_EXHAUSTED,
+            reason: "audio allowance used up".into(),
+        });
     }
 
     /// Starts a reply when one is owed and nothing stands in the way: no reply in flight, the
@@ -546,19 +685,37 @@ impl VoiceSession {
         self.owed = false;
         let left = self.cap.tokens.saturating_sub(self.tokens);
         if left == 0 {
-            return Err(VoiceError::TokenQuotaExceeded);
+            let allowance = if self.cap.tokens < self.limits.session_tokens {
+                Allowance::Daily
+            } else {
+                Allowance::Session
+            };
+            return Err(VoiceError::TokenQuotaExceeded(allowance));
         }
         self.turn += 1;
+        let max_tokens = left.min(u64::from(self.limits.max_reply_tokens)) as u32;
         self.reply = Some(ReplyInFlight {
             turn: self.turn,
             text: String::new(),
             streaming: false,
+            max_tokens,
         });
         fx.push(Effect::Generate {
             turn: self.turn,
             context: self.context.to_vec(),
-            max_tokens: left.min(u64::from(self.limits.max_reply_tokens)) as u32,
+            max_tokens,
         });
+        let (origin, at, transcript) =
+            self.origin
+                .take()
+                .unwrap_or((TurnOrigin::Text, self.now, None));
+        self.clock = Some(TurnClock::new(self.turn, origin, at, transcript));
+        if let Some(old) = self.speaking.take() {
+            fx.push(Effect::CancelSpeech { turn: old.turn() });
+        }
+        self.speaking = self
+            .speech
+            .then(|| SpeechTurn::new(self.turn, self.speech_rate));
         self.dirty = true;
         Ok(())
     }
@@ -572,6 +729,7 @@ impl VoiceSession {
             fx.push(Effect::Send(ServerFrame::Usage {
                 audio_ms: usage.audio_ms,
                 tokens: usage.tokens,
+                speech_chars: usage.speech_chars,
             }));
             self.charged = usage;
         }
@@ -580,13 +738,22 @@ impl VoiceSession {
     }
 
     fn disconnect(&mut self, fx: &mut Vec<Effect>) {
-        self.cancel_reply(false, fx);
+        self.barge_in(false, fx);
         self.end_capture(false, fx);
         self.pending.clear();
         self.owed = false;
         self.persist(fx);
         fx.retain(|e| !matches!(e, Effect::Send(_)));
         self.closed = true;
+    }
+}
+
+/// The per-session caps of `limits`.
+fn session_caps(limits: &VoiceLimits) -> Usage {
+    Usage {
+        audio_ms: limits.session_audio_ms,
+        tokens: limits.session_tokens,
+        speech_chars: limits.session_speech_chars,
     }
 }
 
@@ -601,6 +768,7 @@ mod tests {
     use super::*;
     use crate::sessions::voice::synth::*;
     use crate::sessions::voice::wire::{format_change, AudioFormat, FormatChange};
+    use crate::sessions::voice::ContextTurn;
 
     // --- the turn machine --------------------------------------------------------------------
 
@@ -768,13 +936,15 @@ mod tests {
             frames[0],
             &ServerFrame::ReplyDone {
                 turn: 1,
-                text: "Happy to help. When would you like a valuation?".into()
+                text: "Happy to help. When would you like a valuation?".into(),
+                truncated: false,
             }
         );
         assert_eq!(states(&fx), vec![TurnState::Listening]);
         assert!(fx.contains(&Effect::Charge(Usage {
             audio_ms: 0,
-            tokens: 12
+            tokens: 12,
+            ..Usage::default()
         })));
         let snap = fx
             .iter()
@@ -1033,7 +1203,8 @@ mod tests {
         }));
         assert!(fx.contains(&Effect::Charge(Usage {
             audio_ms: 1000,
-            tokens: 0
+            tokens: 0,
+            ..Usage::default()
         })));
         assert_eq!(states(&fx), vec![TurnState::Thinking]);
         // Audio after stop is refused; stop again is harmless; start again works.
@@ -1144,6 +1315,7 @@ mod tests {
             Usage {
                 audio_ms: 5_000,
                 tokens: 1_000,
+                ..Usage::default()
             },
         );
         s.apply(Input::Control(&start_frame(RATE)), T0);
@@ -1154,13 +1326,21 @@ mod tests {
         s.set_user_remaining(Usage {
             audio_ms: 500,
             tokens: 1_000,
+            ..Usage::default()
         });
         assert_eq!(s.caps().audio_ms, 1_500);
         let fx = s.apply(Input::Control(&start_frame(RATE)), T0 + 1000);
         assert!(codes(&fx).is_empty(), "{fx:?}");
-        let fx = stream(&mut s, &silence(1000, RATE), 1000);
-        assert!(codes(&fx).iter().all(|c| c == "audio_quota_exceeded"));
-        assert_eq!(codes(&fx).len(), 25, "frames past 1.5 s in all are refused");
+        // The frame that would pass 1.5 s in all ends the stream, refused.
+        let fx = stream(&mut s, &silence(520, RATE), 1000);
+        assert_eq!(codes(&fx), vec!["audio_quota_exceeded"]);
+        assert!(
+            sent(&fx)
+                .iter()
+                .any(|f| matches!(f, ServerFrame::Error { message, .. }
+            if message.contains("of your day"))),
+            "the user's day ran out, not the session: {fx:?}"
+        );
         // Nothing left for the user: a new start is refused at once.
         s.set_user_remaining(Usage::default());
         let fx = s.apply(Input::Control(&start_frame(RATE)), T0 + 3000);
@@ -1183,14 +1363,14 @@ mod tests {
             Usage {
                 audio_ms: 1_500,
                 tokens: 1_000,
+                ..Usage::default()
             },
         );
         assert_eq!(s.caps().audio_ms, 1_500);
         s.apply(Input::Control(&start_frame(RATE)), T0);
-        let fx = stream(&mut s, &silence(2000, RATE), 0);
-        // Every frame past 1500 ms is refused (and counts as a strike).
-        assert_eq!(codes(&fx).len(), 25);
-        assert!(codes(&fx).iter().all(|c| c == "audio_quota_exceeded"));
+        let fx = stream(&mut s, &silence(1520, RATE), 0);
+        // The frame past 1500 ms ends the stream, refused once.
+        assert_eq!(codes(&fx), vec!["audio_quota_exceeded"]);
         let charged: u64 = fx
             .iter()
             .filter_map(|e| match e {
@@ -1205,6 +1385,74 @@ mod tests {
         // Text turns still work while tokens remain.
         let fx = s.apply(Input::Control(r#"{"type":"text","text":"hi"}"#), T0 + 3000);
         assert!(generated(&fx).is_some());
+        // A microphone that keeps streaming: dropped unrefused while the turn is answered…
+        let fx = stream(&mut s, &silence(200, RATE), 3000);
+        assert!(codes(&fx).is_empty() && !s.is_closed(), "{fx:?}");
+        s.apply(
+            Input::ReplyDone {
+                turn: 1,
+                tokens: Some(3),
+            },
+            T0 + 3300,
+        );
+        // …then the next frame closes the socket with 4529, not strike by strike with 4500.
+        let fx = stream(&mut s, &silence(20, RATE), 3400);
+        assert_eq!(codes(&fx), vec!["audio_quota_exceeded"]);
+        assert!(fx.contains(&Effect::Close {
+            code: close::QUOTA_EXHAUSTED,
+            reason: "audio allowance used up".into()
+        }));
+        assert!(s.is_closed());
+    }
+
+    #[test]
+    fn a_reply_is_cut_at_its_token_cap_when_the_provider_ignores_it() {
+        let limits = VoiceLimits {
+            max_reply_tokens: 8,
+            ..VoiceLimits::default()
+        };
+        let mut s = VoiceSession::new(limits, Usage::UNLIMITED);
+        s.apply(Input::Control(r#"{"type":"text","text":"talk"}"#), T0);
+        // 8 tokens and a quarter of slack: 10 tokens, about 40 characters.
+        let fx = s.apply(
+            Input::ReplyDelta {
+                turn: 1,
+                text: "a".repeat(36),
+            },
+            T0,
+        );
+        assert_eq!(sent(&fx).len(), 2, "a delta and the speaking state: {fx:?}");
+        let fx = s.apply(
+            Input::ReplyDelta {
+                turn: 1,
+                text: "b".repeat(30),
+            },
+            T0,
+        );
+        assert!(
+            fx.contains(&Effect::Cancel { turn: 1 }),
+            "the rest is not read"
+        );
+        let done = sent(&fx)
+            .into_iter()
+            .find_map(|f| match f {
+                ServerFrame::ReplyDone {
+                    text, truncated, ..
+                } => Some((text.clone(), *truncated)),
+                _ => None,
+            })
+            .expect("reply_done");
+        assert_eq!(done, (format!("{}{}", "a".repeat(36), "b".repeat(4)), true));
+        assert_eq!(s.usage().tokens, 10);
+        // Later deltas of the cut turn are dropped.
+        let fx = s.apply(
+            Input::ReplyDelta {
+                turn: 1,
+                text: "c".into(),
+            },
+            T0,
+        );
+        assert!(sent(&fx).is_empty());
     }
 
     #[test]
@@ -1307,5 +1555,239 @@ mod tests {
             })
             .collect();
         assert_eq!(charges, vec![10_000, 10_000]);
+    }
+
+    // --- speech out ------------------------------------------------------------------------
+
+    fn synth_requests(fx: &[Effect]) -> Vec<(u32, String)> {
+        fx.iter()
+            .filter_map(|e| match e {
+                Effect::Synthesize { seq, text, .. } => Some((*seq, text.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn kinds(fx: &[Effect]) -> Vec<String> {
+        fx.iter()
+            .filter_map(|e| match e {
+                Effect::Send(ServerFrame::Speech { seq, .. }) => Some(format!("speech {seq}")),
+                Effect::SendBinary(b) => Some(format!("audio {}", b[12])),
+                Effect::Send(ServerFrame::SpeechDone { .. }) => Some("speech_done".into()),
+                Effect::Send(ServerFrame::SpeechCancelled { turn }) => {
+                    Some(format!("speech_cancelled {turn}"))
+                }
+                Effect::Send(ServerFrame::Timings(_)) => Some("timings".into()),
+                Effect::CancelSpeech { turn } => Some(format!("cancel {turn}")),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn speaking_session(limits: VoiceLimits) -> VoiceSession {
+        let mut s = VoiceSession::new(limits, Usage::UNLIMITED);
+        s.set_speech(true);
+        s
+    }
+
+    fn delta(s: &mut VoiceSession, text: &str, at: u64) -> Vec<Effect> {
+        s.apply(
+            Input::ReplyDelta {
+                turn: 1,
+                text: text.into(),
+            },
+            T0 + at,
+        )
+    }
+
+    fn chunk(s: &mut VoiceSession, seq: u32, samples: usize, at: u64) -> Vec<Effect> {
+        s.apply(
+            Input::Synthesized {
+                turn: 1,
+                seq,
+                result: Ok(vec![0; samples]),
+                synth_ms: 40,
+            },
+            T0 + at,
+        )
+    }
+
+    #[test]
+    fn a_reply_is_spoken_sentence_by_sentence_in_order_then_timed() {
+        let mut s = speaking_session(VoiceLimits::default());
+        s.apply(Input::Control(r#"{"type":"text","text":"hello"}"#), T0);
+        let fx = delta(&mut s, "Hello there, nice to meet you. How can", 300);
+        assert_eq!(
+            synth_requests(&fx),
+            vec![(0, "Hello there, nice to meet you.".to_string())],
+            "the first sentence is spoken before the reply is complete"
+        );
+        let fx = delta(&mut s, " I help?", 350);
+        assert!(synth_requests(&fx).is_empty());
+        let fx = s.apply(
+            Input::ReplyDone {
+                turn: 1,
+                tokens: Some(9),
+            },
+            T0 + 400,
+        );
+        assert_eq!(
+            synth_requests(&fx),
+            vec![(1, "How can I help?".to_string())]
+        );
+        assert!(
+            states(&fx).is_empty(),
+            "still speaking after reply_done: {fx:?}"
+        );
+        assert_eq!(s.state(), TurnState::Speaking);
+        assert!(
+            kinds(&chunk(&mut s, 1, 1600, 500)).is_empty(),
+            "1 waits for 0"
+        );
+        let fx = chunk(&mut s, 0, 8000, 600);
+        assert_eq!(
+            kinds(&fx),
+            [
+                "speech 0",
+                "audio 0",
+                "speech 1",
+                "audio 1",
+                "speech_done",
+                "timings"
+            ]
+        );
+        assert_eq!(states(&fx), vec![TurnState::Idle]);
+        let t = sent(&fx)
+            .into_iter()
+            .find_map(|f| match f {
+                ServerFrame::Timings(t) => Some(t.clone()),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(
+            (
+                t.turn,
+                t.origin,
+                t.first_token_ms,
+                t.reply_ms,
+                t.first_audio_ms,
+                t.synthesis_ms
+            ),
+            (1, TurnOrigin::Text, Some(300), Some(400), Some(600), 80)
+        );
+        assert_eq!(
+            s.usage().speech_chars,
+            45,
+            "every character sent to synthesis counts"
+        );
+    }
+
+    #[test]
+    fn barge_in_cancels_speech_and_nothing_of_the_turn_follows() {
+        let mut s = speaking_session(VoiceLimits::default());
+        s.apply(Input::Control(r#"{"type":"text","text":"hello"}"#), T0);
+        delta(
+            &mut s,
+            "First sentence goes here. Second sentence goes here. ",
+            100,
+        );
+        let fx = delta(&mut s, "Third", 120);
+        assert_eq!(
+            synth_requests(&fx),
+            vec![(1, "Second sentence goes here.".into())]
+        );
+        assert_eq!(kinds(&chunk(&mut s, 0, 1600, 200)), ["speech 0", "audio 0"]);
+        let fx = s.apply(Input::Control(r#"{"type":"interrupt"}"#), T0 + 250);
+        assert_eq!(kinds(&fx), ["cancel 1", "speech_cancelled 1"]);
+        assert!(fx.contains(&Effect::Cancel { turn: 1 }));
+        assert!(
+            kinds(&chunk(&mut s, 1, 1600, 300)).is_empty(),
+            "a late chunk is dropped"
+        );
+        assert_eq!(s.state(), TurnState::Idle);
+    }
+
+    #[test]
+    fn barge_in_while_the_last_chunks_still_play_tells_the_client_to_stop() {
+        let spoken = || {
+            let mut s = speaking_session(VoiceLimits::default());
+            s.apply(Input::Control(r#"{"type":"text","text":"hello"}"#), T0);
+            delta(&mut s, "Only this one sentence.", 100);
+            s.apply(
+                Input::ReplyDone {
+                    turn: 1,
+                    tokens: None,
+                },
+                T0 + 150,
+            );
+            // Two seconds of speech sent at 200 ms: it plays until 2200 ms.
+            let fx = chunk(&mut s, 0, 32_000, 200);
+            assert_eq!(
+                kinds(&fx),
+                ["speech 0", "audio 0", "speech_done", "timings"]
+            );
+            s
+        };
+        let wait = r#"{"type":"text","text":"wait"}"#;
+        let fx = spoken().apply(Input::Control(wait), T0 + 1_000);
+        assert_eq!(kinds(&fx)[0], "speech_cancelled 1", "{fx:?}");
+        // Once it has played out, a new turn is no barge-in.
+        let fx = spoken().apply(Input::Control(wait), T0 + 2_500);
+        assert!(
+            !kinds(&fx).iter().any(|k| k.starts_with("speech_cancelled")),
+            "{fx:?}"
+        );
+    }
+
+    #[test]
+    fn the_speech_allowance_stops_speech_but_not_the_reply() {
+        let limits = VoiceLimits {
+            session_speech_chars: 40,
+            ..VoiceLimits::default()
+        };
+        let mut s = speaking_session(limits);
+        s.apply(Input::Control(r#"{"type":"text","text":"hello"}"#), T0);
+        let fx = delta(&mut s, "This sentence is spoken fine. ", 100);
+        assert!(synth_requests(&fx).is_empty());
+        let fx = delta(&mut s, "This one would pass the allowance. And more", 120);
+        assert_eq!(synth_requests(&fx).len(), 1);
+        assert_eq!(codes(&fx), vec!["speech_quota_exceeded"]);
+        let fx = delta(&mut s, " text. Still text. ", 130);
+        assert!(
+            synth_requests(&fx).is_empty() && codes(&fx).is_empty(),
+            "told once"
+        );
+        assert!(sent(&fx)
+            .iter()
+            .any(|f| matches!(f, ServerFrame::ReplyDelta { .. })));
+        s.apply(
+            Input::ReplyDone {
+                turn: 1,
+                tokens: None,
+            },
+            T0 + 200,
+        );
+        let fx = chunk(&mut s, 0, 160, 300);
+        assert_eq!(
+            kinds(&fx),
+            ["speech 0", "audio 0", "speech_done", "timings"]
+        );
+        assert_eq!(s.usage().speech_chars, 29);
+    }
+
+    #[test]
+    fn without_a_speech_provider_a_turn_is_timed_at_reply_done() {
+        let mut s = VoiceSession::new(VoiceLimits::default(), Usage::UNLIMITED);
+        s.apply(Input::Control(r#"{"type":"text","text":"hello"}"#), T0);
+        let fx = delta(&mut s, "Hello. How can I help?", 100);
+        assert!(synth_requests(&fx).is_empty());
+        let fx = s.apply(
+            Input::ReplyDone {
+                turn: 1,
+                tokens: None,
+            },
+            T0 + 200,
+        );
+        assert_eq!(kinds(&fx), ["timings"]);
     }
 }

@@ -1,5 +1,5 @@
-//! Cost accounting: [`Usage`] (audio time and reply tokens), the caps in [`VoiceLimits`], and the
-//! per-user daily allowance [`UserUsage`].
+//! Cost accounting: [`Usage`] (audio time, reply tokens and synthesized characters), the caps
+//! in [`VoiceLimits`], and the per-user daily allowance [`UserUsage`].
 
 use serde::{Deserialize, Serialize};
 
@@ -8,13 +8,17 @@ use super::vad::VadConfig;
 /// Length of one day for [`UserUsage`], in ms (days are UTC days since the Unix epoch).
 pub const DAY_MS: u64 = 86_400_000;
 
-/// Audio and reply tokens, as consumed or as allowed.
+/// Audio, reply tokens and speech, as consumed or as allowed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {
     /// Audio received, ms.
     pub audio_ms: u64,
     /// Reply tokens generated (reported by the provider, else estimated).
     pub tokens: u64,
+    /// Characters of reply text sent for speech synthesis (what speech providers bill by).
+    /// Absent in snapshots and totals stored before speech existed: 0.
+    #[serde(default)]
+    pub speech_chars: u64,
 }
 
 impl Usage {
@@ -22,6 +26,7 @@ impl Usage {
     pub const UNLIMITED: Self = Self {
         audio_ms: u64::MAX,
         tokens: u64::MAX,
+        speech_chars: u64::MAX,
     };
 
     /// Field-wise `self - other`, floored at zero.
@@ -29,6 +34,7 @@ impl Usage {
         Self {
             audio_ms: self.audio_ms.saturating_sub(other.audio_ms),
             tokens: self.tokens.saturating_sub(other.tokens),
+            speech_chars: self.speech_chars.saturating_sub(other.speech_chars),
         }
     }
 
@@ -37,6 +43,7 @@ impl Usage {
         Self {
             audio_ms: self.audio_ms.saturating_add(other.audio_ms),
             tokens: self.tokens.saturating_add(other.tokens),
+            speech_chars: self.speech_chars.saturating_add(other.speech_chars),
         }
     }
 
@@ -45,12 +52,13 @@ impl Usage {
         Self {
             audio_ms: self.audio_ms.min(other.audio_ms),
             tokens: self.tokens.min(other.tokens),
+            speech_chars: self.speech_chars.min(other.speech_chars),
         }
     }
 
-    /// Whether both fields are zero.
+    /// Whether every field is zero.
     pub fn is_zero(&self) -> bool {
-        self.audio_ms == 0 && self.tokens == 0
+        self.audio_ms == 0 && self.tokens == 0 && self.speech_chars == 0
     }
 }
 
@@ -72,6 +80,10 @@ pub struct VoiceLimits {
     pub user_daily_audio_ms: u64,
     /// Reply tokens one user may generate per UTC day. Default 100 000.
     pub user_daily_tokens: u64,
+    /// Characters one session may have synthesized into speech. Default 50 000.
+    pub session_speech_chars: u64,
+    /// Characters one user may have synthesized per UTC day. Default 250 000.
+    pub user_daily_speech_chars: u64,
     /// Most tokens one reply may use (the provider's `max_tokens`). Default 400.
     pub max_reply_tokens: u32,
     /// Refusal balance at which the socket is closed with 4500: each refused client frame
@@ -88,6 +100,8 @@ impl Default for VoiceLimits {
             session_tokens: 20_000,
             user_daily_audio_ms: 2 * 3600 * 1000,
             user_daily_tokens: 100_000,
+            session_speech_chars: 50_000,
+            user_daily_speech_chars: 250_000,
             max_reply_tokens: 400,
             max_strikes: 20,
             vad: VadConfig::default(),
@@ -111,6 +125,7 @@ impl UserUsage {
         let allowance = Usage {
             audio_ms: limits.user_daily_audio_ms,
             tokens: limits.user_daily_tokens,
+            speech_chars: limits.user_daily_speech_chars,
         };
         if self.day == now_ms / DAY_MS {
             allowance.saturating_sub(self.used)
@@ -145,13 +160,14 @@ mod tests {
             Usage {
                 audio_ms: 60_000,
                 tokens: 500,
+                speech_chars: 70,
             },
             day3,
         );
         u.charge(
             Usage {
                 audio_ms: 1_000,
-                tokens: 0,
+                ..Usage::default()
             },
             day3 + 10,
         );
@@ -160,7 +176,8 @@ mod tests {
             u.remaining(&limits, day3 + 20),
             Usage {
                 audio_ms: limits.user_daily_audio_ms - 61_000,
-                tokens: limits.user_daily_tokens - 500
+                tokens: limits.user_daily_tokens - 500,
+                speech_chars: limits.user_daily_speech_chars - 70,
             }
         );
         let day4 = 4 * DAY_MS;
@@ -168,18 +185,22 @@ mod tests {
             u.remaining(&limits, day4),
             Usage {
                 audio_ms: limits.user_daily_audio_ms,
-                tokens: limits.user_daily_tokens
+                tokens: limits.user_daily_tokens,
+                speech_chars: limits.user_daily_speech_chars,
             }
         );
         u.charge(
             Usage {
                 audio_ms: 5,
                 tokens: 5,
+                ..Usage::default()
             },
             day4,
         );
         assert_eq!((u.day, u.used.audio_ms), (4, 5));
         assert_eq!(estimate_tokens("abcdefghi"), 3);
+        let old: Usage = serde_json::from_str(r#"{"audio_ms":1,"tokens":2}"#).unwrap();
+        assert_eq!(old.speech_chars, 0, "totals stored before speech read back");
         assert_eq!(estimate_tokens(""), 0);
     }
 }

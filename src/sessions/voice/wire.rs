@@ -167,6 +167,16 @@ pub enum TurnState {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerFrame {
+    /// The first frame: who answers, and whether replies are spoken.
+    Ready {
+        /// `http`, `workers-ai` or `builtin`.
+        provider: String,
+        /// Whether replies also come as speech (`speech` frames and their binary chunks).
+        speech: bool,
+        /// Why not, when they do not.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        note: Option<String>,
+    },
     /// Answer to `start`: audio may flow in this format.
     Started {
         /// The accepted format, echoed.
@@ -216,6 +226,10 @@ pub enum ServerFrame {
         turn: u64,
         /// The whole reply.
         text: String,
+        /// True when the reply was cut at its token cap (`VOICE_MAX_REPLY_TOKENS`, or what is
+        /// left of the allowance) because the provider went on past it.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        truncated: bool,
     },
     /// The reply of this turn was cut off (barge-in, `interrupt` or a new typed turn); no more
     /// deltas of it will be sent.
@@ -223,6 +237,39 @@ pub enum ServerFrame {
         /// The cancelled turn.
         turn: u64,
     },
+    /// One chunk of the agent's speech: its binary frame (the `RKS1` header with this turn
+    /// and `seq`, then `samples` 16-bit mono samples at `sample_rate`) follows at once.
+    Speech {
+        /// The turn it speaks.
+        turn: u64,
+        /// Its number within the turn, from 0.
+        seq: u32,
+        /// The text it speaks (a sentence of the reply).
+        text: String,
+        /// Samples per second of its PCM.
+        sample_rate: u32,
+        /// Samples in its binary frame.
+        samples: u64,
+        /// Its length, ms.
+        duration_ms: u64,
+    },
+    /// The turn's speech is complete: `chunks` were sent (a failed one is not sent).
+    SpeechDone {
+        /// The turn.
+        turn: u64,
+        /// Chunks sent.
+        chunks: u32,
+        /// Audio sent, ms.
+        audio_ms: u64,
+    },
+    /// Barge-in: stop playing this turn's speech now and drop what is queued of it; no more
+    /// of it will be sent.
+    SpeechCancelled {
+        /// The turn.
+        turn: u64,
+    },
+    /// How long one turn took, stage by stage (see `docs/SESSIONS.md`, "Latency").
+    Timings(super::latency::TurnTimings),
     /// A refused frame or a failed step.
     Error {
         /// Stable code, see [`VoiceError::code`].
@@ -236,6 +283,8 @@ pub enum ServerFrame {
         audio_ms: u64,
         /// Reply tokens generated.
         tokens: u64,
+        /// Characters of reply text sent for speech synthesis.
+        speech_chars: u64,
     },
 }
 
@@ -245,12 +294,49 @@ impl ServerFrame {
         serde_json::to_string(self).expect("voice frames always serialize")
     }
 
+    /// The `ready` frame of a session answered by `provider` (`builtin`, `http`,
+    /// `workers-ai`), which speaks or not.
+    pub fn ready(provider: &str, speech: bool) -> Self {
+        let note = match provider {
+            _ if speech => None,
+            "builtin" => Some(
+                "the built-in provider has no voice: replies come as text only; speak them \
+                 with your own synthesis"
+                    .into(),
+            ),
+            _ => Some("speech is turned off (LLM_TTS_MODEL / AI_TTS_MODEL is none)".into()),
+        };
+        Self::Ready {
+            provider: provider.into(),
+            speech,
+            note,
+        }
+    }
+
     /// An error frame for `e`.
     pub fn error(e: &VoiceError) -> Self {
         Self::Error {
             code: e.code().into(),
             message: e.to_string(),
         }
+    }
+}
+
+/// Which allowance ran out: the session's own cap, or what the user has left today.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Allowance {
+    /// `VOICE_SESSION_AUDIO_MS` / `VOICE_SESSION_TOKENS`.
+    Session,
+    /// `VOICE_USER_DAILY_AUDIO_MS` / `VOICE_USER_DAILY_TOKENS`, across the user's sessions.
+    Daily,
+}
+
+impl std::fmt::Display for Allowance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Session => "of this session",
+            Self::Daily => "of your day (across your sessions; it renews at 00:00 UTC)",
+        })
     }
 }
 
@@ -303,15 +389,22 @@ pub enum VoiceError {
         /// How far ahead of the wall clock this frame would have put the stream.
         ahead_ms: u64,
     },
-    /// The session's (or user's) audio allowance is spent (`audio_quota_exceeded`).
-    #[error("the audio allowance for this session is used up")]
-    AudioQuotaExceeded,
-    /// The session's (or user's) reply-token allowance is spent (`token_quota_exceeded`).
-    #[error("the reply allowance for this session is used up")]
-    TokenQuotaExceeded,
+    /// The session's or the user's daily audio allowance is spent (`audio_quota_exceeded`).
+    #[error("the audio allowance {0} is used up")]
+    AudioQuotaExceeded(Allowance),
+    /// The session's or the user's daily reply-token allowance is spent
+    /// (`token_quota_exceeded`).
+    #[error("the reply allowance {0} is used up")]
+    TokenQuotaExceeded(Allowance),
     /// The generation provider failed (`generation_failed`).
     #[error("the assistant could not reply: {0}")]
     GenerationFailed(String),
+    /// The speech provider failed on one chunk (`synthesis_failed`); the others go on.
+    #[error("the assistant could not speak a sentence: {0}")]
+    SynthesisFailed(String),
+    /// The speech allowance is spent (`speech_quota_exceeded`): replies go on as text.
+    #[error("the speech allowance {0} is used up; replies go on as text")]
+    SpeechQuotaExceeded(Allowance),
 }
 
 impl VoiceError {
@@ -328,9 +421,11 @@ impl VoiceError {
             Self::OddLength { .. } => "odd_length",
             Self::FrameTooLong { .. } => "frame_too_long",
             Self::TooFast { .. } => "too_fast",
-            Self::AudioQuotaExceeded => "audio_quota_exceeded",
-            Self::TokenQuotaExceeded => "token_quota_exceeded",
+            Self::AudioQuotaExceeded(_) => "audio_quota_exceeded",
+            Self::TokenQuotaExceeded(_) => "token_quota_exceeded",
             Self::GenerationFailed(_) => "generation_failed",
+            Self::SynthesisFailed(_) => "synthesis_failed",
+            Self::SpeechQuotaExceeded(_) => "speech_quota_exceeded",
         }
     }
 }

@@ -479,6 +479,27 @@ impl Client {
                     assert_eq!(self.enc, Enc::Json, "text frame on a MessagePack socket");
                     return Some(serde_json::from_str(&t).expect("server sent valid JSON"));
                 }
+                // A voice session's chunk of speech (`RKS1` header, then PCM): described.
+                Some(Ok(WsMessage::Binary(b)))
+                    if self.enc == Enc::Json && b.starts_with(b"RKS1") =>
+                {
+                    assert!(
+                        b.len() >= 16 && b.len() % 2 == 0,
+                        "a speech frame of {} bytes",
+                        b.len()
+                    );
+                    let pcm: Vec<i16> = b[16..]
+                        .chunks_exact(2)
+                        .map(|c| i16::from_le_bytes([c[0], c[1]]))
+                        .collect();
+                    return Some(serde_json::json!({
+                        "type": "__audio",
+                        "turn": u64::from_le_bytes(b[4..12].try_into().unwrap()),
+                        "seq": u32::from_le_bytes(b[12..16].try_into().unwrap()),
+                        "samples": pcm.len(),
+                        "peak": pcm.iter().map(|s| s.unsigned_abs()).max().unwrap_or(0),
+                    }));
+                }
                 Some(Ok(WsMessage::Binary(b))) => {
                     assert_eq!(self.enc, Enc::Msgpack, "binary frame on a JSON socket");
                     return Some(rmp_serde::from_slice(&b).expect("server sent valid MessagePack"));
