@@ -110,6 +110,42 @@ pub const METRICS: &[(&str, &str)] = &[
     ),
 ];
 
+/// Histograms this service exports, with their help text: each is the counters
+/// `{name}_bucket{le}` (cumulative), `{name}_sum` and `{name}_count` ([`observe`]).
+pub const HISTOGRAMS: &[(&str, &str)] = &[(
+    VOICE_STAGE_MS,
+    "Voice turn stages, ms from the end of the user's speech (or a typed turn), by stage: \
+     transcript, first_token, reply, first_audio (voice to voice) and synthesis (the speech \
+     provider's time)",
+)];
+
+/// Prometheus name: [`HISTOGRAMS`] of voice turn stages.
+pub const VOICE_STAGE_MS: &str = "roomkeeper_voice_stage_ms";
+
+/// Bucket bounds of [`VOICE_STAGE_MS`], ms (and `+Inf`).
+pub const STAGE_BUCKETS_MS: &[u64] = &[
+    50, 100, 200, 300, 500, 800, 1000, 1500, 2000, 3000, 5000, 10000,
+];
+
+/// The counter deltas that record one observation of `value` in histogram `name`.
+pub fn observe(name: &str, labels: &[(&str, &str)], value: u64, buckets: &[u64]) -> Vec<Delta> {
+    let bucket = format!("{name}_bucket");
+    let with_le = |le: &str| {
+        let mut l = labels.to_vec();
+        l.push(("le", le));
+        Delta::new(&bucket, &l, 1)
+    };
+    let mut out: Vec<Delta> = buckets
+        .iter()
+        .filter(|b| value <= **b)
+        .map(|b| with_le(&b.to_string()))
+        .collect();
+    out.push(with_le("+Inf"));
+    out.push(Delta::new(&format!("{name}_sum"), labels, value as i64));
+    out.push(Delta::new(&format!("{name}_count"), labels, 1));
+    out
+}
+
 /// Prometheus name (room figures, `rooms::stats`): messages stored by rooms (not counting duplicates).
 pub const ROOM_MESSAGES: &str = "roomkeeper_room_messages_total";
 /// Prometheus name (room figures, `rooms::stats`): retried publishes answered as duplicates.
@@ -267,7 +303,58 @@ pub fn prometheus(samples: &[Sample]) -> String {
             }
         }
     }
+    for (name, help) in HISTOGRAMS {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} histogram\n"));
+        // Per series (the labels but `le`): its buckets by bound, then its sum and count.
+        let mut series: BTreeMap<String, Vec<(u64, String)>> = BTreeMap::new();
+        let bucket = format!("{name}_bucket");
+        for s in by_name.remove(bucket.as_str()).unwrap_or_default() {
+            let (le, rest) = split_le(&s.labels);
+            let line = format!("{bucket}{{{}}} {}\n", s.labels, s.value);
+            series.entry(rest).or_default().push((le, line));
+        }
+        let sums = by_name
+            .remove(format!("{name}_sum").as_str())
+            .unwrap_or_default();
+        let counts = by_name
+            .remove(format!("{name}_count").as_str())
+            .unwrap_or_default();
+        for (labels, mut buckets) in series {
+            buckets.sort();
+            for (_, line) in buckets {
+                out.push_str(&line);
+            }
+            for (suffix, rows) in [("sum", &sums), ("count", &counts)] {
+                if let Some(s) = rows.iter().find(|s| s.labels == labels) {
+                    let braces = if labels.is_empty() {
+                        String::new()
+                    } else {
+                        format!("{{{labels}}}")
+                    };
+                    out.push_str(&format!("{name}_{suffix}{braces} {}\n", s.value));
+                }
+            }
+        }
+    }
     out
+}
+
+/// A bucket's `le` bound (`+Inf`: the largest) and its other labels, encoded.
+fn split_le(labels: &str) -> (u64, String) {
+    let mut le = u64::MAX;
+    let rest: Vec<&str> = labels
+        .split(',')
+        .filter(
+            |l| match l.strip_prefix("le=\"").and_then(|v| v.strip_suffix('"')) {
+                Some(v) => {
+                    le = v.parse().unwrap_or(u64::MAX);
+                    false
+                }
+                None => true,
+            },
+        )
+        .collect();
+    (le, rest.join(","))
 }
 
 /// Renders samples as `{"name": {"labels": value, …}, …}` for the ops dashboard.
@@ -324,6 +411,63 @@ mod tests {
             let (_, value) = line.rsplit_once(' ').unwrap();
             value.parse::<i64>().unwrap();
         }
+    }
+
+    #[test]
+    fn a_histogram_renders_ordered_cumulative_buckets_sum_and_count() {
+        let mut pending = Pending::default();
+        for v in [40, 250, 250, 20_000] {
+            pending.add(observe(
+                VOICE_STAGE_MS,
+                &[("stage", "first_audio")],
+                v,
+                STAGE_BUCKETS_MS,
+            ));
+        }
+        let samples: Vec<Sample> = pending
+            .take()
+            .into_iter()
+            .map(|d| Sample {
+                labels: d.label_key(),
+                name: d.name,
+                value: d.delta,
+            })
+            .collect();
+        let text = prometheus(&samples);
+        assert!(text.contains("# TYPE roomkeeper_voice_stage_ms histogram\n"));
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("roomkeeper_voice_stage_ms"))
+            .collect();
+        assert_eq!(
+            lines[0],
+            r#"roomkeeper_voice_stage_ms_bucket{le="50",stage="first_audio"} 1"#
+        );
+        assert_eq!(
+            lines[1],
+            r#"roomkeeper_voice_stage_ms_bucket{le="100",stage="first_audio"} 1"#
+        );
+        assert_eq!(
+            lines[3],
+            r#"roomkeeper_voice_stage_ms_bucket{le="300",stage="first_audio"} 3"#
+        );
+        assert_eq!(
+            lines[11],
+            r#"roomkeeper_voice_stage_ms_bucket{le="10000",stage="first_audio"} 3"#
+        );
+        assert_eq!(
+            lines[12],
+            r#"roomkeeper_voice_stage_ms_bucket{le="+Inf",stage="first_audio"} 4"#
+        );
+        assert_eq!(
+            lines[13],
+            r#"roomkeeper_voice_stage_ms_sum{stage="first_audio"} 20540"#
+        );
+        assert_eq!(
+            lines[14],
+            r#"roomkeeper_voice_stage_ms_count{stage="first_audio"} 4"#
+        );
+        assert_eq!(lines.len(), 15);
     }
 
     #[test]

@@ -309,6 +309,13 @@ impl Inner {
         for e in fx {
             match e {
                 Effect::Send(f) => {
+                    if let ServerFrame::Timings(t) = &f {
+                        let deltas = stage_deltas(t);
+                        let env = self.env.clone();
+                        session::spawn(&self.raw, async move {
+                            crate::glue::ops::metrics::add(&env, deltas).await
+                        });
+                    }
                     if let ServerFrame::Utterance { transcribed, .. } = &f {
                         let label = if *transcribed { "true" } else { "false" };
                         let delta = crate::metrics::Delta::new(
@@ -510,4 +517,20 @@ impl Inner {
         }
         self.cancelled.borrow_mut().remove(&turn);
     }
+}
+
+/// A turn's stages as observations of the `roomkeeper_voice_stage_ms` histogram.
+fn stage_deltas(t: &crate::sessions::voice::TurnTimings) -> Vec<crate::metrics::Delta> {
+    use crate::metrics::{observe, STAGE_BUCKETS_MS, VOICE_STAGE_MS};
+    [
+        ("transcript", t.transcript_ms),
+        ("first_token", t.first_token_ms),
+        ("reply", t.reply_ms),
+        ("first_audio", t.first_audio_ms),
+        ("synthesis", (t.synthesis_ms > 0).then_some(t.synthesis_ms)),
+    ]
+    .into_iter()
+    .filter_map(|(stage, ms)| ms.map(|ms| (stage, ms)))
+    .flat_map(|(stage, ms)| observe(VOICE_STAGE_MS, &[("stage", stage)], ms, STAGE_BUCKETS_MS))
+    .collect()
 }

@@ -4,6 +4,7 @@ import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { artifacts, launchBrowser, newPage, screenshot, startServer } from "./harness.mjs";
+import { startProvider } from "./provider.mjs";
 
 const DEV_KEY = "roomkeeper-local-dev-api-key";
 let server;
@@ -99,6 +100,10 @@ test("voice page: the fake microphone's bursts become speech events and utteranc
     assert.ok(Math.abs(gap - LOOP_MS) <= 200, `speech ends ${endsAt}: one loop (${LOOP_MS} ms) between the 1st and 3rd`);
     // No provider here: said plainly, and nothing is transcribed or invented.
     assert.equal(await page.isVisible("#provider-note"), true);
+    // Nor a voice: the page says the browser speaks the replies instead.
+    assert.equal(await page.isVisible("#speaker-note"), true);
+    assert.match(await page.textContent("#speaker-note"), /no voice.*browser's own speech synthesis/s);
+    assert.equal(await page.getAttribute("#speaker", "data-mode"), "browser");
     assert.equal(await page.$$eval("#conversation li.agent", (l) => l.length), 0, "no reply to untranscribed audio");
     const level = await page.$eval("#level", (m) => m.value);
     assert.ok(level <= 0 && level >= -60);
@@ -114,6 +119,47 @@ test("voice page: the fake microphone's bursts become speech events and utteranc
     await page.context().close();
   } finally {
     await voiceBrowser.close();
+  }
+});
+
+test("voice page with a provider: the agent's speech plays, and the turn's stage timings show", async () => {
+  const provider = await startProvider();
+  const spoken = await startServer({ vars: { LLM_BASE_URL: provider.url, LLM_TIMEOUT_MS: "15000" } });
+  const voiceBrowser = await launchBrowser([
+    "--use-fake-ui-for-media-stream",
+    "--use-fake-device-for-media-stream",
+    `--use-file-for-fake-audio-capture=${speechWav()}`,
+    "--autoplay-policy=no-user-gesture-required",
+  ]);
+  try {
+    const page = await newPage(voiceBrowser);
+    await page.goto(`${spoken.url}/voice.html`);
+    await page.fill("#session", `speaks-${process.pid}`);
+    await page.click("#connect-btn");
+    await page.waitForSelector('#status[data-state="open"]');
+    await page.waitForSelector('#speaker[data-mode="server"]');
+    assert.equal(await page.isVisible("#speaker-note"), false, "the server speaks: no fallback note");
+    await page.click("#mic");
+    // A burst of the fake microphone is transcribed and answered, and the answer is spoken.
+    await page.waitForSelector("#conversation li.agent[data-done=true]", { timeout: 30_000 });
+    await page.waitForFunction(() => window.voicePlayback.chunks >= 2, null, { timeout: 30_000 });
+    await page.waitForSelector("#timings[data-first-audio-ms]", { timeout: 30_000 });
+    const state = await page.evaluate(() => ({ ...window.voicePlayback, ctx: document.querySelector("#speaker").dataset.state }));
+    assert.ok(state.samples > 16000, `at least a second of speech was scheduled: ${JSON.stringify(state)}`);
+    assert.equal(state.mode, "server");
+    const t = await page.$eval("#timings", (el) => ({ ...el.dataset }));
+    for (const k of ["transcriptMs", "firstTokenMs", "replyMs", "firstAudioMs"]) assert.ok(Number(t[k]) >= 0, `${k} in ${JSON.stringify(t)}`);
+    assert.ok(Number(t.firstTokenMs) <= Number(t.firstAudioMs), JSON.stringify(t));
+    assert.match(await page.textContent("#timings"), /first audio \(voice to voice\): \d+ ms/);
+    await page.click("#mic"); // stop
+    await screenshot(page, "voice-speaking");
+    assert.ok(provider.calls.some((c) => c.path === "/v1/audio/speech"), "the speech endpoint was called");
+    assert.deepEqual(page.errors, [], `no console errors: ${page.errors}`);
+    await page.context().close();
+  } finally {
+    await voiceBrowser.close();
+    await spoken.close();
+    await provider.close();
   }
 });
 
