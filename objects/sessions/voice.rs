@@ -193,6 +193,7 @@ impl Inner {
             let remaining = user.remaining(&self.limits, now_ms());
             let mut s = VoiceSession::restore(snapshot, self.limits, remaining);
             s.set_speech(self.backend.speaks());
+            s.set_turn_detection(self.backend.detects_turns());
             s
         });
         f(s)
@@ -374,6 +375,20 @@ impl Inner {
                 Effect::SendBinary(bytes) => {
                     let _ = ws.send_with_bytes(bytes);
                 }
+                Effect::DetectTurn { utterance, wav } => {
+                    let (me, ws) = (self.clone(), ws.clone());
+                    session::spawn(&self.raw, async move {
+                        me.detect_turn(&ws, utterance, wav).await;
+                    });
+                }
+                Effect::WakeAt(at) => {
+                    let (me, ws) = (self.clone(), ws.clone());
+                    let wait = at.saturating_sub(now_ms());
+                    session::spawn(&self.raw, async move {
+                        worker::Delay::from(std::time::Duration::from_millis(wait)).await;
+                        me.apply(&ws, Input::Tick);
+                    });
+                }
                 Effect::Persist(s) => self.persist(&s),
                 Effect::Charge(u) => self.charge(u),
                 Effect::Close { code, reason } => {
@@ -447,6 +462,27 @@ impl Inner {
                 },
             );
         }
+    }
+
+    /// Asks the turn model about an utterance; a failure or a timeout leaves it to the VAD.
+    async fn detect_turn(self: Rc<Self>, ws: &WebSocket, utterance: u32, wav: Vec<u8>) {
+        let started = now_ms();
+        let result = net::detect_turn(&self.backend, &self.env, &wav).await;
+        let ms = now_ms().saturating_sub(started);
+        let error = result.as_ref().err().map(ToString::to_string);
+        crate::glue::ops::alerts::provider_call(&self.env, "voice", "turn", ms, error).await;
+        let (complete, probability) = match result {
+            Ok(Some((c, p))) => (Some(c), p),
+            _ => (None, None),
+        };
+        self.apply(
+            ws,
+            Input::TurnDetected {
+                utterance,
+                complete,
+                probability,
+            },
+        );
     }
 
     fn is_cancelled(&self, turn: u64) -> bool {

@@ -248,3 +248,47 @@ pub(crate) async fn synthesize(
     let (rate, samples) = parse_wav(&wav).map_err(|e| e.to_string())?;
     Ok(resample(&samples, rate, sample_rate))
 }
+
+/// Asks the turn model whether `wav` (an utterance) ended the user's turn: `Ok(None)` when the
+/// backend has none.
+pub(crate) async fn detect_turn(
+    backend: &Backend,
+    env: &Env,
+    wav: &[u8],
+) -> Result<Option<(bool, Option<f32>)>, ProviderError> {
+    match backend {
+        Backend::Http {
+            turn_url: Some(url),
+            api_key,
+            ..
+        } => {
+            let req = post(url, api_key.as_deref(), "audio/wav", wav)?;
+            timed(TURN_TIMEOUT_MS, async {
+                let mut r = Fetch::Request(req)
+                    .send()
+                    .await
+                    .map_err(|_| ProviderError::Network)?;
+                if !(200..300).contains(&r.status_code()) {
+                    return Err(ProviderError::Status(r.status_code()));
+                }
+                let body = r.bytes().await.map_err(|_| ProviderError::Network)?;
+                parse_turn(&body).map(Some)
+            })
+            .await?
+        }
+        // Not run by the tests: the binding exists only in production.
+        Backend::WorkersAi {
+            turn_model: Some(model),
+            ..
+        } => {
+            use base64::Engine as _;
+            let ai = env.ai("AI").map_err(|_| ProviderError::Network)?;
+            let audio = base64::engine::general_purpose::STANDARD.encode(wav);
+            let out: Value = timed(TURN_TIMEOUT_MS, ai.run(model, json!({ "audio": audio })))
+                .await?
+                .map_err(|_| ProviderError::Network)?;
+            parse_turn(out.to_string().as_bytes()).map(Some)
+        }
+        _ => Ok(None),
+    }
+}

@@ -39,6 +39,10 @@ pub const DEFAULT_HTTP_TTS_VOICE: &str = "alloy";
 pub const DEFAULT_AI_TTS_MODEL: &str = "@cf/deepgram/aura-1";
 /// Longest wait for one chunk of speech, ms (`LLM_TIMEOUT_MS` overrides it too).
 pub const SPEECH_TIMEOUT_MS: u64 = 15_000;
+/// Default end-of-turn model of the Workers AI binding (`AI_TURN_MODEL`; `none` turns it off).
+pub const DEFAULT_AI_TURN_MODEL: &str = "@cf/pipecat-ai/smart-turn-v2";
+/// Longest wait for a turn model's verdict, ms: past it the VAD alone decides.
+pub const TURN_TIMEOUT_MS: u64 = 2_000;
 /// Longest wait for a transcription, ms.
 pub const TRANSCRIBE_TIMEOUT_MS: u64 = 15_000;
 /// Longest wait for the response head of a generation and between two of its chunks, ms.
@@ -68,6 +72,9 @@ pub enum Backend {
         tts_model: Option<String>,
         /// Speech voice.
         tts_voice: String,
+        /// End-of-turn endpoint (`LLM_TURN_URL`): a WAV in, `{"is_complete", "probability"}`
+        /// out. `None`: the VAD alone ends turns.
+        turn_url: Option<String>,
         /// `LLM_TIMEOUT_MS`: overrides [`TRANSCRIBE_TIMEOUT_MS`],
         /// [`GENERATE_IDLE_TIMEOUT_MS`] and [`SPEECH_TIMEOUT_MS`] (e.g. for a slow GPU, or a
         /// test).
@@ -81,6 +88,8 @@ pub enum Backend {
         stt_model: String,
         /// Text-to-speech model (`None`: replies are not spoken).
         tts_model: Option<String>,
+        /// End-of-turn model (`None`: the VAD alone ends turns).
+        turn_model: Option<String>,
     },
     /// Nothing configured: retrieval answers, untranscribed audio.
     Builtin,
@@ -110,6 +119,12 @@ impl Backend {
                 stt_model: get("LLM_STT_MODEL").unwrap_or(DEFAULT_HTTP_STT_MODEL.into()),
                 tts_model: speech_model(get("LLM_TTS_MODEL"), DEFAULT_HTTP_TTS_MODEL),
                 tts_voice: get("LLM_TTS_VOICE").unwrap_or(DEFAULT_HTTP_TTS_VOICE.into()),
+                turn_url: match get("LLM_TURN_URL") {
+                    Some(u) if !(u.starts_with("http://") || u.starts_with("https://")) => {
+                        return Err("LLM_TURN_URL must start with http:// or https://".into())
+                    }
+                    u => u,
+                },
                 timeout_ms: match get("LLM_TIMEOUT_MS") {
                     None => None,
                     Some(v) => Some(
@@ -126,6 +141,7 @@ impl Backend {
                 chat_model: get("AI_CHAT_MODEL").unwrap_or(DEFAULT_AI_CHAT_MODEL.into()),
                 stt_model: get("AI_STT_MODEL").unwrap_or(DEFAULT_AI_STT_MODEL.into()),
                 tts_model: speech_model(get("AI_TTS_MODEL"), DEFAULT_AI_TTS_MODEL),
+                turn_model: speech_model(get("AI_TURN_MODEL"), DEFAULT_AI_TURN_MODEL),
             });
         }
         Ok(Self::Builtin)
@@ -136,6 +152,15 @@ impl Backend {
     pub fn speaks(&self) -> bool {
         match self {
             Self::Http { tts_model, .. } | Self::WorkersAi { tts_model, .. } => tts_model.is_some(),
+            Self::Builtin => false,
+        }
+    }
+
+    /// Whether a turn model judges the end of each utterance.
+    pub fn detects_turns(&self) -> bool {
+        match self {
+            Self::Http { turn_url, .. } => turn_url.is_some(),
+            Self::WorkersAi { turn_model, .. } => turn_model.is_some(),
             Self::Builtin => false,
         }
     }
@@ -170,6 +195,16 @@ pub fn speech_body(model: &str, voice: &str, text: &str) -> Vec<u8> {
 /// `sample_rate`.
 pub fn ai_speech_input(text: &str, sample_rate: u32) -> Value {
     json!({"text": text, "encoding": "linear16", "container": "wav", "sample_rate": sample_rate})
+}
+
+/// A turn model's verdict, `{"is_complete": bool, "probability": number?}` (the answer of
+/// Workers AI's smart-turn, and what an `LLM_TURN_URL` endpoint answers).
+pub fn parse_turn(body: &[u8]) -> Result<(bool, Option<f32>), ProviderError> {
+    let v: Value = serde_json::from_slice(body).map_err(|_| ProviderError::Malformed)?;
+    // Workers AI wraps a model's answer in `result` when called over HTTP.
+    let v = v.get("result").filter(|r| r.is_object()).unwrap_or(&v);
+    let complete = v["is_complete"].as_bool().ok_or(ProviderError::Malformed)?;
+    Ok((complete, v["probability"].as_f64().map(|p| p as f32)))
 }
 
 /// Why a provider call failed. Messages are safe to show the user (no URLs or keys).
@@ -421,9 +456,34 @@ mod tests {
                 stt_model: DEFAULT_HTTP_STT_MODEL.into(),
                 tts_model: Some(DEFAULT_HTTP_TTS_MODEL.into()),
                 tts_voice: DEFAULT_HTTP_TTS_VOICE.into(),
+                turn_url: None,
                 timeout_ms: None,
             }
         );
+        assert!(!http.detects_turns(), "no LLM_TURN_URL: the VAD alone");
+        let turns = Backend::select(
+            lookup(&[
+                ("LLM_BASE_URL", "http://x"),
+                ("LLM_TURN_URL", "http://t/turn"),
+            ]),
+            false,
+        )
+        .unwrap();
+        assert!(turns.detects_turns());
+        assert!(Backend::select(
+            lookup(&[("LLM_BASE_URL", "http://x"), ("LLM_TURN_URL", "t")]),
+            false
+        )
+        .is_err());
+        assert_eq!(
+            parse_turn(br#"{"is_complete":false,"probability":0.25}"#),
+            Ok((false, Some(0.25)))
+        );
+        assert_eq!(
+            parse_turn(br#"{"result":{"is_complete":true}}"#),
+            Ok((true, None))
+        );
+        assert_eq!(parse_turn(b"{}"), Err(ProviderError::Malformed));
         assert!(http.speaks());
         let mute = Backend::select(
             lookup(&[("LLM_BASE_URL", "http://x"), ("LLM_TTS_MODEL", "none")]),

@@ -206,6 +206,7 @@ fn all(ctx: Arc<Ctx>) -> Vec<Trial> {
         sessions::voice_stream_resumes_after_hibernation,
         sessions::session_sockets_are_authenticated_like_rooms,
         speech::a_voice_agent_speaks_its_reply_in_order_and_barge_in_stops_it,
+        speech::a_turn_model_holds_an_unfinished_turn_for_more_speech,
         coord::twenty_concurrent_acquirers_take_turns_in_fifo_order,
         coord::an_unrenewed_lease_expires_and_passes_to_the_next_waiter,
         coord::lock_bad_input_answers_documented_errors,

@@ -22,7 +22,7 @@ const DELTAS: usize = 8;
 pub(crate) struct ProviderCall {
     pub(crate) path: String,
     /// The body contained a WAV file (RIFF/WAVE header) — transcriptions only.
-    wav: bool,
+    pub(crate) wav: bool,
     /// The body as text (JSON for completions; lossy for multipart).
     pub(crate) body: String,
     /// The body as received.
@@ -60,7 +60,8 @@ fn position_in(sent: &[u8], part: &[u8]) -> Option<usize> {
 /// A real local OpenAI-compatible server: `/v1/audio/transcriptions` answers
 /// `{"text": "utterance N"}`, `/v1/chat/completions` streams [`DELTAS`] SSE deltas 100 ms
 /// apart (or answers 500 when the last user message contains `FAIL`), `/v1/audio/speech`
-/// speaks its input with Debian's `espeak-ng` (500 when it contains `MUTE`). One thread per
+/// speaks its input with Debian's `espeak-ng` (500 when it contains `MUTE`), `/v1/turn` is an
+/// end-of-turn model that calls odd utterances unfinished and even ones finished. One thread per
 /// connection so a slow stream never holds up a transcription.
 pub(crate) struct FakeProvider {
     pub(crate) url: String,
@@ -172,6 +173,16 @@ impl FakeProvider {
                         let usage = json!({"choices": [], "usage": {"completion_tokens": DELTAS}});
                         let _ = write!(s, "data: {usage}\n\ndata: [DONE]\n\n");
                         let _ = s.flush();
+                    } else if path == "/v1/turn" {
+                        // A turn model: odd calls say the turn goes on, even ones that it ended.
+                        let reply = json!({"is_complete": n % 2 == 0, "probability": if n % 2 == 0 { 0.9 } else { 0.2 }})
+                            .to_string();
+                        let _ = write!(
+                            s,
+                            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
+                             Content-Length: {}\r\nConnection: close\r\n\r\n{reply}",
+                            reply.len()
+                        );
                     } else if path == "/v1/audio/speech" {
                         // Real speech, by Debian's espeak-ng: a 22.05 kHz WAV.
                         let input = serde_json::from_str::<Value>(&text)

@@ -216,3 +216,96 @@ pub async fn a_voice_agent_speaks_its_reply_in_order_and_barge_in_stops_it(_ctx:
     );
     c.close().await;
 }
+
+/// With a turn model (`LLM_TURN_URL`): an utterance it calls unfinished holds the reply, so a
+/// pause longer than the VAD's hangover does not cut the user off — the next utterance joins
+/// the same turn and one reply answers both; an unfinished turn with no more speech is
+/// answered once `VOICE_TURN_HOLD_MS` has passed.
+pub async fn a_turn_model_holds_an_unfinished_turn_for_more_speech(_ctx: Arc<Ctx>) {
+    let provider = FakeProvider::start();
+    let persist = TempDir::new("e2e-turns");
+    let turn_url = format!("{}/v1/turn", provider.url);
+    let server = Server::start_with(
+        &persist.0,
+        &[
+            ("LLM_BASE_URL", provider.url.as_str()),
+            ("LLM_TURN_URL", turn_url.as_str()),
+            ("LLM_TTS_MODEL", "none"),
+            ("VOICE_TURN_HOLD_MS", "1500"),
+        ],
+    );
+    let url = format!("{}/api/voice/{}/ws", server.ws(), room("turns"));
+    let mut c = Client::connect(&url, Enc::Json).await;
+    let ready = c.recv().await;
+    assert_eq!(
+        (&ready["speech"], &ready["type"]),
+        (&json!(false), &json!("ready"))
+    );
+    c.send(start_frame(16000)).await;
+    let mut plain = Vec::new();
+    until(&mut c, "started", &mut plain).await;
+    // Two bursts 600 ms apart: past the 300 ms hangover, so the VAD alone would answer the
+    // first and then be cut off by the second.
+    let pcm =
+        roomkeeper::sessions::voice::synth::speech_like(&[(400, 800), (1800, 800)], 4000, 16000);
+    let mut frames = Vec::new();
+    stream_timed(&mut c, &pcm, &mut frames).await;
+    collect_timed(&mut c, &mut frames, |fs| {
+        fs.iter().any(|(_, f)| f["type"] == "timings")
+    })
+    .await;
+    let fs: Vec<&Value> = frames.iter().map(|(_, f)| f).collect();
+    let turns: Vec<(u64, bool, &str)> = fs
+        .iter()
+        .filter(|f| f["type"] == "turn")
+        .map(|f| {
+            (
+                f["utterance"].as_u64().unwrap(),
+                f["complete"].as_bool().unwrap(),
+                f["source"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(turns, [(0, false, "model"), (1, true, "model")], "{fs:?}");
+    let count = |t: &str| fs.iter().filter(|f| f["type"] == t).count();
+    assert_eq!(
+        (count("reply_done"), count("reply_cancelled")),
+        (1, 0),
+        "one reply, nothing cut off: {fs:?}"
+    );
+    let turn_calls = provider.calls("/v1/turn");
+    assert_eq!(turn_calls.len(), 2);
+    assert!(turn_calls.iter().all(|c| c.wav), "the utterances' WAVs");
+    let chat = provider.calls("/v1/chat/completions");
+    assert_eq!(chat.len(), 1);
+    let asked: Value = serde_json::from_str(&chat[0].body).unwrap();
+    let last = asked["messages"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(
+        last["content"], "utterance 1\nutterance 2",
+        "one turn of two utterances: {asked}"
+    );
+    let t = fs.iter().find(|f| f["type"] == "timings").unwrap();
+    assert!(t["turn_ms"].as_u64().is_some(), "{t}");
+
+    // An unfinished turn and silence: answered when the hold runs out.
+    let pcm = roomkeeper::sessions::voice::synth::speech_like(&[(300, 800)], 1600, 16000);
+    let mut frames = Vec::new();
+    stream_timed(&mut c, &pcm, &mut frames).await;
+    collect_timed(&mut c, &mut frames, |fs| {
+        fs.iter().any(|(_, f)| f["type"] == "timings")
+    })
+    .await;
+    let t = &first(&frames, "timings").1;
+    let token = t["first_token_ms"].as_u64().unwrap();
+    assert!(
+        (1500..4000).contains(&token),
+        "held {token} ms for more speech: {t}"
+    );
+    assert_eq!(first(&frames, "turn").1["complete"], false);
+    c.close().await;
+}

@@ -55,6 +55,19 @@ pub enum Input<'a> {
         /// Time the provider took, ms.
         synth_ms: u64,
     },
+    /// The turn model judged whether utterance `utterance` ended the user's turn
+    /// ([`Effect::DetectTurn`]): `None` when it could not say (failed, timed out), and the VAD
+    /// decides.
+    TurnDetected {
+        /// The utterance.
+        utterance: u32,
+        /// Whether the turn is complete.
+        complete: Option<bool>,
+        /// The model's probability that it is, if it gave one.
+        probability: Option<f32>,
+    },
+    /// The time asked for with [`Effect::WakeAt`] has come.
+    Tick,
     /// The socket closed.
     Disconnected,
 }
@@ -105,6 +118,16 @@ pub enum Effect {
     },
     /// Send a binary frame (a chunk of speech, [`super::speech_frame`]).
     SendBinary(Vec<u8>),
+    /// Ask the turn model whether this utterance ended the user's turn, answering with
+    /// [`Input::TurnDetected`] (within a timeout: `complete: None` when it cannot say).
+    DetectTurn {
+        /// The utterance.
+        utterance: u32,
+        /// Its audio, as sent for transcription.
+        wav: Vec<u8>,
+    },
+    /// Apply [`Input::Tick`] at this wall-clock time (ms).
+    WakeAt(u64),
     /// Store this snapshot (it replaces the previous one).
     Persist(Snapshot),
     /// Add this consumption to the user's totals

@@ -27,6 +27,9 @@ pub struct TurnTimings {
     /// → the transcript was in (spoken turns).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transcript_ms: Option<u64>,
+    /// → the turn model's verdict on the last utterance (spoken turns, with a turn model).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub turn_ms: Option<u64>,
     /// → the first reply token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_token_ms: Option<u64>,
@@ -61,6 +64,12 @@ impl TurnClock {
                 ..TurnTimings::default()
             },
         }
+    }
+
+    /// The turn model's verdict came at `at_ms`.
+    pub fn with_verdict(mut self, at_ms: Option<u64>) -> Self {
+        self.timings.turn_ms = at_ms.map(|t| t.saturating_sub(self.origin_ms));
+        self
     }
 
     /// The turn it times.

@@ -10,7 +10,9 @@ use super::audio::{pcm16le_samples, validate_audio_frame, wav_bytes, AudioGate};
 use super::context::{truncate_chars, Context, Role, MAX_CONTEXT_CHARS};
 use super::io::{Effect, Input, Snapshot};
 use super::latency::{TurnClock, TurnOrigin};
-use super::speaking::{SpeechOut, SpeechTurn};
+use super::speaking::SpeechTurn;
+
+mod speech_out;
 use super::usage::{estimate_tokens, Usage, VoiceLimits};
 use super::vad::{Vad, VadEvent};
 use super::wire::{
@@ -49,6 +51,15 @@ struct ReplyInFlight {
     streaming: bool,
     /// Its token cap, held even against a provider that ignores `max_tokens`.
     max_tokens: u32,
+}
+
+/// Why an owed reply waits for the turn model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TurnHold {
+    /// Its verdict on this utterance has not come yet.
+    Awaiting(u32),
+    /// It said the turn goes on: wait for more speech until then (wall clock, ms).
+    Held(u64),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -102,6 +113,11 @@ pub struct VoiceSession {
     origin: Option<(TurnOrigin, u64, Option<u64>)>,
     /// Wall clock of the input being applied.
     now: u64,
+    /// Whether a turn model judges the end of each utterance, what an owed reply waits for,
+    /// and when the last verdict came.
+    turn_detection: bool,
+    turn_hold: Option<TurnHold>,
+    verdict_at: Option<u64>,
 }
 
 impl VoiceSession {
@@ -142,6 +158,9 @@ impl VoiceSession {
             clock: None,
             origin: None,
             now: 0,
+            turn_detection: false,
+            turn_hold: None,
+            verdict_at: None,
         }
     }
 
@@ -180,6 +199,12 @@ impl VoiceSession {
     /// Whether replies are spoken: a speech provider is there ([`Effect::Synthesize`]).
     pub fn set_speech(&mut self, on: bool) {
         self.speech = on;
+    }
+
+    /// Whether a turn model judges the end of each utterance ([`Effect::DetectTurn`]); without
+    /// one the VAD's silence alone ends a turn.
+    pub fn set_turn_detection(&mut self, on: bool) {
+        self.turn_detection = on;
     }
 
     /// The conversation so far.
@@ -261,6 +286,15 @@ impl VoiceSession {
                 self.synthesized(turn, seq, result, synth_ms, &mut fx);
                 None
             }
+            Input::TurnDetected {
+                utterance,
+                complete,
+                probability,
+            } => {
+                self.turn_verdict(utterance, complete, probability, &mut fx);
+                None
+            }
+            Input::Tick => None,
             Input::ReplyFailed { turn, message } => {
                 if let Some(r) = self.reply.take_if(|r| r.turn == turn) {
                     self.drop_speech(turn);
@@ -330,6 +364,7 @@ impl VoiceSession {
             ControlFrame::Stop {} => self.end_capture(true, fx),
             ControlFrame::Interrupt {} => {
                 self.barge_in(true, fx);
+                self.turn_hold = None;
                 self.owed = false;
                 for p in self.pending.values_mut() {
                     p.respond = false;
@@ -337,6 +372,7 @@ impl VoiceSession {
             }
             ControlFrame::Text { text } => {
                 self.barge_in(true, fx);
+                self.turn_hold = None;
                 self.origin = Some((TurnOrigin::Text, now_ms, None));
                 self.context.push(Role::User, text.trim(), false);
                 self.owed = true;
@@ -376,6 +412,7 @@ impl VoiceSession {
                 VadEvent::SpeechStart { at_ms } => {
                     fx.push(Effect::Send(ServerFrame::SpeechStart { at_ms }));
                     self.barge_in(true, fx);
+                    self.turn_hold = None; // more speech: the next utterance's end decides
                 }
                 VadEvent::Discarded { start_ms, end_ms } => {
                     fx.push(Effect::Send(ServerFrame::SpeechEnd {
@@ -402,10 +439,16 @@ impl VoiceSession {
                             respond: true,
                         },
                     );
-                    fx.push(Effect::Transcribe {
-                        utterance: id,
-                        wav: wav_bytes(&seg.pcm, rate),
-                    });
+                    let wav = wav_bytes(&seg.pcm, rate);
+                    self.verdict_at = None;
+                    if self.turn_detection {
+                        self.turn_hold = Some(TurnHold::Awaiting(id));
+                        fx.push(Effect::DetectTurn {
+                            utterance: id,
+                            wav: wav.clone(),
+                        });
+                    }
+                    fx.push(Effect::Transcribe { utterance: id, wav });
                     self.dirty = true;
                 }
             }
@@ -530,113 +573,31 @@ impl VoiceSession {
         self.speech_progress(fx);
     }
 
-    /// Barge-in: the reply in flight and its speech are cancelled (told to the client with
-    /// `notify`), and speech still playing by the audio sent is told to stop.
-    fn barge_in(&mut self, notify: bool, fx: &mut Vec<Effect>) {
-        self.cancel_reply(notify, fx);
-        let speaking = self.speaking.take().map(|s| s.turn());
-        if let Some(turn) = speaking {
-            fx.push(Effect::CancelSpeech { turn });
-        }
-        let playing = self.played.take().filter(|(_, until)| *until > self.now);
-        if let Some(turn) = speaking.or(playing.map(|(turn, _)| turn)) {
-            if notify {
-                fx.push(Effect::Send(ServerFrame::SpeechCancelled { turn }));
-            }
-            self.clock = None;
-        }
-    }
-
-    /// The reply of `turn` failed: its speech stops where it is (what was asked still comes,
-    /// then `speech_done`); a failed turn has no `timings`.
-    fn drop_speech(&mut self, turn: u64) {
-        if let Some(s) = self.speaking.as_mut().filter(|s| s.turn() == turn) {
-            s.stop();
-            let _ = s.text_done();
-            if s.is_complete() {
-                self.speaking = None;
-            }
-        }
-        self.clock = None;
-    }
-
-    /// Asks for a sentence of the reply in flight to be spoken, within the speech allowance
-    /// (past it the turn's speech stops, told once; the text goes on).
-    fn synthesize(&mut self, text: String, fx: &mut Vec<Effect>) {
-        let Some(s) = self.speaking.as_mut().filter(|s| !s.is_stopped()) else {
-            return;
-        };
-        let chars = text.chars().count() as u64;
-        if self.speech_chars + chars > self.cap.speech_chars {
-            s.stop();
-            let allowance = if self.cap.speech_chars < self.limits.session_speech_chars {
-                Allowance::Daily
-            } else {
-                Allowance::Session
-            };
-            let e = VoiceError::SpeechQuotaExceeded(allowance);
-            fx.push(Effect::Send(ServerFrame::error(&e)));
-            return;
-        }
-        self.speech_chars += chars;
-        self.dirty = true;
-        let (turn, sample_rate) = (s.turn(), s.rate());
-        let seq = s.request(text.clone());
-        fx.push(Effect::Synthesize {
-            turn,
-            seq,
-            text,
-            sample_rate,
-        });
-    }
-
-    /// A chunk of speech came back: what it completes is sent, in order.
-    fn synthesized(
+    /// The turn model's verdict on `utterance`: a turn that goes on holds the reply for
+    /// `turn_hold_ms` (or until more speech); no verdict leaves it to the VAD.
+    fn turn_verdict(
         &mut self,
-        turn: u64,
-        seq: u32,
-        result: Result<Vec<i16>, String>,
-        synth_ms: u64,
+        utterance: u32,
+        complete: Option<bool>,
+        probability: Option<f32>,
         fx: &mut Vec<Effect>,
     ) {
-        let Some(s) = self.speaking.as_mut().filter(|s| s.turn() == turn) else {
-            return; // a cancelled or unknown turn: nothing of it is sent any more
-        };
-        let out = s.arrived(seq, result);
-        let clock = self.clock.as_mut().filter(|c| c.turn() == turn);
-        if let Some(c) = clock {
-            c.synthesis(synth_ms);
+        if self.turn_hold != Some(TurnHold::Awaiting(utterance)) {
+            return; // about an utterance the user has spoken past
         }
-        for o in out {
-            match o {
-                SpeechOut::Frame(f) => {
-                    if let ServerFrame::Speech { duration_ms, .. } = &f {
-                        let until = self.played.map_or(0, |(_, u)| u).max(self.now);
-                        self.played = Some((turn, until + duration_ms));
-                        if let Some(c) = self.clock.as_mut() {
-                            c.audio(self.now);
-                        }
-                    }
-                    fx.push(Effect::Send(f));
-                }
-                SpeechOut::Audio(bytes) => fx.push(Effect::SendBinary(bytes)),
-            }
-        }
-        self.speech_progress(fx);
-    }
-
-    /// A turn whose text and speech are all out: `speech_done`, then its `timings`.
-    fn speech_progress(&mut self, fx: &mut Vec<Effect>) {
-        if self.reply.is_some() {
-            return;
-        }
-        if let Some(s) = self.speaking.take_if(|s| s.is_complete()) {
-            fx.push(Effect::Send(s.done_frame()));
-        }
-        if self.speaking.is_none() {
-            if let Some(c) = self.clock.take() {
-                fx.push(Effect::Send(ServerFrame::Timings(c.timings().clone())));
-            }
+        self.verdict_at = Some(self.now);
+        let source = if complete.is_some() { "model" } else { "vad" };
+        fx.push(Effect::Send(ServerFrame::Turn {
+            utterance,
+            complete: complete.unwrap_or(true),
+            probability,
+            source: source.into(),
+        }));
+        self.turn_hold = None;
+        if complete == Some(false) && self.limits.turn_hold_ms > 0 {
+            let until = self.now + self.limits.turn_hold_ms;
+            self.turn_hold = Some(TurnHold::Held(until));
+            fx.push(Effect::WakeAt(until));
         }
     }
 
@@ -682,6 +643,11 @@ impl VoiceSession {
         {
             return Ok(());
         }
+        match self.turn_hold {
+            Some(TurnHold::Awaiting(_)) => return Ok(()),
+            Some(TurnHold::Held(until)) if self.now < until => return Ok(()),
+            _ => self.turn_hold = None,
+        }
         self.owed = false;
         let left = self.cap.tokens.saturating_sub(self.tokens);
         if left == 0 {
@@ -709,7 +675,8 @@ impl VoiceSession {
             self.origin
                 .take()
                 .unwrap_or((TurnOrigin::Text, self.now, None));
-        self.clock = Some(TurnClock::new(self.turn, origin, at, transcript));
+        self.clock =
+            Some(TurnClock::new(self.turn, origin, at, transcript).with_verdict(self.verdict_at));
         if let Some(old) = self.speaking.take() {
             fx.push(Effect::CancelSpeech { turn: old.turn() });
         }
@@ -1789,5 +1756,123 @@ mod tests {
             T0 + 200,
         );
         assert_eq!(kinds(&fx), ["timings"]);
+    }
+
+    // --- turn detection --------------------------------------------------------------------
+
+    fn detections(fx: &[Effect]) -> Vec<u32> {
+        fx.iter()
+            .filter_map(|e| match e {
+                Effect::DetectTurn { utterance, wav } => {
+                    assert!(wav.starts_with(b"RIFF"), "the utterance's WAV");
+                    Some(*utterance)
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn turn_frames(fx: &[Effect]) -> Vec<(u32, bool, String)> {
+        sent(fx)
+            .into_iter()
+            .filter_map(|f| match f {
+                ServerFrame::Turn {
+                    utterance,
+                    complete,
+                    source,
+                    ..
+                } => Some((*utterance, *complete, source.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_turn_the_model_calls_unfinished_is_held_then_answered() {
+        let mut s = VoiceSession::new(VoiceLimits::default(), Usage::UNLIMITED);
+        s.set_turn_detection(true);
+        s.apply(Input::Control(&start_frame(RATE)), T0);
+        let fx = stream(&mut s, &speech_like(&[(200, 800)], 1600, RATE), 0);
+        assert_eq!(detections(&fx), vec![0]);
+        let said = Input::Transcribed {
+            utterance: 0,
+            transcript: Some("I was wondering".into()),
+        };
+        assert!(
+            generated(&s.apply(said, T0 + 1700)).is_none(),
+            "waits for the verdict"
+        );
+        let fx = s.apply(
+            Input::TurnDetected {
+                utterance: 0,
+                complete: Some(false),
+                probability: Some(0.2),
+            },
+            T0 + 1800,
+        );
+        assert_eq!(turn_frames(&fx), vec![(0, false, "model".into())]);
+        assert!(fx.contains(&Effect::WakeAt(T0 + 3300)), "{fx:?}");
+        assert!(generated(&fx).is_none());
+        assert!(
+            generated(&s.apply(Input::Tick, T0 + 2500)).is_none(),
+            "still held"
+        );
+        let fx = s.apply(Input::Tick, T0 + 3300);
+        assert!(generated(&fx).is_some(), "answered once the hold ran out");
+        let t = s.clock.as_ref().unwrap().timings().clone();
+        assert!(t.turn_ms.is_some(), "{t:?}");
+    }
+
+    #[test]
+    fn more_speech_in_the_hold_joins_the_turn_and_no_verdict_leaves_it_to_the_vad() {
+        let mut s = VoiceSession::new(VoiceLimits::default(), Usage::UNLIMITED);
+        s.set_turn_detection(true);
+        s.apply(Input::Control(&start_frame(RATE)), T0);
+        let pcm = speech_like(&[(200, 700), (1500, 700)], 3200, RATE);
+        let cut = 1400 * RATE as usize / 1000;
+        let fx = stream(&mut s, &pcm[..cut], 0);
+        assert_eq!(detections(&fx), vec![0]);
+        let first = Input::Transcribed {
+            utterance: 0,
+            transcript: Some("first part".into()),
+        };
+        s.apply(first, T0 + 1410);
+        let unfinished = Input::TurnDetected {
+            utterance: 0,
+            complete: Some(false),
+            probability: None,
+        };
+        assert!(generated(&s.apply(unfinished, T0 + 1420)).is_none());
+        let fx = stream(&mut s, &pcm[cut..], 1400);
+        assert!(
+            generated(&fx).is_none(),
+            "the hold is not a cut-off: more speech joins"
+        );
+        assert_eq!(detections(&fx), vec![1]);
+        let second = Input::Transcribed {
+            utterance: 1,
+            transcript: Some("second part".into()),
+        };
+        s.apply(second, T0 + 3210);
+        // A stale verdict on utterance 0 is ignored; none on utterance 1 leaves it to the VAD.
+        let stale = Input::TurnDetected {
+            utterance: 0,
+            complete: Some(false),
+            probability: None,
+        };
+        assert!(turn_frames(&s.apply(stale, T0 + 3215)).is_empty());
+        let fx = s.apply(
+            Input::TurnDetected {
+                utterance: 1,
+                complete: None,
+                probability: None,
+            },
+            T0 + 3220,
+        );
+        assert_eq!(turn_frames(&fx), vec![(1, true, "vad".into())]);
+        let (_, context, _) = generated(&fx).expect("one reply for the whole turn");
+        let users: Vec<&str> = context.iter().map(|t| t.text.as_str()).collect();
+        assert_eq!(users, ["first part", "second part"]);
+        assert!(codes(&fx).is_empty());
     }
 }

@@ -86,6 +86,10 @@ pub struct VoiceLimits {
     pub user_daily_speech_chars: u64,
     /// Most tokens one reply may use (the provider's `max_tokens`). Default 400.
     pub max_reply_tokens: u32,
+    /// How long a turn the turn model calls incomplete waits for more speech before it is
+    /// answered anyway, ms. Default 1500.
+    #[serde(default = "default_turn_hold_ms")]
+    pub turn_hold_ms: u64,
     /// Refusal balance at which the socket is closed with 4500: each refused client frame
     /// adds one, each accepted one takes one away. Default 20.
     pub max_strikes: u32,
@@ -103,10 +107,15 @@ impl Default for VoiceLimits {
             session_speech_chars: 50_000,
             user_daily_speech_chars: 250_000,
             max_reply_tokens: 400,
+            turn_hold_ms: default_turn_hold_ms(),
             max_strikes: 20,
             vad: VadConfig::default(),
         }
     }
+}
+
+fn default_turn_hold_ms() -> u64 {
+    1500
 }
 
 /// One user's consumption today, for the glue to persist (e.g. keyed by user id) and pass to

@@ -208,6 +208,20 @@ pub enum ServerFrame {
         /// False when no transcription provider is available: nothing was invented.
         transcribed: bool,
     },
+    /// Whether an utterance ended the user's turn, as the turn model judged it (`source`
+    /// `model`), or the VAD alone when the model could not say (`source` `vad`).
+    Turn {
+        /// The utterance.
+        utterance: u32,
+        /// Whether the turn is complete: if not, the reply waits up to `VOICE_TURN_HOLD_MS`
+        /// for more speech.
+        complete: bool,
+        /// The model's probability that it is, when it gave one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        probability: Option<f32>,
+        /// `model` or `vad`.
+        source: String,
+    },
     /// The conversation state changed.
     State {
         /// The new state.
