@@ -2,7 +2,7 @@
 //! a markdown table row (see `BENCHMARKS.md` for the figures and what they mean).
 //!
 //! ```text
-//! cargo run --release --example bench -- [--only fanout,gateway,saturation,storm,http,limiter,locks,memory,voice,batch]
+//! cargo run --release --example bench -- [--only fanout,gateway,saturation,storm,http,limiter,locks,memory,voice,speaking,batch]
 //!                                        [--full] [--via-proxy] [--out FILE]
 //! ```
 //!
@@ -18,6 +18,8 @@
 //! - `conns`: connect storm and memory per idle connection.
 //! - `api`: HTTP broadcast, rate-limit checks, lock round trips.
 //! - `voice`: concurrent voice sessions streaming real-time audio; VAD latency.
+//! - `speaking`: the voice-to-voice latency Roomkeeper adds, with a provider that answers at
+//!   once, at 1 and 100 sessions.
 //! - `stats`: percentiles, CPU snapshots, tables.
 //! - `roomkeeper_testkit::workerd` (shared with the end-to-end tests): finding and measuring
 //!   workerd processes; `roomkeeper_testkit::harness` for the server's ports and tokens.
@@ -31,6 +33,7 @@ mod api;
 mod conns;
 mod fanout;
 mod server;
+mod speaking;
 mod stats;
 mod voice;
 
@@ -1024,6 +1027,80 @@ async fn main() {
     }
 
     drop(server);
+
+    if wanted(&a, "speaking") {
+        let provider = speaking::Provider::start();
+        let (server, ctx) = start(
+            &[
+                ("LLM_BASE_URL", provider.url.as_str()),
+                ("LLM_TIMEOUT_MS", "30000"),
+            ],
+            a.via_proxy,
+            a.full,
+        )
+        .await;
+        let mut t = Table::new(
+            "Speaking: voice-to-voice latency Roomkeeper adds (a provider that answers at once; one burst per session)",
+            &[
+                "sessions",
+                "turns end",
+                "spoken",
+                "voice to voice, last word sent → first chunk received p50 / p99 / max (ms, incl. the 300 ms hangover)",
+                "speech_end received → first chunk received p50 / p99 / max (ms)",
+                "server stages p50: transcript / first token / first audio (ms)",
+                "server timings.first_audio_ms p50 / p99 / max (ms)",
+                "provider's own time per turn (ms: transcription + reply + first sentence's speech)",
+                "added by Roomkeeper after speech_end p50 / p99 (ms)",
+                "workerd core use",
+                "other load",
+            ],
+        );
+        for (n, stagger) in [(1usize, 0u32), (100, 0), (100, 2000)] {
+            ctx.settle().await;
+            match speaking::run(&ctx, &provider, n, stagger).await {
+                Ok(mut o) => {
+                    let provider_ms = [
+                        "/v1/audio/transcriptions",
+                        "/v1/chat/completions",
+                        "/v1/audio/speech",
+                    ]
+                    .iter()
+                    .map(|p| provider.mean_us(p).0)
+                    .sum::<f64>()
+                        / 1000.0;
+                    let (p50, p99) = (o.after_end.ms(0.5), o.after_end.ms(0.99));
+                    t.row(vec![
+                        n.to_string(),
+                        match (n, stagger) {
+                            (1, _) => "-".to_string(),
+                            (_, 0) => "together (the same 20 ms)".to_string(),
+                            (_, s) => format!("spread over {s} ms"),
+                        },
+                        match &o.first_error {
+                            Some(e) => format!("{} / {} ({e})", o.spoken, o.sessions),
+                            None => format!("{} / {}", o.spoken, o.sessions),
+                        },
+                        o.voice_to_voice.cell(),
+                        o.after_end.cell(),
+                        format!(
+                            "{:.0} / {:.0} / {:.0}",
+                            o.server_transcript.ms(0.5),
+                            o.server_first_token.ms(0.5),
+                            o.server_first_audio.ms(0.5)
+                        ),
+                        o.server_first_audio.cell(),
+                        format!("{provider_ms:.2}"),
+                        format!("{:.1} / {:.1}", p50 - provider_ms, p99 - provider_ms),
+                        format!("{:.0} %", o.cpu.runtime_share() * 100.0),
+                        other(&o.cpu),
+                    ]);
+                }
+                Err(e) => t.row(vec![n.to_string(), format!("failed: {e}")]),
+            }
+        }
+        drop(server);
+        tables.push(t);
+    }
 
     if wanted(&a, "batch") {
         let mut t = Table::new(
