@@ -13,7 +13,7 @@
 //! the VAD's 300 ms hangover in it), from receiving `speech_end` to that chunk, and the
 //! server's own `timings.first_audio_ms` (from `speech_end` to the chunk sent).
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -24,6 +24,7 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 use crate::stats::{Cpu, CpuDelta, Samples};
 use crate::Ctx;
+use roomkeeper_testkit::harness::{read_request, HttpRequest};
 
 const RATE: u32 = 16_000;
 const FRAME_MS: u32 = 20;
@@ -76,25 +77,9 @@ impl Provider {
 fn serve(stream: std::net::TcpStream, calls: &Mutex<Vec<(String, u64)>>, wav: &[u8]) {
     let _ = stream.set_nodelay(true);
     let mut reader = BufReader::new(stream);
-    let mut line = String::new();
-    if reader.read_line(&mut line).is_err() {
+    let Some(HttpRequest { path, .. }) = read_request(&mut reader) else {
         return;
-    }
-    let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
-    let mut len = 0usize;
-    loop {
-        let mut h = String::new();
-        if reader.read_line(&mut h).is_err() || h.trim().is_empty() {
-            break;
-        }
-        if let Some((k, v)) = h.trim().split_once(':') {
-            if k.trim().eq_ignore_ascii_case("content-length") {
-                len = v.trim().parse().unwrap_or(0);
-            }
-        }
-    }
-    let mut body = vec![0u8; len];
-    let _ = reader.read_exact(&mut body);
+    };
     let t = Instant::now();
     let mut s = reader.into_inner();
     let ok = |s: &mut std::net::TcpStream, ty: &str, body: &[u8]| {

@@ -2,7 +2,7 @@
 //! a real local OpenAI-compatible server as the provider, the built-in provider, every
 //! bad-input code, and a chatbot conversation that ends in a stored, scored lead.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -12,7 +12,9 @@ use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 use crate::Ctx;
-use roomkeeper_testkit::harness::{http, metrics, room, Client, Enc, Server, TempDir, DEV_API_KEY};
+use roomkeeper_testkit::harness::{
+    http, metrics, read_request, room, Client, Enc, HttpRequest, Server, TempDir, DEV_API_KEY,
+};
 
 /// Deltas the fake completion server streams per reply, 100 ms apart.
 const DELTAS: usize = 8;
@@ -85,25 +87,9 @@ impl FakeProvider {
                 std::thread::spawn(move || {
                     let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
                     let mut reader = BufReader::new(stream);
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).is_err() {
+                    let Some(HttpRequest { path, body, .. }) = read_request(&mut reader) else {
                         return;
-                    }
-                    let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
-                    let mut len = 0usize;
-                    loop {
-                        let mut h = String::new();
-                        if reader.read_line(&mut h).is_err() || h.trim().is_empty() {
-                            break;
-                        }
-                        if let Some((k, v)) = h.trim().split_once(':') {
-                            if k.trim().eq_ignore_ascii_case("content-length") {
-                                len = v.trim().parse().unwrap_or(0);
-                            }
-                        }
-                    }
-                    let mut body = vec![0u8; len];
-                    let _ = reader.read_exact(&mut body);
+                    };
                     let wav = body.windows(4).any(|w| w == b"RIFF")
                         && body.windows(4).any(|w| w == b"WAVE");
                     let text = String::from_utf8_lossy(&body).into_owned();

@@ -637,6 +637,48 @@ pub fn d1_count(persist: &std::path::Path, sql: &str) -> u64 {
         .expect("a count named n")
 }
 
+/// One HTTP/1.1 request as the local stand-in servers read it ([`read_request`]).
+pub struct HttpRequest {
+    /// Request path.
+    pub path: String,
+    /// Header names (lower-case) and values.
+    pub headers: Vec<(String, String)>,
+    /// Body, `Content-Length` bytes of it.
+    pub body: Vec<u8>,
+}
+
+/// Reads one request (request line, headers, a `Content-Length` body) from a connection of
+/// a local stand-in server; `None` when the connection ends before a request line.
+pub fn read_request(reader: &mut impl std::io::BufRead) -> Option<HttpRequest> {
+    let mut line = String::new();
+    if reader.read_line(&mut line).ok()? == 0 {
+        return None;
+    }
+    let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
+    let mut headers = Vec::new();
+    let mut len = 0usize;
+    loop {
+        let mut h = String::new();
+        if reader.read_line(&mut h).is_err() || h.trim().is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.trim().split_once(':') {
+            let (k, v) = (k.trim().to_ascii_lowercase(), v.trim().to_string());
+            if k == "content-length" {
+                len = v.parse().unwrap_or(0);
+            }
+            headers.push((k, v));
+        }
+    }
+    let mut body = vec![0u8; len];
+    let _ = reader.read_exact(&mut body);
+    Some(HttpRequest {
+        path,
+        headers,
+        body,
+    })
+}
+
 /// One request a [`Receiver`] got.
 #[derive(Debug, Clone)]
 pub struct Received {
@@ -662,7 +704,7 @@ pub struct Receiver {
 impl Receiver {
     /// Starts a receiver that fails the first `fail_first` requests (`None`: always fails).
     pub fn start(fail_first: Option<usize>) -> Self {
-        use std::io::{BufRead, BufReader, Write};
+        use std::io::{BufReader, Write};
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind receiver");
         let url = format!("http://{}", listener.local_addr().unwrap());
         let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -671,28 +713,14 @@ impl Receiver {
             for stream in listener.incoming().flatten() {
                 let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
                 let mut reader = BufReader::new(stream);
-                let mut line = String::new();
-                if reader.read_line(&mut line).is_err() {
+                let Some(HttpRequest {
+                    path,
+                    headers,
+                    body,
+                }) = read_request(&mut reader)
+                else {
                     continue;
-                }
-                let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
-                let mut headers = Vec::new();
-                let mut len = 0usize;
-                loop {
-                    let mut h = String::new();
-                    if reader.read_line(&mut h).is_err() || h.trim().is_empty() {
-                        break;
-                    }
-                    if let Some((k, v)) = h.trim().split_once(':') {
-                        let (k, v) = (k.trim().to_ascii_lowercase(), v.trim().to_string());
-                        if k == "content-length" {
-                            len = v.parse().unwrap_or(0);
-                        }
-                        headers.push((k, v));
-                    }
-                }
-                let mut body = vec![0u8; len];
-                let _ = std::io::Read::read_exact(&mut reader, &mut body);
+                };
                 let mut log = shared.lock().unwrap();
                 let ok = fail_first.is_some_and(|n| log.len() >= n);
                 let status = if ok { 200 } else { 500 };
