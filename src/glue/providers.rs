@@ -39,6 +39,21 @@ fn post(
     Request::new_with_init(url, &init).map_err(|_| ProviderError::Network)
 }
 
+/// Sends `req` and reads its whole body, within `timeout_ms`; a non-2xx status is an error.
+async fn send_for_bytes(req: Request, timeout_ms: u64) -> Result<Vec<u8>, ProviderError> {
+    timed(timeout_ms, async {
+        let mut r = Fetch::Request(req)
+            .send()
+            .await
+            .map_err(|_| ProviderError::Network)?;
+        if !(200..300).contains(&r.status_code()) {
+            return Err(ProviderError::Status(r.status_code()));
+        }
+        r.bytes().await.map_err(|_| ProviderError::Network)
+    })
+    .await?
+}
+
 /// Transcribes a WAV: `Ok(None)` when the backend cannot transcribe (built-in).
 pub(crate) async fn transcribe(
     backend: &Backend,
@@ -60,18 +75,8 @@ pub(crate) async fn transcribe(
                 &transcription_content_type(),
                 &transcription_body(stt_model, wav),
             )?;
-            timed(timeout_ms.unwrap_or(TRANSCRIBE_TIMEOUT_MS), async {
-                let mut r = Fetch::Request(req)
-                    .send()
-                    .await
-                    .map_err(|_| ProviderError::Network)?;
-                if !(200..300).contains(&r.status_code()) {
-                    return Err(ProviderError::Status(r.status_code()));
-                }
-                let body = r.bytes().await.map_err(|_| ProviderError::Network)?;
-                parse_transcription(&body).map(Some)
-            })
-            .await?
+            let body = send_for_bytes(req, timeout_ms.unwrap_or(TRANSCRIBE_TIMEOUT_MS)).await?;
+            parse_transcription(&body).map(Some)
         }
         // Not run by the tests: the binding exists only in production.
         Backend::WorkersAi { stt_model, .. } => {
@@ -208,19 +213,9 @@ pub(crate) async fn synthesize(
                 &speech_body(model, tts_voice, text),
             )
             .map_err(|e| e.to_string())?;
-            timed(timeout_ms.unwrap_or(SPEECH_TIMEOUT_MS), async {
-                let mut r = Fetch::Request(req)
-                    .send()
-                    .await
-                    .map_err(|_| ProviderError::Network)?;
-                if !(200..300).contains(&r.status_code()) {
-                    return Err(ProviderError::Status(r.status_code()));
-                }
-                r.bytes().await.map_err(|_| ProviderError::Network)
-            })
-            .await
-            .and_then(|r| r)
-            .map_err(|e| e.to_string())?
+            send_for_bytes(req, timeout_ms.unwrap_or(SPEECH_TIMEOUT_MS))
+                .await
+                .map_err(|e| e.to_string())?
         }
         // Not run by the tests: the binding exists only in production.
         Backend::WorkersAi { tts_model, .. } => {
@@ -263,18 +258,8 @@ pub(crate) async fn detect_turn(
             ..
         } => {
             let req = post(url, api_key.as_deref(), "audio/wav", wav)?;
-            timed(TURN_TIMEOUT_MS, async {
-                let mut r = Fetch::Request(req)
-                    .send()
-                    .await
-                    .map_err(|_| ProviderError::Network)?;
-                if !(200..300).contains(&r.status_code()) {
-                    return Err(ProviderError::Status(r.status_code()));
-                }
-                let body = r.bytes().await.map_err(|_| ProviderError::Network)?;
-                parse_turn(&body).map(Some)
-            })
-            .await?
+            let body = send_for_bytes(req, TURN_TIMEOUT_MS).await?;
+            parse_turn(&body).map(Some)
         }
         // Not run by the tests: the binding exists only in production.
         Backend::WorkersAi {
